@@ -1,0 +1,1185 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ngx_http_playarr_metrics_module.h>
+
+#include <math.h>
+
+
+typedef struct {
+    const char                    *name;
+    const char                    *help;
+    ngx_uint_t                     type;
+    const char                    *labels[3];
+} ngx_http_playarr_metrics_builtin_t;
+
+
+static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
+static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v);
+static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
+static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+static ngx_int_t ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf);
+static void *ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_playarr_metrics_init_main_conf(ngx_conf_t *cf,
+    void *conf);
+static void *ngx_http_playarr_metrics_create_srv_conf(ngx_conf_t *cf);
+static char *ngx_http_playarr_metrics_merge_srv_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static void *ngx_http_playarr_metrics_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_playarr_metrics_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+
+static void ngx_http_playarr_metrics_note(ngx_conf_t *cf,
+    ngx_command_t *cmd);
+static char *ngx_http_playarr_metrics_zone(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_route(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_values(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_value(ngx_conf_t *cf,
+    ngx_str_t *arg, ngx_http_playarr_metrics_value_t *value);
+static char *ngx_http_playarr_metrics_buckets(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_export(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_conf_enum_t  ngx_http_playarr_metrics_auth[] = {
+    { ngx_string("off"), 0 },
+    { ngx_string("bearer"), 1 },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
+
+    { ngx_string("playarr_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_playarr_metrics_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("playarr_metrics_route"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_route,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_username"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_playarr_metrics_values,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_loc_conf_t, username),
+      NULL },
+
+    { ngx_string("playarr_metrics_error_type"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_values,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_loc_conf_t, error_type),
+      NULL },
+
+    { ngx_string("playarr_metrics_buckets"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_playarr_metrics_buckets,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_token_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_token_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_export"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_export,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_auth"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_loc_conf_t, auth),
+      &ngx_http_playarr_metrics_auth },
+
+    { ngx_string("playarr_metrics_max_series"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_main_conf_t, max_series),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_playarr_metrics_module_ctx = {
+    ngx_http_playarr_metrics_add_variables,  /* preconfiguration */
+    ngx_http_playarr_metrics_init,           /* postconfiguration */
+
+    ngx_http_playarr_metrics_create_main_conf, /* create main configuration */
+    ngx_http_playarr_metrics_init_main_conf, /* init main configuration */
+
+    ngx_http_playarr_metrics_create_srv_conf, /* create server configuration */
+    ngx_http_playarr_metrics_merge_srv_conf, /* merge server configuration */
+
+    ngx_http_playarr_metrics_create_loc_conf, /* create location configuration */
+    ngx_http_playarr_metrics_merge_loc_conf  /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_playarr_metrics_module = {
+    NGX_MODULE_V1,
+    &ngx_http_playarr_metrics_module_ctx,    /* module context */
+    ngx_http_playarr_metrics_commands,       /* module directives */
+    NGX_HTTP_MODULE,                         /* module type */
+    NULL,                                    /* init master */
+    NULL,                                    /* init module */
+    NULL,                                    /* init process */
+    NULL,                                    /* init thread */
+    NULL,                                    /* exit thread */
+    NULL,                                    /* exit process */
+    NULL,                                    /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_playarr_metrics_builtin_t  ngx_http_playarr_metrics_builtins[]
+    = {
+
+    { "playarr_http_requests_total",
+      "Total number of HTTP requests",
+      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      { "endpoint", "status_code", "username" } },
+
+    { "playarr_http_request_duration_seconds",
+      "Duration of HTTP requests in seconds",
+      NGX_HTTP_PLAYARR_METRICS_HISTOGRAM,
+      { "endpoint", "username", NULL } },
+
+    { "playarr_authentication_failures_total",
+      "Total number of authentication failures",
+      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      { "endpoint", "username", NULL } },
+
+    { "playarr_managed_errors_total",
+      "Total number of managed errors",
+      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      { "endpoint", "error_type", "username" } }
+};
+
+
+static double  ngx_http_playarr_metrics_default_buckets[] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
+};
+
+
+static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
+    ngx_string("playarr_metrics_endpoint");
+
+static ngx_str_t  ngx_http_playarr_metrics_unknown =
+    ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
+
+
+/*
+ * The route is matched once per client request, in the post-read phase,
+ * on the URI as nginx normalized it and before any rewrite.  The result
+ * is kept as the value of $playarr_metrics_endpoint: unlike the module
+ * contexts, r->variables survives internal redirects.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
+{
+    ngx_http_variable_value_t             *v;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    v = &r->variables[pmcf->endpoint];
+
+    if (!v->valid) {
+        ngx_http_playarr_metrics_match(r, v);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
+{
+    ngx_str_t                            *t;
+    ngx_uint_t                            n;
+    ngx_http_playarr_metrics_srv_conf_t  *pscf;
+
+    pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
+
+    t = &ngx_http_playarr_metrics_unknown;
+
+    if (pscf->routes) {
+        n = ngx_http_playarr_metrics_routes_match(pscf->routes, r->uri.data,
+                                                  r->uri.len);
+        if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+            t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
+        }
+    }
+
+    v->len = t->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = t->data;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_playarr_metrics_match(r, v);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep)
+{
+    ngx_http_variable_value_t  *v;
+
+    v = &r->variables[pmcf->endpoint];
+
+    if (!v->valid) {
+
+        /* finalized before the phases ran: a bad request line, say */
+
+        ngx_http_playarr_metrics_match(r, v);
+    }
+
+    ep->len = v->len;
+    ep->data = v->data;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
+{
+    u_char                                  *p, *q;
+    size_t                                   ulen;
+    ngx_str_t                                ep, s;
+    ngx_uint_t                               i, status;
+    ngx_msec_int_t                           ms;
+    ngx_time_t                              *tp;
+    ngx_http_playarr_metrics_value_t        *value;
+    ngx_http_playarr_metrics_store_t        *store;
+    ngx_http_playarr_metrics_series_t       *series;
+    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_loc_conf_t     *plcf;
+    ngx_http_playarr_metrics_main_conf_t    *pmcf;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    u_char                      user[NGX_HTTP_PLAYARR_METRICS_VALUE_MAX];
+    u_char                      key[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+
+    if (!plcf->enable || plcf->handler || r != r->main) {
+        return NGX_OK;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+    store = pmcf->store;
+    fc = store->families.elts;
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    /* the user: the first non-empty value */
+
+    ulen = 0;
+
+    if (plcf->username) {
+        value = plcf->username->elts;
+
+        for (i = 0; i < plcf->username->nelts; i++) {
+            if (ngx_http_playarr_metrics_eval(r, &value[i], &s) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (s.len) {
+                ulen = ngx_http_playarr_metrics_value_copy(user, s.data,
+                                                           s.len);
+                break;
+            }
+        }
+    }
+
+    if (ulen == 0) {
+        ulen = sizeof(NGX_HTTP_PLAYARR_METRICS_ANONYMOUS) - 1;
+        ngx_memcpy(user, NGX_HTTP_PLAYARR_METRICS_ANONYMOUS, ulen);
+    }
+
+    /* the status as the access log has it */
+
+    if (r->err_status) {
+        status = r->err_status;
+
+    } else if (r->headers_out.status) {
+        status = r->headers_out.status;
+
+    } else if (r->http_version == NGX_HTTP_VERSION_9) {
+        status = 9;
+
+    } else {
+        status = 0;
+    }
+
+    if (status > 999) {
+        status = 999;
+    }
+
+    /* key: endpoint, user; the endpoint is the common prefix of all keys */
+
+    p = ngx_cpymem(key, ep.data, ep.len);
+    *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+    q = p;
+    p = ngx_cpymem(p, user, ulen);
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t)
+             ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    layout = NULL;
+
+    if (plcf->layout != NGX_CONF_UNSET_UINT) {
+        layout = store->shared_layouts[plcf->layout];
+    }
+
+    series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_DURATION],
+                                  layout, key, p - key);
+    ngx_http_playarr_metrics_observe(series, (double) ms / 1000);
+
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
+                                  NULL, key, p - key);
+        ngx_http_playarr_metrics_add(series, 1);
+    }
+
+    /* key: endpoint, status, user */
+
+    p = q;
+    *p++ = (u_char) ('0' + status / 100);
+    *p++ = (u_char) ('0' + status / 10 % 10);
+    *p++ = (u_char) ('0' + status % 10);
+    *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+    p = ngx_cpymem(p, user, ulen);
+
+    series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS],
+                                  NULL, key, p - key);
+    ngx_http_playarr_metrics_add(series, 1);
+
+    /* key: endpoint, error type, user */
+
+    if (plcf->error_type) {
+        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (s.len) {
+            p = q;
+            p += ngx_http_playarr_metrics_value_copy(p, s.data, s.len);
+            *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+            p = ngx_cpymem(p, user, ulen);
+
+            series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_ERRORS],
+                                  NULL, key, p - key);
+            ngx_http_playarr_metrics_add(series, 1);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
+{
+    ngx_http_variable_value_t  *vv;
+
+    if (value->value) {
+        return ngx_http_complex_value(r, value->value, s);
+    }
+
+    vv = ngx_http_get_indexed_variable(r, value->index);
+
+    if (vv == NULL || vv->not_found) {
+        s->len = 0;
+        return NGX_OK;
+    }
+
+    s->len = vv->len;
+    s->data = vv->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_playarr_metrics_endpoint_name,
+                                0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_playarr_metrics_endpoint_variable;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_playarr_metrics_main_conf_t));
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     pmcf->shm_zone = NULL;
+     *     pmcf->store = NULL;
+     *     pmcf->token = { 0 };
+     *     pmcf->used_name = { 0, NULL };
+     */
+
+    pmcf->max_series = NGX_CONF_UNSET_UINT;
+    pmcf->endpoint = NGX_ERROR;
+
+    return pmcf;
+}
+
+
+static char *
+ngx_http_playarr_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
+
+    double  *b;
+
+    ngx_conf_init_uint_value(pmcf->max_series, 10000);
+
+    pmcf->buckets = ngx_array_create(cf->pool,
+                      sizeof(ngx_http_playarr_metrics_default_buckets)
+                      / sizeof(double), sizeof(double));
+    if (pmcf->buckets == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    b = ngx_array_push_n(pmcf->buckets, pmcf->buckets->nalloc);
+    if (b == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(b, ngx_http_playarr_metrics_default_buckets,
+               sizeof(ngx_http_playarr_metrics_default_buckets));
+
+    if (pmcf->store) {
+        pmcf->store->max_series = pmcf->max_series;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_playarr_metrics_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_http_playarr_metrics_srv_conf_t  *pscf;
+
+    pscf = ngx_pcalloc(cf->pool, sizeof(ngx_http_playarr_metrics_srv_conf_t));
+    if (pscf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     pscf->routes = NULL;
+     */
+
+    return pscf;
+}
+
+
+static char *
+ngx_http_playarr_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_playarr_metrics_srv_conf_t *prev = parent;
+    ngx_http_playarr_metrics_srv_conf_t *conf = child;
+
+    if (conf->routes == NULL) {
+        conf->routes = prev->routes;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_playarr_metrics_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_playarr_metrics_loc_conf_t  *plcf;
+
+    plcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_playarr_metrics_loc_conf_t));
+    if (plcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     plcf->buckets = NULL;
+     *     plcf->handler = 0;
+     *     plcf->format = 0;
+     *     plcf->handler_file = { 0, NULL };
+     *     plcf->handler_line = 0;
+     */
+
+    plcf->enable = NGX_CONF_UNSET;
+    plcf->username = NGX_CONF_UNSET_PTR;
+    plcf->error_type = NGX_CONF_UNSET_PTR;
+    plcf->auth = NGX_CONF_UNSET_UINT;
+    plcf->layout = NGX_CONF_UNSET_UINT;
+
+    return plcf;
+}
+
+
+static char *
+ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_playarr_metrics_loc_conf_t *prev = parent;
+    ngx_http_playarr_metrics_loc_conf_t *conf = child;
+
+    ngx_int_t                              n;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 1);
+    ngx_conf_merge_uint_value(conf->auth, prev->auth, 1);
+    ngx_conf_merge_ptr_value(conf->username, prev->username, NULL);
+    ngx_conf_merge_ptr_value(conf->error_type, prev->error_type, NULL);
+
+    if (conf->buckets == NULL) {
+        conf->buckets = prev->buckets;
+        conf->layout = prev->layout;
+    }
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_playarr_metrics_module);
+
+    if (conf->buckets && conf->layout == NGX_CONF_UNSET_UINT && pmcf->store) {
+        n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
+                                                  conf->buckets);
+        if (n == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->layout = n;
+    }
+
+    if (conf->handler && conf->auth && pmcf->token.path.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"playarr_metrics_export\" needs "
+                      "\"playarr_metrics_token_file\" unless "
+                      "\"playarr_metrics_auth off\" is set in %V:%ui",
+                      &conf->handler_file, conf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt                   *h;
+    ngx_http_core_main_conf_t             *cmcf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_playarr_metrics_module);
+
+    if (pmcf->store == NULL) {
+
+        if (pmcf->used_name.len) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"%V\" directive needs a \"playarr_metrics_zone\" "
+                          "in %V:%ui", &pmcf->used_name, &pmcf->used_file,
+                          pmcf->used_line);
+            return NGX_ERROR;
+        }
+
+        /* the module is idle without a zone */
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_playarr_metrics_add_builtins(cf, pmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (pmcf->token.path.len
+        && ngx_http_playarr_metrics_token_init(cf, &pmcf->token) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    pmcf->endpoint = ngx_http_get_variable_index(cf,
+                                     &ngx_http_playarr_metrics_endpoint_name);
+    if (pmcf->endpoint == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_playarr_metrics_post_read_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_playarr_metrics_log_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_int_t                                n;
+    ngx_uint_t                               i, j;
+    ngx_http_playarr_metrics_builtin_t      *b;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
+        b = &ngx_http_playarr_metrics_builtins[i];
+
+        fc = ngx_array_push(&pmcf->store->families);
+        if (fc == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(fc, sizeof(ngx_http_playarr_metrics_family_conf_t));
+
+        fc->name.data = (u_char *) b->name;
+        fc->name.len = ngx_strlen(b->name);
+        fc->help.data = (u_char *) b->help;
+        fc->help.len = ngx_strlen(b->help);
+        fc->type = b->type;
+
+        for (j = 0; j < 3 && b->labels[j]; j++) { /* void */ }
+
+        fc->nlabels = j;
+        fc->labels = ngx_palloc(cf->pool, j * sizeof(ngx_str_t));
+        if (fc->labels == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < fc->nlabels; j++) {
+            fc->labels[j].data = (u_char *) b->labels[j];
+            fc->labels[j].len = ngx_strlen(b->labels[j]);
+        }
+
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            fc->buckets = pmcf->buckets;
+
+            n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
+                                                      fc->buckets);
+            if (n == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            fc->layout = n;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* remembers where the module was first used, to name it in errors */
+
+static void
+ngx_http_playarr_metrics_note(ngx_conf_t *cf, ngx_command_t *cmd)
+{
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_playarr_metrics_module);
+
+    if (pmcf->used_name.len) {
+        return;
+    }
+
+    pmcf->used_name = cmd->name;
+    pmcf->used_file = cf->conf_file->file.name;
+    pmcf->used_line = cf->conf_file->line;
+}
+
+
+static char *
+ngx_http_playarr_metrics_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (cmd->type & NGX_CONF_FLAG) {
+        return ngx_conf_set_flag_slot(cf, cmd, conf);
+    }
+
+    if (cmd->post) {
+        return ngx_conf_set_enum_slot(cf, cmd, conf);
+    }
+
+    return ngx_conf_set_num_slot(cf, cmd, conf);
+}
+
+
+static char *
+ngx_http_playarr_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
+
+    u_char                            *p;
+    ssize_t                            size;
+    ngx_str_t                         *value, name, s;
+    ngx_http_playarr_metrics_store_t  *store;
+
+    if (pmcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strchr(value[1].data, ':');
+
+    if (p == NULL || p == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\", expected NAME:SIZE",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - value[1].data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small, the minimum is %uz",
+                           &value[1], 8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    store = ngx_pcalloc(cf->pool, sizeof(ngx_http_playarr_metrics_store_t));
+    if (store == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&store->families, cf->pool, 48,
+                       sizeof(ngx_http_playarr_metrics_family_conf_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    store->name = name;
+
+    pmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_playarr_metrics_module);
+    if (pmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (pmcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is already used", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    pmcf->shm_zone->init = ngx_http_playarr_metrics_store_init;
+    pmcf->shm_zone->data = store;
+    pmcf->store = store;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_srv_conf_t *pscf = conf;
+
+    ngx_str_t  *value;
+    u_char      buf[NGX_HTTP_PLAYARR_METRICS_VALUE_MAX];
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    value = cf->args->elts;
+
+    if (value[1].len > NGX_HTTP_PLAYARR_METRICS_VALUE_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "route template \"%V\" is longer than %d bytes",
+                           &value[1], NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_playarr_metrics_value_copy(buf, value[1].data, value[1].len)
+        != value[1].len
+        || ngx_memcmp(buf, value[1].data, value[1].len) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "route template \"%V\" is not valid UTF-8",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (pscf->routes == NULL) {
+        pscf->routes = ngx_http_playarr_metrics_routes_create(cf->pool);
+        if (pscf->routes == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return ngx_http_playarr_metrics_routes_add(cf, pscf->routes, &value[1]);
+}
+
+
+static char *
+ngx_http_playarr_metrics_values(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    ngx_str_t                          *value;
+    ngx_uint_t                          i;
+    ngx_array_t                       **a;
+    ngx_http_playarr_metrics_value_t   *v, **one;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    value = cf->args->elts;
+
+    if (cmd->type & NGX_CONF_1MORE) {
+        a = (ngx_array_t **) (p + cmd->offset);
+
+        if (*a != NGX_CONF_UNSET_PTR && *a != NULL) {
+            return "is duplicate";
+        }
+
+        *a = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                              sizeof(ngx_http_playarr_metrics_value_t));
+        if (*a == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 1; i < cf->args->nelts; i++) {
+            v = ngx_array_push(*a);
+            if (v == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            if (ngx_http_playarr_metrics_value(cf, &value[i], v)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    one = (ngx_http_playarr_metrics_value_t **) (p + cmd->offset);
+
+    if (*one != NGX_CONF_UNSET_PTR && *one != NULL) {
+        return "is duplicate";
+    }
+
+    *one = ngx_palloc(cf->pool, sizeof(ngx_http_playarr_metrics_value_t));
+    if (*one == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_playarr_metrics_value(cf, &value[1], *one);
+}
+
+
+/*
+ * A value that is exactly one variable is read through its index, with
+ * no script and no allocation; anything else is a complex value.
+ */
+
+static char *
+ngx_http_playarr_metrics_value(ngx_conf_t *cf, ngx_str_t *arg,
+    ngx_http_playarr_metrics_value_t *value)
+{
+    u_char                            *p, *last;
+    ngx_str_t                          name;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value->value = NULL;
+
+    if (arg->len > 1 && arg->data[0] == '$') {
+        last = arg->data + arg->len;
+
+        for (p = arg->data + 1; p < last; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                  || (*p >= '0' && *p <= '9') || *p == '_'))
+            {
+                break;
+            }
+        }
+
+        if (p == last) {
+            name.data = arg->data + 1;
+            name.len = arg->len - 1;
+
+            value->index = ngx_http_get_variable_index(cf, &name);
+            if (value->index == NGX_ERROR) {
+                return NGX_CONF_ERROR;
+            }
+
+            return NGX_CONF_OK;
+        }
+    }
+
+    value->value = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (value->value == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = arg;
+    ccv.complex_value = value->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    char        *end;
+    double      *b, prev;
+    ngx_str_t   *value;
+    ngx_uint_t   i, n;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (plcf->buckets) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    n = cf->args->nelts - 1;
+
+    if (n > NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many buckets, the maximum is %d",
+                           NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->buckets = ngx_array_create(cf->pool, n, sizeof(double));
+    if (plcf->buckets == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    prev = 0;
+
+    for (i = 1; i <= n; i++) {
+        b = ngx_array_push(plcf->buckets);
+        if (b == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* arguments are null-terminated */
+
+        errno = 0;
+        *b = strtod((char *) value[i].data, &end);
+
+        if (value[i].len == 0 || errno
+            || end != (char *) value[i].data + value[i].len
+            || !isfinite(*b) || *b <= 0
+            || value[i].data[0] == ' ')
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid bucket \"%V\", expected a positive "
+                               "number", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (*b <= prev) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "bucket \"%V\" is not greater than the one "
+                               "before it", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        prev = *b;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
+
+    ngx_str_t  *value;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (pmcf->token.path.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    pmcf->token.path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &pmcf->token.path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (plcf->handler) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    plcf->format = NGX_HTTP_PLAYARR_METRICS_PROMETHEUS;
+
+    if (cf->args->nelts == 2) {
+
+        if (ngx_strcmp(value[1].data, "json") == 0) {
+            plcf->format = NGX_HTTP_PLAYARR_METRICS_JSON;
+
+        } else if (ngx_strcmp(value[1].data, "prometheus") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    plcf->handler = 1;
+    plcf->handler_file = cf->conf_file->file.name;
+    plcf->handler_line = cf->conf_file->line;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_playarr_metrics_export_handler;
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,91 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#ifndef _NGX_HTTP_PLAYARR_METRICS_MODULE_H_INCLUDED_
+#define _NGX_HTTP_PLAYARR_METRICS_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ngx_http_playarr_metrics_store.h>
+#include <ngx_http_playarr_metrics_route.h>
+#include <ngx_http_playarr_metrics_token.h>
+
+
+#define NGX_HTTP_PLAYARR_METRICS_VERSION      "0.1.0"
+
+#define NGX_HTTP_PLAYARR_METRICS_PROMETHEUS   1
+#define NGX_HTTP_PLAYARR_METRICS_JSON         2
+
+/* the built-in HTTP families, in the order of DESIGN section 5 */
+#define NGX_HTTP_PLAYARR_METRICS_REQUESTS     0
+#define NGX_HTTP_PLAYARR_METRICS_DURATION     1
+#define NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED  2
+#define NGX_HTTP_PLAYARR_METRICS_ERRORS       3
+#define NGX_HTTP_PLAYARR_METRICS_NHTTP        4
+
+#define NGX_HTTP_PLAYARR_METRICS_UNKNOWN      "unknown_endpoint"
+#define NGX_HTTP_PLAYARR_METRICS_ANONYMOUS    "anonymous"
+
+
+typedef struct {
+    ngx_shm_zone_t                      *shm_zone;
+    ngx_http_playarr_metrics_store_t    *store;
+    ngx_http_playarr_metrics_token_t     token;
+    ngx_uint_t                           max_series;
+    ngx_array_t                         *buckets;      /* default, double */
+    ngx_int_t                            endpoint;     /* variable index */
+
+    /* where a directive of the module was first used, for errors */
+    ngx_str_t                            used_file;
+    ngx_uint_t                           used_line;
+    ngx_str_t                            used_name;
+} ngx_http_playarr_metrics_main_conf_t;
+
+
+typedef struct {
+    ngx_http_playarr_metrics_routes_t   *routes;
+} ngx_http_playarr_metrics_srv_conf_t;
+
+
+typedef struct {
+    ngx_int_t                            index;
+    ngx_http_complex_value_t            *value;
+} ngx_http_playarr_metrics_value_t;
+
+
+typedef struct {
+    ngx_flag_t                           enable;
+    ngx_array_t                         *username;     /* _value_t */
+    ngx_http_playarr_metrics_value_t    *error_type;
+    ngx_array_t                         *buckets;      /* double */
+    ngx_uint_t                           layout;
+
+    ngx_uint_t                           handler;      /* export, ... */
+    ngx_uint_t                           format;
+    ngx_uint_t                           auth;
+
+    ngx_str_t                            handler_file;
+    ngx_uint_t                           handler_line;
+} ngx_http_playarr_metrics_loc_conf_t;
+
+
+ngx_int_t ngx_http_playarr_metrics_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *content_type, ngx_str_t *body);
+ngx_int_t ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r);
+
+ngx_chain_t *ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);
+ngx_chain_t *ngx_http_playarr_metrics_json(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);
+
+
+extern ngx_module_t  ngx_http_playarr_metrics_module;
+
+
+#endif /* _NGX_HTTP_PLAYARR_METRICS_MODULE_H_INCLUDED_ */

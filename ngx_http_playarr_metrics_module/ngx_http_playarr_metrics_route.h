@@ -1,0 +1,56 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#ifndef _NGX_HTTP_PLAYARR_METRICS_ROUTE_H_INCLUDED_
+#define _NGX_HTTP_PLAYARR_METRICS_ROUTE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_PLAYARR_METRICS_NO_ROUTE  ((ngx_uint_t) -1)
+
+/* the most segments a template may have */
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH  32
+
+
+typedef struct ngx_http_playarr_metrics_routes_s
+    ngx_http_playarr_metrics_routes_t;
+
+
+/*
+ * Express-style route templates compiled into a segment trie.
+ *
+ * _create() makes an empty set whose memory comes from pool; _add() parses
+ * one template, reports a malformed or duplicate one with
+ * ngx_conf_log_error(NGX_LOG_EMERG, ...) and returns NGX_CONF_ERROR;
+ * templates are numbered 0, 1, ... in the order they were added, and
+ * _template() returns the text as it was given.  The trie is ready after
+ * every _add(): there is no separate compile step.
+ *
+ * _match() returns the number of the most specific template matching a
+ * normalized path (no query string), or NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+ * it allocates nothing, copies nothing and never writes to the path.
+ * Literals compare ASCII case-insensitively; empty segments and a trailing
+ * slash in the path are ignored; a path not starting with "/" matches
+ * nothing.  Comparing segment by segment from the left, a literal beats
+ * ":name.ext" (the longer ext first), which beats ":name", which beats "*".
+ */
+
+ngx_http_playarr_metrics_routes_t *ngx_http_playarr_metrics_routes_create(
+    ngx_pool_t *pool);
+char *ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_routes_t *routes, ngx_str_t *template);
+ngx_uint_t ngx_http_playarr_metrics_routes_count(
+    ngx_http_playarr_metrics_routes_t *routes);
+ngx_str_t *ngx_http_playarr_metrics_routes_template(
+    ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
+ngx_uint_t ngx_http_playarr_metrics_routes_match(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+
+
+#endif /* _NGX_HTTP_PLAYARR_METRICS_ROUTE_H_INCLUDED_ */

@@ -1,0 +1,71 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#ifndef _NGX_HTTP_PLAYARR_METRICS_TOKEN_H_INCLUDED_
+#define _NGX_HTTP_PLAYARR_METRICS_TOKEN_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX  512
+
+
+typedef struct {
+    ngx_str_t                 path;      /* null-terminated, absolute */
+
+    /* the token as this process last read it */
+    u_char                    value[NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX];
+    size_t                    len;
+
+    /* identity of the file it was read from, to notice rotation */
+    dev_t                     dev;
+    ngx_file_uniq_t           uniq;
+    off_t                     size;
+    struct timespec           mtime;
+    struct timespec           ctime;
+
+    /* when this process last logged that the file is unusable */
+    time_t                    logged;
+
+    unsigned                  valid:1;
+} ngx_http_playarr_metrics_token_t;
+
+
+/*
+ * Config time (postconfiguration, in the master): create the file when
+ * missing, read and validate it; logs [emerg] and returns NGX_ERROR when
+ * it cannot be used.
+ */
+ngx_int_t ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_token_t *tk);
+
+/*
+ * Request time: NGX_OK when the request carries the current token.
+ * Otherwise the error answer of DESIGN section 6 has been sent, and the
+ * returned value is what the content handler returns.
+ */
+ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_token_t *tk);
+
+/*
+ * Request time: writes a new token (temp file + rename), updates tk;
+ * NGX_OK or NGX_ERROR (logged).
+ */
+ngx_int_t ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_token_t *tk);
+
+/*
+ * Request time: re-reads the file if it changed; NGX_OK if tk is usable,
+ * NGX_ERROR (logged at most once a minute) if it is not.
+ */
+ngx_int_t ngx_http_playarr_metrics_token_refresh(ngx_log_t *log,
+    ngx_http_playarr_metrics_token_t *tk);
+
+
+#endif /* _NGX_HTTP_PLAYARR_METRICS_TOKEN_H_INCLUDED_ */

@@ -1,0 +1,833 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http_playarr_metrics_store.h>
+
+
+#if (NGX_PTR_SIZE < 8)
+#error "ngx_http_playarr_metrics_module needs 64-bit atomic operations"
+#endif
+
+
+#define NGX_HTTP_PLAYARR_METRICS_MAGIC   0x706d6574726963ULL
+
+/* bytes of zone per expected series, to size the hash table */
+#define NGX_HTTP_PLAYARR_METRICS_PER_SERIES  256
+
+#define ngx_http_playarr_metrics_rotl(x, n)  (((x) << (n)) | ((x) >> (64 - n)))
+
+
+static ngx_int_t ngx_http_playarr_metrics_bind(
+    ngx_http_playarr_metrics_store_t *store, ngx_log_t *log);
+static ngx_http_playarr_metrics_family_t *ngx_http_playarr_metrics_family(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_log_t *log);
+static size_t ngx_http_playarr_metrics_family_def(
+    ngx_http_playarr_metrics_family_conf_t *fc, u_char *buf);
+static ngx_http_playarr_metrics_layout_t *
+    ngx_http_playarr_metrics_shared_layout(
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *buckets);
+static ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_lookup(
+    ngx_http_playarr_metrics_sh_t *sh, ngx_http_playarr_metrics_family_t *f,
+    u_char *key, size_t len, uint32_t hash);
+static ngx_http_playarr_metrics_series_t *
+    ngx_http_playarr_metrics_series_create(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_t *f,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    uint32_t hash);
+static ngx_http_playarr_metrics_series_t *
+    ngx_http_playarr_metrics_fold(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, const char *why);
+static void *ngx_http_playarr_metrics_arena_alloc(
+    ngx_http_playarr_metrics_store_t *store, size_t size);
+
+
+ngx_int_t
+ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_playarr_metrics_store_t  *ostore = data;
+
+    size_t                          n, size;
+    ngx_uint_t                      i;
+    ngx_shm_zone_t                 *oshm;
+    ngx_list_part_t                *part;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_playarr_metrics_sh_t  *sh;
+    ngx_http_playarr_metrics_store_t  *store;
+
+    store = shm_zone->data;
+
+    if (ostore) {
+
+        /* reload with the same size: the zone and every value are kept */
+
+        store->sh = ostore->sh;
+        store->shpool = ostore->shpool;
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "playarr_metrics_zone \"%V\" reused",
+                      &shm_zone->shm.name);
+
+        return ngx_http_playarr_metrics_bind(store, shm_zone->shm.log);
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    store->shpool = shpool;
+
+    if (shm_zone->shm.exists) {
+        store->sh = shpool->data;
+        return ngx_http_playarr_metrics_bind(store, shm_zone->shm.log);
+    }
+
+    /* a zone of the same name in the running cycle had another size */
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    oshm = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            oshm = part->elts;
+            i = 0;
+        }
+
+        if (oshm[i].tag == shm_zone->tag
+            && oshm[i].shm.name.len == shm_zone->shm.name.len
+            && ngx_strncmp(oshm[i].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len)
+               == 0)
+        {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "playarr_metrics_zone \"%V\" size changed "
+                          "from %uz to %uz, metrics start from zero",
+                          &shm_zone->shm.name, oshm[i].shm.size,
+                          shm_zone->shm.size);
+            break;
+        }
+    }
+
+    sh = ngx_slab_alloc(shpool, sizeof(ngx_http_playarr_metrics_sh_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sh, sizeof(ngx_http_playarr_metrics_sh_t));
+
+    /* a hash table with about one bucket per series the zone can hold */
+
+    n = 1;
+    while (n * NGX_HTTP_PLAYARR_METRICS_PER_SERIES < shm_zone->shm.size / 2) {
+        n <<= 1;
+    }
+
+    size = n * sizeof(ngx_http_playarr_metrics_series_t *);
+
+    sh->table = ngx_slab_alloc(shpool, size);
+    if (sh->table == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero((void *) sh->table, size);
+
+    sh->mask = n - 1;
+    sh->seed = (uint32_t) ngx_random();
+    sh->magic = NGX_HTTP_PLAYARR_METRICS_MAGIC;
+
+    store->sh = sh;
+    shpool->data = sh;
+
+    size = sizeof(" in playarr_metrics_zone \"\"") + shm_zone->shm.name.len;
+
+    shpool->log_ctx = ngx_slab_alloc(shpool, size);
+    if (shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(shpool->log_ctx, " in playarr_metrics_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is handled by folding series, not worth an [crit] */
+
+    shpool->log_nomem = 0;
+
+    return ngx_http_playarr_metrics_bind(store, shm_zone->shm.log);
+}
+
+
+/*
+ * Connects the configured families and bucket layouts to their shared
+ * counterparts, creating what is missing.  A family whose definition
+ * changed starts afresh; the old one stays in the zone, untouched, for
+ * workers of the previous cycle that may still write into it.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
+    ngx_log_t *log)
+{
+    ngx_uint_t                               i;
+    ngx_array_t                            **layouts;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    if (store->sh == NULL
+        || store->sh->magic != NGX_HTTP_PLAYARR_METRICS_MAGIC)
+    {
+        ngx_log_error(NGX_LOG_EMERG, log, 0,
+                      "playarr_metrics_zone \"%V\" holds foreign data",
+                      &store->name);
+        return NGX_ERROR;
+    }
+
+    layouts = store->layouts.elts;
+
+    store->shared_layouts = ngx_pcalloc(store->layouts.pool,
+                       store->layouts.nelts
+                       * sizeof(ngx_http_playarr_metrics_layout_t *));
+    if (store->shared_layouts == NULL && store->layouts.nelts) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < store->layouts.nelts; i++) {
+        store->shared_layouts[i] =
+                        ngx_http_playarr_metrics_shared_layout(store,
+                                                               layouts[i]);
+        if (store->shared_layouts[i] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    fc = store->families.elts;
+
+    for (i = 0; i < store->families.nelts; i++) {
+        fc[i].shared = ngx_http_playarr_metrics_family(store, &fc[i], log);
+        if (fc[i].shared == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, log, 0,
+                          "playarr_metrics_zone \"%V\" is too small",
+                          &store->name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_playarr_metrics_family_t *
+ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_log_t *log)
+{
+    u_char                              *p, *key;
+    size_t                               len, klen;
+    ngx_uint_t                           i;
+    ngx_http_playarr_metrics_sh_t       *sh;
+    ngx_http_playarr_metrics_layout_t   *layout;
+    ngx_http_playarr_metrics_series_t   *s;
+    ngx_http_playarr_metrics_family_t   *f, *old;
+    u_char                               def[4096];
+
+    sh = store->sh;
+    layout = NULL;
+
+    if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        layout = store->shared_layouts[fc->layout];
+    }
+
+    len = ngx_http_playarr_metrics_family_def(fc, def);
+
+    old = NULL;
+
+    for (f = sh->families; f; f = f->next) {
+
+        if (f->retired || ngx_strcmp(f->def, def) != 0) {
+            continue;
+        }
+
+        if (f->type == fc->type
+            && f->layout == layout
+            && f->def_len == len
+            && ngx_memcmp(f->def, def, len) == 0)
+        {
+            return f;
+        }
+
+        old = f;
+        break;
+    }
+
+    f = ngx_slab_alloc(store->shpool,
+                       offsetof(ngx_http_playarr_metrics_family_t, def) + len);
+    if (f == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(f, offsetof(ngx_http_playarr_metrics_family_t, def));
+
+    ngx_memcpy(f->def, def, len);
+    f->def_len = len;
+    f->type = fc->type;
+    f->nlabels = fc->nlabels;
+    f->layout = layout;
+    f->seed = sh->seed ^ ngx_hash_key(fc->name.data, fc->name.len);
+
+    /* the overflow series exists from the start, hidden until used */
+
+    key = def;
+    p = key;
+
+    for (i = 0; i < fc->nlabels; i++) {
+        if (i) {
+            *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+        }
+        p = ngx_cpymem(p, NGX_HTTP_PLAYARR_METRICS_OVERFLOW,
+                       sizeof(NGX_HTTP_PLAYARR_METRICS_OVERFLOW) - 1);
+    }
+
+    klen = p - key;
+
+    ngx_shmtx_lock(&store->shpool->mutex);
+
+    s = ngx_http_playarr_metrics_series_create(store, f, layout, key, klen,
+                        ngx_http_playarr_metrics_hash(f->seed, key, klen));
+
+    if (s) {
+        s->hidden = 1;
+        s->overflow = 1;
+        f->overflow = s;
+        f->nseries = 0;
+
+        if (old) {
+            old->retired = 1;
+        }
+
+        f->next = sh->families;
+        sh->families = f;
+    }
+
+    ngx_shmtx_unlock(&store->shpool->mutex);
+
+    if (s == NULL) {
+        ngx_slab_free(store->shpool, f);
+        return NULL;
+    }
+
+    if (old) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "playarr_metrics family \"%V\" changed its labels, "
+                      "type or buckets, its series start from zero",
+                      &fc->name);
+    }
+
+    return f;
+}
+
+
+static size_t
+ngx_http_playarr_metrics_family_def(ngx_http_playarr_metrics_family_conf_t *fc,
+    u_char *buf)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    p = ngx_cpymem(buf, fc->name.data, fc->name.len);
+    *p++ = '\0';
+
+    for (i = 0; i < fc->nlabels; i++) {
+        p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
+        *p++ = '\0';
+    }
+
+    return p - buf;
+}
+
+
+/*
+ * Bucket layouts are configured per location; each distinct one is kept
+ * once per store (process memory) and once per zone (shared memory).
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_store_layout(ngx_http_playarr_metrics_store_t *store,
+    ngx_pool_t *pool, ngx_array_t *buckets)
+{
+    ngx_uint_t     i;
+    ngx_array_t  **layouts, **p;
+
+    if (store->layouts.elts == NULL) {
+        if (ngx_array_init(&store->layouts, pool, 2, sizeof(ngx_array_t *))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    layouts = store->layouts.elts;
+
+    for (i = 0; i < store->layouts.nelts; i++) {
+        if (layouts[i]->nelts == buckets->nelts
+            && ngx_memcmp(layouts[i]->elts, buckets->elts,
+                          buckets->nelts * sizeof(double))
+               == 0)
+        {
+            return i;
+        }
+    }
+
+    p = ngx_array_push(&store->layouts);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    *p = buckets;
+
+    return store->layouts.nelts - 1;
+}
+
+
+static ngx_http_playarr_metrics_layout_t *
+ngx_http_playarr_metrics_shared_layout(ngx_http_playarr_metrics_store_t *store,
+    ngx_array_t *buckets)
+{
+    size_t                              size;
+    ngx_http_playarr_metrics_sh_t      *sh;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    sh = store->sh;
+    size = buckets->nelts * sizeof(double);
+
+    for (l = sh->layouts; l; l = l->next) {
+        if (l->n == buckets->nelts
+            && ngx_memcmp(l->le, buckets->elts, size) == 0)
+        {
+            return l;
+        }
+    }
+
+    l = ngx_slab_alloc(store->shpool,
+                       offsetof(ngx_http_playarr_metrics_layout_t, le) + size);
+    if (l == NULL) {
+        return NULL;
+    }
+
+    l->n = buckets->nelts;
+    ngx_memcpy(l->le, buckets->elts, size);
+
+    ngx_shmtx_lock(&store->shpool->mutex);
+
+    l->next = sh->layouts;
+    sh->layouts = l;
+
+    ngx_shmtx_unlock(&store->shpool->mutex);
+
+    return l;
+}
+
+
+/*
+ * A 64-bit multiply-rotate hash over 8-byte words (after FxHash), seeded
+ * per zone and per family so that label values chosen by clients cannot
+ * be lined up into one chain in advance.
+ */
+
+uint32_t
+ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
+{
+    uint64_t  h, w;
+
+    h = seed ^ ((uint64_t) len << 32);
+
+    while (len >= 8) {
+        ngx_memcpy(&w, key, 8);
+        h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
+        key += 8;
+        len -= 8;
+    }
+
+    if (len) {
+        w = 0;
+        ngx_memcpy(&w, key, len);
+        h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
+    }
+
+    h ^= h >> 29;
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+static ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
+    ngx_http_playarr_metrics_family_t *f, u_char *key, size_t len,
+    uint32_t hash)
+{
+    ngx_http_playarr_metrics_series_t  *s;
+
+    for (s = sh->table[hash & sh->mask]; s; s = s->next) {
+
+        if (s->hash == hash
+            && s->family == f
+            && s->len == len
+            && ngx_memcmp(ngx_http_playarr_metrics_series_key(s), key, len)
+               == 0)
+        {
+            return s;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The series of family fc for a key: found without a lock when it exists,
+ * created under the slab mutex otherwise.  Never NULL: past the family's
+ * cap, or when the zone is full, the family's overflow series is returned.
+ */
+
+ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len)
+{
+    uint32_t                            hash;
+    const char                         *why;
+    ngx_http_playarr_metrics_family_t  *f;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    f = fc->shared;
+
+    if (f->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        layout = NULL;
+
+    } else if (layout == NULL) {
+        layout = f->layout;
+    }
+
+    hash = ngx_http_playarr_metrics_hash(f->seed, key, len);
+
+    s = ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
+    if (s) {
+        return s;
+    }
+
+    why = NULL;
+
+    ngx_shmtx_lock(&store->shpool->mutex);
+
+    s = ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
+
+    if (s == NULL) {
+        if (f->nseries >= store->max_series) {
+            why = "reached playarr_metrics_max_series";
+
+        } else {
+            s = ngx_http_playarr_metrics_series_create(store, f, layout,
+                                                       key, len, hash);
+            if (s == NULL) {
+                why = "the zone is full";
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&store->shpool->mutex);
+
+    if (s == NULL) {
+        return ngx_http_playarr_metrics_fold(store, fc, why);
+    }
+
+    return s;
+}
+
+
+/* called with the slab mutex held */
+
+static ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_series_create(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_t *f,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    uint32_t hash)
+{
+    size_t                              size;
+    ngx_uint_t                          n;
+    ngx_http_playarr_metrics_sh_t      *sh;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    sh = store->sh;
+    size = ngx_http_playarr_metrics_series_size(layout, len);
+
+    s = ngx_http_playarr_metrics_arena_alloc(store, size);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(s, size - len);
+
+    s->family = f;
+    s->layout = layout;
+    s->hash = hash;
+    s->len = (uint16_t) len;
+    ngx_memcpy(ngx_http_playarr_metrics_series_key(s), key, len);
+
+    n = hash & sh->mask;
+    s->next = sh->table[n];
+    s->sibling = f->head;
+
+    /* the series is complete before anyone can reach it */
+
+    ngx_memory_barrier();
+
+    sh->table[n] = s;
+    f->head = s;
+    f->nseries++;
+
+    return s;
+}
+
+
+static ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_fold(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, const char *why)
+{
+    ngx_atomic_uint_t                   now, last;
+    ngx_http_playarr_metrics_family_t  *f;
+
+    f = fc->shared;
+
+    (void) ngx_atomic_fetch_add(&f->refused, 1);
+    f->overflow->hidden = 0;
+
+    now = ngx_time();
+    last = f->warned;
+
+    if (now - last >= 60 && ngx_atomic_cmp_set(&f->warned, last, now)) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "playarr_metrics family \"%V\" %s, new label sets "
+                      "are counted in its \"" NGX_HTTP_PLAYARR_METRICS_OVERFLOW
+                      "\" series", &fc->name, why);
+    }
+
+    return f->overflow;
+}
+
+
+/*
+ * Series are never freed, so they are cut from whole slab pages with no
+ * per-allocation rounding; called with the slab mutex held.
+ */
+
+static void *
+ngx_http_playarr_metrics_arena_alloc(ngx_http_playarr_metrics_store_t *store,
+    size_t size)
+{
+    u_char                         *p;
+    size_t                          chunk;
+    ngx_http_playarr_metrics_sh_t  *sh;
+
+    sh = store->sh;
+    size = ngx_align(size, sizeof(ngx_atomic_t));
+
+    if ((size_t) (sh->arena_end - sh->arena) < size) {
+
+        chunk = ngx_max(4 * ngx_pagesize, ngx_align(size, ngx_pagesize));
+
+        p = ngx_slab_alloc_locked(store->shpool, chunk);
+        if (p == NULL) {
+            chunk = ngx_align(size, ngx_pagesize);
+            p = ngx_slab_alloc_locked(store->shpool, chunk);
+            if (p == NULL) {
+                return NULL;
+            }
+        }
+
+        sh->arena = p;
+        sh->arena_end = p + chunk;
+    }
+
+    p = sh->arena;
+    sh->arena += size;
+    sh->arena_free = sh->arena_end - sh->arena;
+
+    return p;
+}
+
+
+/*
+ * Label values are kept as valid UTF-8 of at most
+ * NGX_HTTP_PLAYARR_METRICS_VALUE_MAX bytes: an invalid sequence or a NUL
+ * becomes U+FFFD, and a value is cut on a character boundary.
+ */
+
+size_t
+ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src, size_t len)
+{
+    u_char   c, lo, hi, *d, *end, *last;
+    size_t   n, i;
+
+    d = dst;
+    end = src + len;
+    last = dst + NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
+
+    while (src < end) {
+
+        c = *src;
+
+        if (c < 0x80 && c != '\0') {
+            if (d == last) {
+                break;
+            }
+
+            *d++ = c;
+            src++;
+            continue;
+        }
+
+        /* RFC 3629: lead byte, length, range of the second byte */
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 2;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 3;
+            lo = (c == 0xe0) ? 0xa0 : 0x80;
+            hi = (c == 0xed) ? 0x9f : 0xbf;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 4;
+            lo = (c == 0xf0) ? 0x90 : 0x80;
+            hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            n = 0;
+        }
+
+        if (n && (size_t) (end - src) >= n
+            && src[1] >= lo && src[1] <= hi)
+        {
+            for (i = 2; i < n; i++) {
+                if (src[i] < 0x80 || src[i] > 0xbf) {
+                    break;
+                }
+            }
+
+            if (i == n || n == 2) {
+                if ((size_t) (last - d) < n) {
+                    break;
+                }
+
+                d = ngx_cpymem(d, src, n);
+                src += n;
+                continue;
+            }
+        }
+
+        /* an invalid byte, or a NUL, becomes U+FFFD */
+
+        if (last - d < 3) {
+            break;
+        }
+
+        *d++ = 0xef; *d++ = 0xbf; *d++ = 0xbd;
+        src++;
+    }
+
+    return d - dst;
+}
+
+
+void
+ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    double             d;
+    ngx_atomic_uint_t  old, new;
+
+    do {
+        old = s->values[0];
+        ngx_memcpy(&d, &old, sizeof(double));
+        d += v;
+        ngx_memcpy(&new, &d, sizeof(double));
+
+    } while (!ngx_atomic_cmp_set(&s->values[0], old, new));
+
+    s->hidden = 0;
+}
+
+
+void
+ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    ngx_atomic_uint_t  new;
+
+    ngx_memcpy(&new, &v, sizeof(double));
+
+    s->values[0] = new;
+    s->hidden = 0;
+}
+
+
+void
+ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
+    double v)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    l = s->layout;
+    n = l->n;
+
+    for (i = 0; i < n; i++) {
+        if (v <= l->le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&s->values[1 + i], 1);
+
+    ngx_http_playarr_metrics_add(s, v);
+}
+
+
+/* reset: every series of the family disappears until it is set again */
+
+void
+ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    for (s = f->head; s; s = s->sibling) {
+        s->hidden = 1;
+
+        n = s->layout ? s->layout->n + 2 : 1;
+
+        for (i = 0; i < n; i++) {
+            s->values[i] = 0;
+        }
+    }
+}
+
+
+size_t
+ngx_http_playarr_metrics_store_used(ngx_http_playarr_metrics_store_t *store)
+{
+    return (store->shpool->end - store->shpool->start)
+           - ngx_http_playarr_metrics_store_free(store);
+}
+
+
+size_t
+ngx_http_playarr_metrics_store_free(ngx_http_playarr_metrics_store_t *store)
+{
+    return store->shpool->pfree * ngx_pagesize + store->sh->arena_free;
+}

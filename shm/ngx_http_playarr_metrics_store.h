@@ -1,0 +1,189 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#ifndef _NGX_HTTP_PLAYARR_METRICS_STORE_H_INCLUDED_
+#define _NGX_HTTP_PLAYARR_METRICS_STORE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+#define NGX_HTTP_PLAYARR_METRICS_COUNTER      0
+#define NGX_HTTP_PLAYARR_METRICS_GAUGE        1
+#define NGX_HTTP_PLAYARR_METRICS_HISTOGRAM    2
+
+#define NGX_HTTP_PLAYARR_METRICS_MAX_LABELS   16
+#define NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS  32
+
+/* bytes kept of one label value, and of a whole series key */
+#define NGX_HTTP_PLAYARR_METRICS_VALUE_MAX    128
+#define NGX_HTTP_PLAYARR_METRICS_KEY_MAX                                      \
+    ((NGX_HTTP_PLAYARR_METRICS_VALUE_MAX + 1)                                 \
+     * NGX_HTTP_PLAYARR_METRICS_MAX_LABELS)
+
+/* separates label values in a key: a byte never found in valid UTF-8 */
+#define NGX_HTTP_PLAYARR_METRICS_SEP          0xff
+
+#define NGX_HTTP_PLAYARR_METRICS_OVERFLOW     "__overflow__"
+
+
+typedef struct ngx_http_playarr_metrics_family_s
+    ngx_http_playarr_metrics_family_t;
+typedef struct ngx_http_playarr_metrics_series_s
+    ngx_http_playarr_metrics_series_t;
+typedef struct ngx_http_playarr_metrics_layout_s
+    ngx_http_playarr_metrics_layout_t;
+
+
+/* histogram bucket bounds, in shared memory, shared by series */
+struct ngx_http_playarr_metrics_layout_s {
+    ngx_http_playarr_metrics_layout_t  *next;
+    ngx_uint_t                          n;
+    double                              le[1];
+};
+
+
+/*
+ * A series.  Created once under the slab mutex, published by one pointer
+ * store after it is complete, never freed while the zone lives: readers
+ * walk the hash chain and the family list without any lock.
+ *
+ * values[] holds, for a counter or a gauge, the value as the bits of a
+ * double; for a histogram, the sum (bits of a double) and then one
+ * non-cumulative count per bucket plus one for +Inf.  The key, the label
+ * values separated by NGX_HTTP_PLAYARR_METRICS_SEP, follows values[].
+ */
+struct ngx_http_playarr_metrics_series_s {
+    ngx_http_playarr_metrics_series_t  *volatile next;
+    ngx_http_playarr_metrics_series_t  *volatile sibling;
+    ngx_http_playarr_metrics_family_t  *family;
+    ngx_http_playarr_metrics_layout_t  *layout;
+    uint32_t                            hash;
+    uint16_t                            len;
+    u_char                              hidden;
+    u_char                              overflow;
+    ngx_atomic_t                        values[1];
+};
+
+
+/* a family, in shared memory */
+struct ngx_http_playarr_metrics_family_s {
+    ngx_http_playarr_metrics_family_t  *next;
+    ngx_http_playarr_metrics_series_t  *volatile head;
+    ngx_http_playarr_metrics_series_t  *overflow;
+    ngx_http_playarr_metrics_layout_t  *layout;
+
+    ngx_atomic_t                        nseries;
+    ngx_atomic_t                        refused;
+    ngx_atomic_t                        warned;
+
+    uint32_t                            seed;
+    ngx_uint_t                          type;
+    ngx_uint_t                          nlabels;
+    ngx_uint_t                          retired;
+
+    /* name, then label names, each followed by '\0' */
+    size_t                              def_len;
+    u_char                              def[1];
+};
+
+
+/* the zone's header, shpool->data */
+typedef struct {
+    ngx_uint_t                          magic;
+    uint32_t                            seed;
+    ngx_uint_t                          mask;
+    ngx_http_playarr_metrics_series_t  *volatile *table;
+    ngx_http_playarr_metrics_family_t  *families;
+    ngx_http_playarr_metrics_layout_t  *layouts;
+
+    /* bump allocator for series, refilled by whole slab pages */
+    u_char                             *arena;
+    u_char                             *arena_end;
+    ngx_atomic_t                        arena_free;
+} ngx_http_playarr_metrics_sh_t;
+
+
+/* a family as configured, in process memory */
+typedef struct {
+    ngx_str_t                           name;
+    ngx_str_t                           help;
+    ngx_str_t                           key;
+    ngx_uint_t                          type;
+    ngx_uint_t                          nlabels;
+    ngx_str_t                          *labels;
+    ngx_array_t                        *buckets;    /* of double */
+
+    ngx_http_playarr_metrics_family_t  *shared;
+    ngx_uint_t                          layout;     /* into store layouts */
+} ngx_http_playarr_metrics_family_conf_t;
+
+
+/* the zone as seen by one cycle, shm_zone->data */
+typedef struct {
+    ngx_http_playarr_metrics_sh_t      *sh;
+    ngx_slab_pool_t                    *shpool;
+    ngx_str_t                           name;
+    ngx_uint_t                          max_series;
+
+    ngx_array_t                         families;   /* family_conf_t */
+    ngx_array_t                         layouts;    /* ngx_array_t * */
+    ngx_http_playarr_metrics_layout_t **shared_layouts;
+} ngx_http_playarr_metrics_store_t;
+
+
+ngx_int_t ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+ngx_int_t ngx_http_playarr_metrics_store_layout(
+    ngx_http_playarr_metrics_store_t *store, ngx_pool_t *pool,
+    ngx_array_t *buckets);
+
+uint32_t ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key,
+    size_t len);
+ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len);
+
+size_t ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src,
+    size_t len);
+
+void ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
+    double v);
+void ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s,
+    double v);
+void ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
+    double v);
+void ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f);
+
+size_t ngx_http_playarr_metrics_store_used(
+    ngx_http_playarr_metrics_store_t *store);
+size_t ngx_http_playarr_metrics_store_free(
+    ngx_http_playarr_metrics_store_t *store);
+
+
+#define ngx_http_playarr_metrics_series_key(s)                                \
+    ((u_char *) &(s)->values[(s)->layout ? (s)->layout->n + 2 : 1])
+
+#define ngx_http_playarr_metrics_series_size(layout, len)                     \
+    (offsetof(ngx_http_playarr_metrics_series_t, values)                      \
+     + sizeof(ngx_atomic_t) * ((layout) ? (layout)->n + 2 : 1) + (len))
+
+
+static ngx_inline double
+ngx_http_playarr_metrics_double(ngx_atomic_uint_t bits)
+{
+    double  v;
+
+    ngx_memcpy(&v, &bits, sizeof(double));
+
+    return v;
+}
+
+
+#endif /* _NGX_HTTP_PLAYARR_METRICS_STORE_H_INCLUDED_ */
