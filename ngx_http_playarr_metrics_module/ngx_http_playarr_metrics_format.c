@@ -77,6 +77,14 @@ static const char  *ngx_http_playarr_metrics_types[] = {
     "counter", "gauge", "histogram"
 };
 
+static const char  *ngx_http_playarr_metrics_sources[] = {
+    "push", "header"
+};
+
+static const char  *ngx_http_playarr_metrics_reasons[] = {
+    "malformed", "invalid", "too_large"
+};
+
 
 static u_char *
 ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_writer_t *w,
@@ -466,7 +474,7 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
     u_char                                  *p;
     size_t                                   size;
     ngx_str_t                                name, help;
-    ngx_uint_t                               i;
+    ngx_uint_t                               i, j;
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
@@ -581,6 +589,29 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
                            "{family=\"%V\"} %uA\n",
                         &fc[i].name, fc[i].shared->refused);
         ngx_http_playarr_metrics_commit(w, p);
+    }
+
+    ngx_str_set(&name, "playarr_metrics_updates_rejected_total");
+    ngx_str_set(&help, "Metric updates refused, by source and reason");
+
+    if (ngx_http_playarr_metrics_header(w, &name, &help, "counter") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NSOURCES; i++) {
+        for (j = 0; j < NGX_HTTP_PLAYARR_METRICS_NREASONS; j++) {
+            p = ngx_http_playarr_metrics_reserve(w, 256);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_sprintf(p, "playarr_metrics_updates_rejected_total"
+                               "{source=\"%s\",reason=\"%s\"} %uA\n",
+                            ngx_http_playarr_metrics_sources[i],
+                            ngx_http_playarr_metrics_reasons[j],
+                            store->sh->rejected[i][j]);
+            ngx_http_playarr_metrics_commit(w, p);
+        }
     }
 
     return NGX_OK;

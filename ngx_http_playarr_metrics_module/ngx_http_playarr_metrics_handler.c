@@ -13,6 +13,14 @@
 
 static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
     ngx_str_t *allow);
+static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *error, ngx_int_t index);
+static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_token_t *tk);
 
 
 static ngx_str_t  ngx_http_playarr_metrics_json_type =
@@ -20,6 +28,9 @@ static ngx_str_t  ngx_http_playarr_metrics_json_type =
 static ngx_str_t  ngx_http_playarr_metrics_prometheus_type =
     ngx_string("text/plain; version=0.0.4; charset=utf-8");
 static ngx_str_t  ngx_http_playarr_metrics_get_head = ngx_string("GET, HEAD");
+static ngx_str_t  ngx_http_playarr_metrics_post = ngx_string("POST");
+static ngx_str_t  ngx_http_playarr_metrics_get_head_post =
+    ngx_string("GET, HEAD, POST");
 
 
 ngx_int_t
@@ -160,4 +171,355 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_output_filter(r, out);
+}
+
+
+/* an error answer as {"error": "...", "index": N} */
+
+static ngx_int_t
+ngx_http_playarr_metrics_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *error, ngx_int_t index)
+{
+    u_char     *p, *c, *end;
+    ngx_str_t   body;
+
+    body.data = ngx_pnalloc(r->pool, 6 * error->len + 64);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body.data, "{\"error\":\"", 10);
+
+    end = error->data + error->len;
+
+    for (c = error->data; c < end; c++) {
+        if (*c == '"' || *c == '\\') {
+            *p++ = '\\';
+            *p++ = *c;
+
+        } else if (*c < 0x20) {
+            p = ngx_sprintf(p, "\\u%04xd", (ngx_uint_t) *c);
+
+        } else {
+            *p++ = *c;
+        }
+    }
+
+    *p++ = '"';
+
+    if (index >= 0) {
+        p = ngx_sprintf(p, ",\"index\":%i", index);
+    }
+
+    *p++ = '}';
+
+    body.len = p - body.data;
+
+    return ngx_http_playarr_metrics_send(r, status,
+                                         &ngx_http_playarr_metrics_json_type,
+                                         &body);
+}
+
+
+/*
+ * playarr_metrics_push: POST of one update or an array of them.  The body
+ * is read first, so that every answer leaves the connection clean.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                              rc;
+    ngx_str_t                              err;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        return ngx_http_playarr_metrics_not_allowed(r,
+                                               &ngx_http_playarr_metrics_post);
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (r->headers_in.content_length_n > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {
+
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ngx_str_set(&err, "Request body is larger than 1 MiB");
+
+        ngx_http_playarr_metrics_reject(pmcf->store,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                        NGX_HTTP_PLAYARR_METRICS_TOO_LARGE,
+                                        r->connection->log, &err);
+
+        return ngx_http_playarr_metrics_send_error(r,
+                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      &err, -1);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_playarr_metrics_push_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_playarr_metrics_push_body(ngx_http_request_t *r)
+{
+    ngx_http_finalize_request(r, ngx_http_playarr_metrics_push(r));
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_push(ngx_http_request_t *r)
+{
+    ngx_int_t                              rc, index;
+    ngx_str_t                              body, err, *type;
+    ngx_uint_t                             reason;
+    ngx_array_t                            updates;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (plcf->auth) {
+        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    type = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                      : NULL;
+
+    if (type == NULL
+        || type->len < sizeof("application/json") - 1
+        || ngx_strncasecmp(type->data, (u_char *) "application/json",
+                           sizeof("application/json") - 1)
+           != 0
+        || (type->len > sizeof("application/json") - 1
+            && type->data[sizeof("application/json") - 1] != ';'
+            && type->data[sizeof("application/json") - 1] != ' '))
+    {
+        ngx_str_set(&err, "Content-Type must be application/json");
+        return ngx_http_playarr_metrics_send_error(r,
+                                         NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                         &err, -1);
+    }
+
+    rc = ngx_http_playarr_metrics_read_body(r, &body);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&err, "Request body is larger than 1 MiB");
+
+        ngx_http_playarr_metrics_reject(pmcf->store,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                        NGX_HTTP_PLAYARR_METRICS_TOO_LARGE,
+                                        r->connection->log, &err);
+
+        return ngx_http_playarr_metrics_send_error(r,
+                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                      &err, -1);
+    }
+
+    rc = ngx_http_playarr_metrics_updates_parse(r->pool, pmcf->store,
+                                                body.data, body.len,
+                                                &updates, &err, &index);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
+                             : NGX_HTTP_PLAYARR_METRICS_INVALID;
+
+        ngx_http_playarr_metrics_reject(pmcf->store,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                        reason, r->connection->log, &err);
+
+        return ngx_http_playarr_metrics_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                                   &err, index);
+    }
+
+    ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates);
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    return ngx_http_send_header(r);
+}
+
+
+/* the whole body in one buffer; NGX_DECLINED when it is too large */
+
+static ngx_int_t
+ngx_http_playarr_metrics_read_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    off_t         len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = 0;
+
+    if (r->request_body == NULL) {
+        ngx_str_set(body, "");
+        return NGX_OK;
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {
+        return NGX_DECLINED;
+    }
+
+    body->data = ngx_pnalloc(r->pool, len + 1);
+    if (body->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = body->data;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            return NGX_ERROR;
+        }
+
+        p += n;
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * playarr_metrics_token_admin, for Playarr's Settings > Metrics page:
+ * GET shows the token, POST replaces it.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                              rc;
+    ngx_str_t                              err;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
+        return ngx_http_playarr_metrics_not_allowed(r,
+                                     &ngx_http_playarr_metrics_get_head_post);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (plcf->auth) {
+        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    if (r->method == NGX_HTTP_POST) {
+        if (ngx_http_playarr_metrics_token_regenerate(r, &pmcf->token)
+            != NGX_OK)
+        {
+            ngx_str_set(&err, "Could not write a new metrics token");
+            return ngx_http_playarr_metrics_send_error(r,
+                                             NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                             &err, -1);
+        }
+
+    } else if (ngx_http_playarr_metrics_token_refresh(r->connection->log,
+                                                      &pmcf->token)
+               != NGX_OK)
+    {
+        ngx_str_set(&err, "Metrics token unavailable");
+        return ngx_http_playarr_metrics_send_error(r,
+                                             NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                             &err, -1);
+    }
+
+    return ngx_http_playarr_metrics_send_token(r, &pmcf->token);
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_token_t *tk)
+{
+    u_char           *p;
+    size_t            i;
+    ngx_str_t         body;
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    body.data = ngx_pnalloc(r->pool, 2 * tk->len + 16);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body.data, "{\"value\":\"", 10);
+
+    for (i = 0; i < tk->len; i++) {
+        if (tk->value[i] == '"' || tk->value[i] == '\\') {
+            *p++ = '\\';
+        }
+
+        *p++ = tk->value[i];
+    }
+
+    p = ngx_cpymem(p, "\"}", 2);
+
+    body.len = p - body.data;
+
+    return ngx_http_playarr_metrics_send(r, NGX_HTTP_OK,
+                                         &ngx_http_playarr_metrics_json_type,
+                                         &body);
 }

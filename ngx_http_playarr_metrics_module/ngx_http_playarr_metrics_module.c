@@ -21,6 +21,15 @@ typedef struct {
 } ngx_http_playarr_metrics_builtin_t;
 
 
+typedef struct {
+    ngx_array_t                    headers;       /* ngx_str_t */
+} ngx_http_playarr_metrics_ctx_t;
+
+
+static ngx_int_t ngx_http_playarr_metrics_header_filter(
+    ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
@@ -63,8 +72,15 @@ static char *ngx_http_playarr_metrics_buckets(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_export(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_handler(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_schema(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_http_playarr_metrics_family_conf_t *
+    ngx_http_playarr_metrics_schema_family(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, const char *name);
 
 
 static ngx_conf_enum_t  ngx_http_playarr_metrics_auth[] = {
@@ -125,11 +141,39 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       0,
       NULL },
 
+    { ngx_string("playarr_metrics_schema"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_schema,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("playarr_metrics_export"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_export,
+      ngx_http_playarr_metrics_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      NGX_HTTP_PLAYARR_METRICS_EXPORT,
+      NULL },
+
+    { ngx_string("playarr_metrics_push"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_playarr_metrics_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_PLAYARR_METRICS_PUSH,
+      NULL },
+
+    { ngx_string("playarr_metrics_token_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_playarr_metrics_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_HTTP_PLAYARR_METRICS_ADMIN,
+      NULL },
+
+    { ngx_string("playarr_metrics_upstream_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_upstream_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_loc_conf_t, upstream_header),
       NULL },
 
     { ngx_string("playarr_metrics_auth"),
@@ -185,12 +229,12 @@ static ngx_http_playarr_metrics_builtin_t  ngx_http_playarr_metrics_builtins[]
     = {
 
     { "playarr_http_requests_total",
-      "Total number of HTTP requests",
+      "Total number of HTTP requests per endpoint",
       NGX_HTTP_PLAYARR_METRICS_COUNTER,
       { "endpoint", "status_code", "username" } },
 
     { "playarr_http_request_duration_seconds",
-      "Duration of HTTP requests in seconds",
+      "HTTP request duration in seconds",
       NGX_HTTP_PLAYARR_METRICS_HISTOGRAM,
       { "endpoint", "username", NULL } },
 
@@ -200,7 +244,7 @@ static ngx_http_playarr_metrics_builtin_t  ngx_http_playarr_metrics_builtins[]
       { "endpoint", "username", NULL } },
 
     { "playarr_managed_errors_total",
-      "Total number of managed errors",
+      "Total number of managed errors (AppError instances) by error type",
       NGX_HTTP_PLAYARR_METRICS_COUNTER,
       { "endpoint", "error_type", "username" } }
 };
@@ -216,6 +260,128 @@ static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
 
 static ngx_str_t  ngx_http_playarr_metrics_unknown =
     ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+/*
+ * Updates carried by upstream response headers are taken out of the
+ * response here, and applied when the request is logged.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                            *v;
+    ngx_uint_t                            i;
+    ngx_list_part_t                      *part;
+    ngx_table_elt_t                      *h;
+    ngx_http_playarr_metrics_ctx_t       *ctx;
+    ngx_http_playarr_metrics_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+
+    if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != plcf->upstream_header.len
+            || ngx_strncasecmp(h[i].key.data, plcf->upstream_header.data,
+                               h[i].key.len)
+               != 0)
+        {
+            continue;
+        }
+
+        if (ctx == NULL) {
+            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_array_init(&ctx->headers, r->pool, 2, sizeof(ngx_str_t))
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+        }
+
+        v = ngx_array_push(&ctx->headers);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        *v = h[i].value;
+
+        /* the header never reaches the client */
+
+        h[i].hash = 0;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static void
+ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_int_t                        rc, index;
+    ngx_str_t                       *v, err;
+    ngx_uint_t                       i, reason;
+    ngx_array_t                      updates;
+    ngx_http_playarr_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    v = ctx->headers.elts;
+
+    for (i = 0; i < ctx->headers.nelts; i++) {
+
+        rc = ngx_http_playarr_metrics_updates_parse(r->pool, pmcf->store,
+                                                    v[i].data, v[i].len,
+                                                    &updates, &err, &index);
+        if (rc == NGX_OK) {
+            ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates);
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return;
+        }
+
+        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
+                             : NGX_HTTP_PLAYARR_METRICS_INVALID;
+
+        ngx_http_playarr_metrics_reject(pmcf->store,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
+                                        reason, r->connection->log, &err);
+    }
+}
 
 
 /*
@@ -320,13 +486,16 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     u_char                      user[NGX_HTTP_PLAYARR_METRICS_VALUE_MAX];
     u_char                      key[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
 
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    ngx_http_playarr_metrics_apply_headers(r, pmcf);
+
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
     if (!plcf->enable || plcf->handler || r != r->main) {
         return NGX_OK;
     }
 
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
     store = pmcf->store;
     fc = store->families.elts;
 
@@ -505,6 +674,13 @@ ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf)
      *     pmcf->used_name = { 0, NULL };
      */
 
+    if (ngx_array_init(&pmcf->schema, cf->pool, 32,
+                       sizeof(ngx_http_playarr_metrics_family_conf_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     pmcf->max_series = NGX_CONF_UNSET_UINT;
     pmcf->endpoint = NGX_ERROR;
 
@@ -623,6 +799,8 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->auth, prev->auth, 1);
     ngx_conf_merge_ptr_value(conf->username, prev->username, NULL);
     ngx_conf_merge_ptr_value(conf->error_type, prev->error_type, NULL);
+    ngx_conf_merge_str_value(conf->upstream_header, prev->upstream_header,
+                             "");
 
     if (conf->buckets == NULL) {
         conf->buckets = prev->buckets;
@@ -644,10 +822,10 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->handler && conf->auth && pmcf->token.path.len == 0) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"playarr_metrics_export\" needs "
-                      "\"playarr_metrics_token_file\" unless "
+                      "\"%V\" needs \"playarr_metrics_token_file\" unless "
                       "\"playarr_metrics_auth off\" is set in %V:%ui",
-                      &conf->handler_file, conf->handler_line);
+                      &conf->handler_name, &conf->handler_file,
+                      conf->handler_line);
         return NGX_CONF_ERROR;
     }
 
@@ -712,9 +890,17 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
 
     *h = ngx_http_playarr_metrics_log_handler;
 
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
+
     return NGX_OK;
 }
 
+
+/*
+ * The families: the built-in HTTP ones first, taking help and buckets
+ * from a schema entry of the same name, then the other schema entries.
+ */
 
 static ngx_int_t
 ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
@@ -723,7 +909,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_int_t                                n;
     ngx_uint_t                               i, j;
     ngx_http_playarr_metrics_builtin_t      *b;
-    ngx_http_playarr_metrics_family_conf_t  *fc;
+    ngx_http_playarr_metrics_family_conf_t  *fc, *sc;
 
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
         b = &ngx_http_playarr_metrics_builtins[i];
@@ -731,6 +917,19 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
         fc = ngx_array_push(&pmcf->store->families);
         if (fc == NULL) {
             return NGX_ERROR;
+        }
+
+        sc = ngx_http_playarr_metrics_schema_family(pmcf, b->name);
+
+        if (sc) {
+            *fc = *sc;
+            sc->name.len = 0;
+
+            if (fc->buckets == NULL) {
+                fc->buckets = pmcf->buckets;
+            }
+
+            continue;
         }
 
         ngx_memzero(fc, sizeof(ngx_http_playarr_metrics_family_conf_t));
@@ -756,18 +955,127 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
 
         if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
             fc->buckets = pmcf->buckets;
-
-            n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
-                                                      fc->buckets);
-            if (n == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-            fc->layout = n;
         }
     }
 
+    sc = pmcf->schema.elts;
+
+    for (i = 0; i < pmcf->schema.nelts; i++) {
+
+        if (sc[i].name.len == 0) {
+            continue;
+        }
+
+        fc = ngx_array_push(&pmcf->store->families);
+        if (fc == NULL) {
+            return NGX_ERROR;
+        }
+
+        *fc = sc[i];
+    }
+
+    fc = pmcf->store->families.elts;
+
+    for (i = 0; i < pmcf->store->families.nelts; i++) {
+        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            continue;
+        }
+
+        n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
+                                                  fc[i].buckets);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        fc[i].layout = n;
+    }
+
     return NGX_OK;
+}
+
+
+static ngx_http_playarr_metrics_family_conf_t *
+ngx_http_playarr_metrics_schema_family(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, const char *name)
+{
+    ngx_uint_t                               i;
+    ngx_http_playarr_metrics_family_conf_t  *sc;
+
+    sc = pmcf->schema.elts;
+
+    for (i = 0; i < pmcf->schema.nelts; i++) {
+        if (sc[i].name.len && ngx_strcmp(sc[i].name.data, name) == 0) {
+            return &sc[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static char *
+ngx_http_playarr_metrics_schema(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
+
+    ngx_str_t                               *value, path;
+    ngx_uint_t                               i, j;
+    ngx_http_playarr_metrics_builtin_t      *b;
+    ngx_http_playarr_metrics_family_conf_t  *sc;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (pmcf->schema.nelts) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    path = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_playarr_metrics_schema_load(cf, &pmcf->schema, &path)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    /* an entry named like a built-in family must define it the same way */
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
+        b = &ngx_http_playarr_metrics_builtins[i];
+
+        sc = ngx_http_playarr_metrics_schema_family(pmcf, b->name);
+        if (sc == NULL) {
+            continue;
+        }
+
+        for (j = 0; j < 3 && b->labels[j]; j++) {
+            if (j >= sc->nlabels
+                || ngx_strcmp(sc->labels[j].data, b->labels[j]) != 0)
+            {
+                break;
+            }
+        }
+
+        if (sc->type != b->type
+            || j != sc->nlabels
+            || (j < 3 && b->labels[j]))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid schema \"%V\": metric \"%V\" must "
+                               "be a %s with the labels of the built-in "
+                               "\"%s\"", &path, &sc->key,
+                               b->type == NGX_HTTP_PLAYARR_METRICS_COUNTER
+                               ? "counter" : "histogram", b->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -1144,7 +1452,7 @@ ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
@@ -1159,27 +1467,78 @@ ngx_http_playarr_metrics_export(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     value = cf->args->elts;
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    plcf->format = NGX_HTTP_PLAYARR_METRICS_PROMETHEUS;
-
-    if (cf->args->nelts == 2) {
-
-        if (ngx_strcmp(value[1].data, "json") == 0) {
-            plcf->format = NGX_HTTP_PLAYARR_METRICS_JSON;
-
-        } else if (ngx_strcmp(value[1].data, "prometheus") != 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    plcf->handler = 1;
+    plcf->handler = cmd->offset;
+    plcf->handler_name = cmd->name;
     plcf->handler_file = cf->conf_file->file.name;
     plcf->handler_line = cf->conf_file->line;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_playarr_metrics_export_handler;
+    switch (plcf->handler) {
+
+    case NGX_HTTP_PLAYARR_METRICS_EXPORT:
+        plcf->format = NGX_HTTP_PLAYARR_METRICS_PROMETHEUS;
+
+        if (cf->args->nelts == 2) {
+
+            if (ngx_strcmp(value[1].data, "json") == 0) {
+                plcf->format = NGX_HTTP_PLAYARR_METRICS_JSON;
+
+            } else if (ngx_strcmp(value[1].data, "prometheus") != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid parameter \"%V\"", &value[1]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        clcf->handler = ngx_http_playarr_metrics_export_handler;
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_PUSH:
+        clcf->handler = ngx_http_playarr_metrics_push_handler;
+        break;
+
+    default: /* NGX_HTTP_PLAYARR_METRICS_ADMIN */
+        clcf->handler = ngx_http_playarr_metrics_admin_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    u_char     *p, *last;
+    ngx_str_t  *value;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (plcf->upstream_header.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    last = value[1].data + value[1].len;
+
+    for (p = value[1].data; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+        {
+            break;
+        }
+    }
+
+    if (value[1].len == 0 || p != last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid header name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->upstream_header = value[1];
 
     return NGX_CONF_OK;
 }

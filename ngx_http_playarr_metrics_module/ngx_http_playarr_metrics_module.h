@@ -32,11 +32,36 @@
 #define NGX_HTTP_PLAYARR_METRICS_UNKNOWN      "unknown_endpoint"
 #define NGX_HTTP_PLAYARR_METRICS_ANONYMOUS    "anonymous"
 
+/* the content handlers */
+#define NGX_HTTP_PLAYARR_METRICS_EXPORT       1
+#define NGX_HTTP_PLAYARR_METRICS_PUSH         2
+#define NGX_HTTP_PLAYARR_METRICS_ADMIN        3
+
+/* update operations, in the order of ngx_http_playarr_metrics_ops[] */
+#define NGX_HTTP_PLAYARR_METRICS_INC          0
+#define NGX_HTTP_PLAYARR_METRICS_DEC          1
+#define NGX_HTTP_PLAYARR_METRICS_SET          2
+#define NGX_HTTP_PLAYARR_METRICS_OBSERVE      3
+#define NGX_HTTP_PLAYARR_METRICS_RESET        4
+
+#define NGX_HTTP_PLAYARR_METRICS_NAME_MAX     128
+#define NGX_HTTP_PLAYARR_METRICS_BODY_MAX     (1024 * 1024)
+
+
+typedef struct {
+    ngx_http_playarr_metrics_family_conf_t  *family;
+    ngx_uint_t                               op;
+    double                                   value;
+    u_char                                  *key;
+    size_t                                   len;
+} ngx_http_playarr_metrics_update_t;
+
 
 typedef struct {
     ngx_shm_zone_t                      *shm_zone;
     ngx_http_playarr_metrics_store_t    *store;
     ngx_http_playarr_metrics_token_t     token;
+    ngx_array_t                          schema;       /* family_conf_t */
     ngx_uint_t                           max_series;
     ngx_array_t                         *buckets;      /* default, double */
     ngx_int_t                            endpoint;     /* variable index */
@@ -69,7 +94,9 @@ typedef struct {
     ngx_uint_t                           handler;      /* export, ... */
     ngx_uint_t                           format;
     ngx_uint_t                           auth;
+    ngx_str_t                            upstream_header;
 
+    ngx_str_t                            handler_name;
     ngx_str_t                            handler_file;
     ngx_uint_t                           handler_line;
 } ngx_http_playarr_metrics_loc_conf_t;
@@ -78,6 +105,20 @@ typedef struct {
 ngx_int_t ngx_http_playarr_metrics_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *content_type, ngx_str_t *body);
 ngx_int_t ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r);
+void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
+    ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
+
+ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
+    ngx_uint_t label);
+char *ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf,
+    ngx_array_t *families, ngx_str_t *path);
+ngx_int_t ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
+    ngx_array_t *updates, ngx_str_t *err, ngx_int_t *index);
+void ngx_http_playarr_metrics_updates_apply(
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates);
 
 ngx_chain_t *ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);

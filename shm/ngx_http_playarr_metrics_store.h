@@ -30,6 +30,16 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_OVERFLOW     "__overflow__"
 
+/* rejected updates are counted by source and by reason */
+#define NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH     0
+#define NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER   1
+#define NGX_HTTP_PLAYARR_METRICS_NSOURCES        2
+
+#define NGX_HTTP_PLAYARR_METRICS_MALFORMED       0
+#define NGX_HTTP_PLAYARR_METRICS_INVALID         1
+#define NGX_HTTP_PLAYARR_METRICS_TOO_LARGE       2
+#define NGX_HTTP_PLAYARR_METRICS_NREASONS        3
+
 
 typedef struct ngx_http_playarr_metrics_family_s
     ngx_http_playarr_metrics_family_t;
@@ -105,6 +115,10 @@ typedef struct {
     u_char                             *arena;
     u_char                             *arena_end;
     ngx_atomic_t                        arena_free;
+
+    ngx_atomic_t                        rejected[NGX_HTTP_PLAYARR_METRICS_NSOURCES]
+                                                [NGX_HTTP_PLAYARR_METRICS_NREASONS];
+    ngx_atomic_t                        rejected_logged;
 } ngx_http_playarr_metrics_sh_t;
 
 

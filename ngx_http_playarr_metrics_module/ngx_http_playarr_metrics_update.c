@@ -1,0 +1,756 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ngx_http_playarr_metrics_module.h>
+
+#include <math.h>
+#include <jansson.h>
+
+
+/* prom-client's default buckets, for schema histograms without any */
+static double  ngx_http_playarr_metrics_client_buckets[] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+};
+
+
+static const char  *ngx_http_playarr_metrics_ops[] = {
+    "inc", "dec", "set", "observe", "reset", NULL
+};
+
+
+static ngx_int_t ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_family_conf_t *fc, const char *key,
+    json_t *entry, ngx_str_t *path);
+static ngx_int_t ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool,
+    ngx_str_t *dst, const char *src);
+static ngx_int_t ngx_http_playarr_metrics_update(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, json_t *u,
+    ngx_http_playarr_metrics_update_t *update, ngx_str_t *err);
+static ngx_int_t ngx_http_playarr_metrics_error(ngx_pool_t *pool,
+    ngx_str_t *err, const char *fmt, ...);
+
+
+ngx_uint_t
+ngx_http_playarr_metrics_valid_name(u_char *p, size_t len, ngx_uint_t label)
+{
+    size_t  i;
+
+    if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_NAME_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if ((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')
+            || p[i] == '_' || (!label && p[i] == ':')
+            || (i > 0 && p[i] >= '0' && p[i] <= '9'))
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * playarr_metrics_schema: Playarr's own metrics.json,
+ * {"metrics": {KEY: {"type", "name", "help", "labelNames", "buckets"}}}.
+ */
+
+char *
+ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf, ngx_array_t *families,
+    ngx_str_t *path)
+{
+    json_t                                  *root, *metrics, *entry;
+    ngx_uint_t                               i;
+    const char                              *key;
+    json_error_t                             jerr;
+    ngx_http_playarr_metrics_family_conf_t  *fc, *all;
+
+    root = json_load_file((char *) path->data, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (root == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid schema \"%V\": %s at line %d column %d",
+                           path, jerr.text, jerr.line, jerr.column);
+        return NGX_CONF_ERROR;
+    }
+
+    metrics = json_object_get(root, "metrics");
+
+    if (!json_is_object(root) || !json_is_object(metrics)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid schema \"%V\": no \"metrics\" object",
+                           path);
+        goto failed;
+    }
+
+    json_object_foreach(metrics, key, entry) {
+
+        fc = ngx_array_push(families);
+        if (fc == NULL) {
+            goto failed;
+        }
+
+        ngx_memzero(fc, sizeof(ngx_http_playarr_metrics_family_conf_t));
+
+        if (ngx_http_playarr_metrics_schema_entry(cf, fc, key, entry, path)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+
+        all = families->elts;
+
+        for (i = 0; i + 1 < families->nelts; i++) {
+            if (all[i].name.len == fc->name.len
+                && ngx_strncmp(all[i].name.data, fc->name.data,
+                               fc->name.len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid schema \"%V\": metric \"%s\" "
+                                   "duplicates the name \"%V\" of \"%V\"",
+                                   path, key, &fc->name, &all[i].key);
+                goto failed;
+            }
+        }
+    }
+
+    json_decref(root);
+
+    return NGX_CONF_OK;
+
+failed:
+
+    json_decref(root);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_family_conf_t *fc, const char *key,
+    json_t *entry, ngx_str_t *path)
+{
+    double       *b, prev;
+    size_t        i, j, n;
+    json_t       *type, *name, *help, *labels, *buckets, *v;
+    ngx_str_t    *l;
+    const char   *t, *why;
+
+    why = NULL;
+
+    if (ngx_http_playarr_metrics_copy_string(cf->pool, &fc->key, key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!json_is_object(entry)) {
+        why = "is not an object";
+        goto invalid;
+    }
+
+    type = json_object_get(entry, "type");
+    name = json_object_get(entry, "name");
+    help = json_object_get(entry, "help");
+    labels = json_object_get(entry, "labelNames");
+    buckets = json_object_get(entry, "buckets");
+
+    t = json_string_value(type);
+
+    if (t == NULL) {
+        why = "has no \"type\"";
+        goto invalid;
+    }
+
+    if (ngx_strcmp(t, "counter") == 0) {
+        fc->type = NGX_HTTP_PLAYARR_METRICS_COUNTER;
+
+    } else if (ngx_strcmp(t, "gauge") == 0) {
+        fc->type = NGX_HTTP_PLAYARR_METRICS_GAUGE;
+
+    } else if (ngx_strcmp(t, "histogram") == 0) {
+        fc->type = NGX_HTTP_PLAYARR_METRICS_HISTOGRAM;
+
+    } else {
+        why = "has an unknown \"type\"";
+        goto invalid;
+    }
+
+    if (!json_is_string(name)
+        || !ngx_http_playarr_metrics_valid_name(
+                                      (u_char *) json_string_value(name),
+                                      json_string_length(name), 0))
+    {
+        why = "has no valid \"name\"";
+        goto invalid;
+    }
+
+    if (ngx_http_playarr_metrics_copy_string(cf->pool, &fc->name,
+                                             json_string_value(name))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (help && !json_is_string(help)) {
+        why = "has a \"help\" that is not a string";
+        goto invalid;
+    }
+
+    if (ngx_http_playarr_metrics_copy_string(cf->pool, &fc->help,
+                                             help ? json_string_value(help)
+                                                  : "")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (labels && !json_is_array(labels)) {
+        why = "has \"labelNames\" that is not an array";
+        goto invalid;
+    }
+
+    n = labels ? json_array_size(labels) : 0;
+
+    if (n > NGX_HTTP_PLAYARR_METRICS_MAX_LABELS) {
+        why = "has too many \"labelNames\"";
+        goto invalid;
+    }
+
+    fc->nlabels = n;
+    fc->labels = ngx_pcalloc(cf->pool, (n + 1) * sizeof(ngx_str_t));
+    if (fc->labels == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(labels, i);
+        l = &fc->labels[i];
+
+        if (!json_is_string(v)
+            || !ngx_http_playarr_metrics_valid_name(
+                                          (u_char *) json_string_value(v),
+                                          json_string_length(v), 1))
+        {
+            why = "has an invalid label name";
+            goto invalid;
+        }
+
+        if (ngx_http_playarr_metrics_copy_string(cf->pool, l,
+                                                 json_string_value(v))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (l->len >= 2 && l->data[0] == '_' && l->data[1] == '_') {
+            why = "has a label name starting with \"__\", reserved";
+            goto invalid;
+        }
+
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+            && ngx_strcmp(l->data, "le") == 0)
+        {
+            why = "has the label name \"le\", reserved for histograms";
+            goto invalid;
+        }
+
+        for (j = 0; j < i; j++) {
+            if (ngx_strcmp(fc->labels[j].data, l->data) == 0) {
+                why = "has a label name twice";
+                goto invalid;
+            }
+        }
+    }
+
+    if (buckets && fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        why = "has \"buckets\" but is not a histogram";
+        goto invalid;
+    }
+
+    if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        return NGX_OK;
+    }
+
+    if (buckets == NULL) {
+        n = sizeof(ngx_http_playarr_metrics_client_buckets) / sizeof(double);
+
+        fc->buckets = ngx_array_create(cf->pool, n, sizeof(double));
+        if (fc->buckets == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = ngx_array_push_n(fc->buckets, n);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(b, ngx_http_playarr_metrics_client_buckets,
+                   sizeof(ngx_http_playarr_metrics_client_buckets));
+
+        return NGX_OK;
+    }
+
+    n = json_is_array(buckets) ? json_array_size(buckets) : 0;
+
+    if (n == 0 || n > NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS) {
+        why = "has \"buckets\" that are not an array of 1 to 32 numbers";
+        goto invalid;
+    }
+
+    fc->buckets = ngx_array_create(cf->pool, n, sizeof(double));
+    if (fc->buckets == NULL) {
+        return NGX_ERROR;
+    }
+
+    prev = -HUGE_VAL;
+
+    for (i = 0; i < n; i++) {
+        v = json_array_get(buckets, i);
+
+        b = ngx_array_push(fc->buckets);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        *b = json_number_value(v);
+
+        if (!json_is_number(v) || !isfinite(*b)) {
+            why = "has a bucket that is not a finite number";
+            goto invalid;
+        }
+
+        if (*b <= prev) {
+            why = "has buckets that are not in ascending order";
+            goto invalid;
+        }
+
+        prev = *b;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid schema \"%V\": metric \"%s\" %s",
+                       path, key, why);
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool, ngx_str_t *dst,
+    const char *src)
+{
+    dst->len = ngx_strlen(src);
+
+    dst->data = ngx_pnalloc(pool, dst->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src, dst->len + 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Parses and validates a body of one update or an array of them, all
+ * before any is applied.  NGX_OK: updates holds them.  NGX_DECLINED:
+ * err says why, *index names the bad update (-1 if the JSON itself is
+ * malformed).  NGX_ERROR: no memory.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
+    ngx_array_t *updates, ngx_str_t *err, ngx_int_t *index)
+{
+    size_t                              i, n;
+    json_t                             *root, *u;
+    ngx_int_t                           rc;
+    json_error_t                        jerr;
+    ngx_http_playarr_metrics_update_t  *update;
+
+    *index = -1;
+
+    root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (root == NULL) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                                  "malformed JSON: %s at line %d column %d",
+                                  jerr.text, jerr.line, jerr.column);
+    }
+
+    n = json_is_array(root) ? json_array_size(root) : 1;
+
+    if (ngx_array_init(updates, pool, n ? n : 1,
+                       sizeof(ngx_http_playarr_metrics_update_t))
+        != NGX_OK)
+    {
+        json_decref(root);
+        return NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+
+    for (i = 0; i < n; i++) {
+        u = json_is_array(root) ? json_array_get(root, i) : root;
+
+        update = ngx_array_push(updates);
+        if (update == NULL) {
+            rc = NGX_ERROR;
+            break;
+        }
+
+        rc = ngx_http_playarr_metrics_update(pool, store, u, update, err);
+
+        if (rc != NGX_OK) {
+            *index = i;
+            break;
+        }
+    }
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_update(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, json_t *u,
+    ngx_http_playarr_metrics_update_t *update, ngx_str_t *err)
+{
+    u_char                                  *p;
+    size_t                                   len;
+    json_t                                  *metric, *op, *labels, *value, *v;
+    ngx_uint_t                               i;
+    const char                              *name, *s, *k;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    u_char                                   num[NGX_INT64_LEN];
+
+    if (!json_is_object(u)) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                                              "an update must be an object");
+    }
+
+    json_object_foreach(u, k, v) {
+        if (ngx_strcmp(k, "metric") != 0 && ngx_strcmp(k, "op") != 0
+            && ngx_strcmp(k, "labels") != 0 && ngx_strcmp(k, "value") != 0)
+        {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                                  "unknown field \"%s\"", k);
+        }
+    }
+
+    metric = json_object_get(u, "metric");
+    op = json_object_get(u, "op");
+    labels = json_object_get(u, "labels");
+    value = json_object_get(u, "value");
+
+    name = json_string_value(metric);
+
+    if (name == NULL) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                                       "\"metric\" must be a metric key or name");
+    }
+
+    fc = store->families.elts;
+
+    for (i = 0; i < store->families.nelts; i++) {
+        if (ngx_strcmp(fc[i].name.data, name) == 0
+            || (fc[i].key.len && ngx_strcmp(fc[i].key.data, name) == 0))
+        {
+            break;
+        }
+    }
+
+    if (i == store->families.nelts || ngx_strlen(name) > 256) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                                              "unknown metric \"%s\"",
+                                              ngx_strlen(name) > 256
+                                              ? "(too long)" : name);
+    }
+
+    fc = &fc[i];
+    update->family = fc;
+
+    s = json_string_value(op);
+
+    for (i = 0; s && ngx_http_playarr_metrics_ops[i]; i++) {
+        if (ngx_strcmp(s, ngx_http_playarr_metrics_ops[i]) == 0) {
+            break;
+        }
+    }
+
+    if (s == NULL || ngx_http_playarr_metrics_ops[i] == NULL) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                            "\"op\" must be one of inc, dec, set, observe, "
+                            "reset");
+    }
+
+    update->op = i;
+
+    switch (update->op) {
+
+    case NGX_HTTP_PLAYARR_METRICS_INC:
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            goto wrong_type;
+        }
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_DEC:
+    case NGX_HTTP_PLAYARR_METRICS_SET:
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_GAUGE) {
+            goto wrong_type;
+        }
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_OBSERVE:
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            goto wrong_type;
+        }
+        break;
+
+    default: /* NGX_HTTP_PLAYARR_METRICS_RESET */
+
+        if (labels || value) {
+            return ngx_http_playarr_metrics_error(pool, err,
+                            "\"reset\" takes neither \"labels\" nor \"value\"");
+        }
+
+        update->key = NULL;
+        update->len = 0;
+        update->value = 0;
+
+        return NGX_OK;
+    }
+
+    /* the value */
+
+    if (value == NULL) {
+
+        if (update->op != NGX_HTTP_PLAYARR_METRICS_INC
+            && update->op != NGX_HTTP_PLAYARR_METRICS_DEC)
+        {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                         "\"%s\" needs a \"value\"", s);
+        }
+
+        update->value = 1;
+
+    } else {
+
+        if (!json_is_number(value) || !isfinite(json_number_value(value))) {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                       "\"value\" must be a finite number");
+        }
+
+        update->value = json_number_value(value);
+    }
+
+    if (fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER && update->value < 0) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                            "a counter cannot be increased by a negative value");
+    }
+
+    /* the labels: exactly the family's, in its order, into the key */
+
+    if (labels && !json_is_object(labels)) {
+        return ngx_http_playarr_metrics_error(pool, err,
+                                              "\"labels\" must be an object");
+    }
+
+    if ((labels ? json_object_size(labels) : 0) != fc->nlabels) {
+        json_object_foreach(labels, k, v) {
+            for (i = 0; i < fc->nlabels; i++) {
+                if (ngx_strcmp(fc->labels[i].data, k) == 0) {
+                    break;
+                }
+            }
+
+            if (i == fc->nlabels) {
+                return ngx_http_playarr_metrics_error(pool, err,
+                                   "unknown label \"%s\" for \"%V\"",
+                                   ngx_strlen(k) > 64 ? "(too long)" : k,
+                                   &fc->name);
+            }
+        }
+    }
+
+    update->key = ngx_pnalloc(pool, fc->nlabels
+                                    * (NGX_HTTP_PLAYARR_METRICS_VALUE_MAX + 1));
+    if (update->key == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = update->key;
+
+    for (i = 0; i < fc->nlabels; i++) {
+        v = labels ? json_object_get(labels, (char *) fc->labels[i].data)
+                   : NULL;
+
+        if (v == NULL) {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                   "missing label \"%V\" for \"%V\"",
+                                   &fc->labels[i], &fc->name);
+        }
+
+        if (json_is_string(v)) {
+            s = json_string_value(v);
+            len = json_string_length(v);
+
+        } else if (json_is_integer(v)) {
+            s = (const char *) num;
+            len = ngx_sprintf(num, "%L", (int64_t) json_integer_value(v))
+                  - num;
+
+        } else {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                   "label \"%V\" must be a string",
+                                   &fc->labels[i]);
+        }
+
+        if (len > NGX_HTTP_PLAYARR_METRICS_VALUE_MAX) {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                   "label \"%V\" is longer than %d bytes",
+                                   &fc->labels[i],
+                                   NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+        }
+
+        if (ngx_strlchr((u_char *) s, (u_char *) s + len, '\0')) {
+            return ngx_http_playarr_metrics_error(pool, err,
+                                   "label \"%V\" holds a NUL",
+                                   &fc->labels[i]);
+        }
+
+        if (i) {
+            *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+        }
+
+        p = ngx_cpymem(p, s, len);
+    }
+
+    update->len = p - update->key;
+
+    return NGX_OK;
+
+wrong_type:
+
+    return ngx_http_playarr_metrics_error(pool, err,
+                                     "\"%s\" does not apply to \"%V\", a %s",
+                                     s, &fc->name,
+                                     fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER
+                                     ? "counter"
+                                     : fc->type == NGX_HTTP_PLAYARR_METRICS_GAUGE
+                                     ? "gauge" : "histogram");
+}
+
+
+void
+ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
+    ngx_array_t *updates)
+{
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_update_t  *u;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    u = updates->elts;
+
+    for (i = 0; i < updates->nelts; i++) {
+
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+            ngx_http_playarr_metrics_hide(u[i].family->shared);
+            continue;
+        }
+
+        s = ngx_http_playarr_metrics_series(store, u[i].family, NULL,
+                                            u[i].key, u[i].len);
+
+        switch (u[i].op) {
+
+        case NGX_HTTP_PLAYARR_METRICS_INC:
+            ngx_http_playarr_metrics_add(s, u[i].value);
+            break;
+
+        case NGX_HTTP_PLAYARR_METRICS_DEC:
+            ngx_http_playarr_metrics_add(s, -u[i].value);
+            break;
+
+        case NGX_HTTP_PLAYARR_METRICS_SET:
+            ngx_http_playarr_metrics_set(s, u[i].value);
+            break;
+
+        default: /* NGX_HTTP_PLAYARR_METRICS_OBSERVE */
+            ngx_http_playarr_metrics_observe(s, u[i].value);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
+    const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    p = ngx_pnalloc(pool, NGX_MAX_ERROR_STR);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    va_start(args, fmt);
+    err->len = ngx_vslprintf(p, p + NGX_MAX_ERROR_STR, fmt, args) - p;
+    va_end(args);
+
+    err->data = p;
+
+    return NGX_DECLINED;
+}
+
+
+static const char  *ngx_http_playarr_metrics_sources[] = { "push", "header" };
+
+
+/* counted always, logged once a minute at most */
+
+void
+ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
+    ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err)
+{
+    ngx_atomic_uint_t               now, last;
+    ngx_http_playarr_metrics_sh_t  *sh;
+
+    sh = store->sh;
+
+    (void) ngx_atomic_fetch_add(&sh->rejected[source][reason], 1);
+
+    now = ngx_time();
+    last = sh->rejected_logged;
+
+    if (now - last >= 60
+        && ngx_atomic_cmp_set(&sh->rejected_logged, last, now))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "playarr_metrics rejected an update from %s: %V",
+                      ngx_http_playarr_metrics_sources[source], err);
+    }
+}
