@@ -23,6 +23,10 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX   32
 
+#define NGX_HTTP_PLAYARR_METRICS_LE_BUF                                       \
+    ((NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1)                               \
+     * NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX)
+
 
 /* the body is built in a chain of chunks, never one giant buffer */
 
@@ -32,6 +36,11 @@ typedef struct {
     ngx_chain_t                  **last;
     ngx_buf_t                     *buf;
     off_t                          len;
+
+    /* scratch room for one series */
+    ngx_str_t                      values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
+    ngx_str_t                      le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1];
+    u_char                         lebuf[NGX_HTTP_PLAYARR_METRICS_LE_BUF];
 } ngx_http_playarr_metrics_writer_t;
 
 
@@ -73,11 +82,11 @@ static u_char *ngx_http_playarr_metrics_json_value(u_char *p,
     ngx_str_t *le, const char *suffix, double v);
 
 
-static const char  *ngx_http_playarr_metrics_types[] = {
+const char  *ngx_http_playarr_metrics_types[] = {
     "counter", "gauge", "histogram"
 };
 
-static const char  *ngx_http_playarr_metrics_sources[] = {
+const char  *ngx_http_playarr_metrics_sources[] = {
     "push", "header"
 };
 
@@ -361,16 +370,14 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
     u_char                             *p;
-    ngx_str_t                           le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS
-                                           + 1];
-    ngx_str_t                           values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
+    ngx_str_t                          *le, *values;
     ngx_uint_t                          i;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_layout_t  *layout;
     ngx_http_playarr_metrics_series_t  *s;
-    u_char                              lebuf[(NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS
-                                               + 1)
-                                              * NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+
+    le = w->le;
+    values = w->values;
 
     if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
                                 ngx_http_playarr_metrics_types[fc->type])
@@ -411,7 +418,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
         if (s->layout != layout) {
             layout = s->layout;
-            p = lebuf;
+            p = w->lebuf;
 
             for (i = 0; i < layout->n; i++) {
                 le[i].data = p;
@@ -609,7 +616,7 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
                                "{source=\"%s\",reason=\"%s\"} %uA\n",
                             ngx_http_playarr_metrics_sources[i],
                             ngx_http_playarr_metrics_reasons[j],
-                            store->sh->rejected[i][j]);
+                            store->sh->rejected.count[i][j]);
             ngx_http_playarr_metrics_commit(w, p);
         }
     }
@@ -720,12 +727,12 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
     u_char                             *p;
-    ngx_str_t                           le;
-    ngx_str_t                           values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
+    ngx_str_t                           le, *values;
     ngx_uint_t                          i, first;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
-    u_char                              lebuf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+
+    values = w->values;
 
     p = ngx_http_playarr_metrics_reserve(w, 2 * fc->name.len
                                             + 6 * fc->help.len + 64);
@@ -790,10 +797,10 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
             first = 0;
 
             if (i < s->layout->n) {
-                le.data = lebuf;
-                le.len = ngx_http_playarr_metrics_number(lebuf,
-                                                    s->layout->le[i])
-                         - lebuf;
+                le.data = w->lebuf;
+                le.len = ngx_http_playarr_metrics_number(w->lebuf,
+                                                         s->layout->le[i])
+                         - w->lebuf;
             } else {
                 ngx_str_set(&le, "+Inf");
             }

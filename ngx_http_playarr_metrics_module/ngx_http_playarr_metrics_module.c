@@ -204,7 +204,7 @@ static ngx_http_module_t  ngx_http_playarr_metrics_module_ctx = {
     ngx_http_playarr_metrics_create_srv_conf, /* create server configuration */
     ngx_http_playarr_metrics_merge_srv_conf, /* merge server configuration */
 
-    ngx_http_playarr_metrics_create_loc_conf, /* create location configuration */
+    ngx_http_playarr_metrics_create_loc_conf, /* create location conf */
     ngx_http_playarr_metrics_merge_loc_conf  /* merge location configuration */
 };
 
@@ -862,12 +862,6 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (pmcf->token.path.len
-        && ngx_http_playarr_metrics_token_init(cf, &pmcf->token) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
     pmcf->endpoint = ngx_http_get_variable_index(cf,
                                      &ngx_http_playarr_metrics_endpoint_name);
     if (pmcf->endpoint == NGX_ERROR) {
@@ -1444,6 +1438,12 @@ ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     pmcf->token.path = value[1];
 
     if (ngx_conf_full_name(cf->cycle, &pmcf->token.path, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* read, or created, here so that errors point at this directive */
+
+    if (ngx_http_playarr_metrics_token_init(cf, &pmcf->token) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -126,6 +126,8 @@ ngx_chain_t *ngx_http_playarr_metrics_json(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);
 
 
+extern const char   *ngx_http_playarr_metrics_types[];
+extern const char   *ngx_http_playarr_metrics_sources[];
 extern ngx_module_t  ngx_http_playarr_metrics_module;
 
 

@@ -114,8 +114,8 @@ ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
         err = ngx_errno;
 
         if (err != NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, err,
-                          ngx_link_info_n " \"%s\" failed", tk->path.data);
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                               ngx_link_info_n " \"%s\" failed", tk->path.data);
             return NGX_ERROR;
         }
 
@@ -129,7 +129,7 @@ ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
     if (ngx_http_playarr_metrics_token_read(cf->log, tk, &fi, &err, &fmt)
         != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, err, fmt, tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err, fmt, tk->path.data);
         return NGX_ERROR;
     }
 
@@ -139,9 +139,9 @@ ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
         && !(fi.st_gid == gid && (fi.st_mode & S_IRGRP))
         && !(fi.st_mode & S_IROTH))
     {
-        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
-                      "playarr_metrics_token_file \"%s\" is not readable "
-                      "by user \"%s\"", tk->path.data, user);
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "playarr_metrics_token_file \"%s\" is not readable "
+                           "by user \"%s\"", tk->path.data, user);
     }
 
     return NGX_OK;
@@ -182,8 +182,8 @@ ngx_http_playarr_metrics_token_owner(ngx_conf_t *cf, ngx_uid_t *uid,
     ngx_set_errno(0);
     pwd = getpwnam(NGX_USER);
     if (pwd == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      "getpwnam(\"" NGX_USER "\") failed");
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "getpwnam(\"" NGX_USER "\") failed");
         return NGX_ERROR;
     }
 
@@ -193,8 +193,8 @@ ngx_http_playarr_metrics_token_owner(ngx_conf_t *cf, ngx_uid_t *uid,
     ngx_set_errno(0);
     grp = getgrnam(NGX_GROUP);
     if (grp == NULL) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      "getgrnam(\"" NGX_GROUP "\") failed");
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "getgrnam(\"" NGX_GROUP "\") failed");
         return NGX_ERROR;
     }
 
@@ -225,43 +225,43 @@ ngx_http_playarr_metrics_token_create(ngx_conf_t *cf,
             return NGX_DECLINED;
         }
 
-        ngx_log_error(NGX_LOG_EMERG, cf->log, err,
-                      ngx_open_file_n " \"%s\" failed", tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                           ngx_open_file_n " \"%s\" failed", tk->path.data);
         return NGX_ERROR;
     }
 
     if (uid != (ngx_uid_t) NGX_CONF_UNSET_UINT
         && fchown(fd, uid, gid) == -1)
     {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      "fchown() \"%s\" failed", tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "fchown() \"%s\" failed", tk->path.data);
         goto failed;
     }
 
     if (ngx_http_playarr_metrics_token_generate(buf) != NGX_OK) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0, "RAND_bytes() failed");
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "RAND_bytes() failed");
         goto failed;
     }
 
     if (ngx_http_playarr_metrics_token_write(fd, buf, sizeof(buf))
         != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      ngx_write_fd_n " \"%s\" failed", tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_write_fd_n " \"%s\" failed", tk->path.data);
         goto failed;
     }
 
     ngx_explicit_memzero(buf, sizeof(buf));
 
     if (fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      "fsync() \"%s\" failed", tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "fsync() \"%s\" failed", tk->path.data);
         goto failed;
     }
 
     if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", tk->path.data);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_close_file_n " \"%s\" failed", tk->path.data);
         fd = NGX_INVALID_FILE;
         goto failed;
     }

@@ -469,7 +469,7 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
 
     if (name == NULL) {
         return ngx_http_playarr_metrics_error(pool, err,
-                                       "\"metric\" must be a metric key or name");
+                                  "\"metric\" must be a metric key or name");
     }
 
     fc = store->families.elts;
@@ -568,7 +568,7 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
 
     if (fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER && update->value < 0) {
         return ngx_http_playarr_metrics_error(pool, err,
-                            "a counter cannot be increased by a negative value");
+                       "a counter cannot be increased by a negative value");
     }
 
     /* the labels: exactly the family's, in its order, into the key */
@@ -655,12 +655,10 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
 wrong_type:
 
     return ngx_http_playarr_metrics_error(pool, err,
-                                     "\"%s\" does not apply to \"%V\", a %s",
-                                     s, &fc->name,
-                                     fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER
-                                     ? "counter"
-                                     : fc->type == NGX_HTTP_PLAYARR_METRICS_GAUGE
-                                     ? "gauge" : "histogram");
+                                          "\"%s\" does not apply to \"%V\", "
+                                          "a %s", s, &fc->name,
+                                          ngx_http_playarr_metrics_types
+                                          [fc->type]);
 }
 
 
@@ -727,9 +725,6 @@ ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
 }
 
 
-static const char  *ngx_http_playarr_metrics_sources[] = { "push", "header" };
-
-
 /* counted always, logged once a minute at most */
 
 void
@@ -741,13 +736,13 @@ ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
 
     sh = store->sh;
 
-    (void) ngx_atomic_fetch_add(&sh->rejected[source][reason], 1);
+    (void) ngx_atomic_fetch_add(&sh->rejected.count[source][reason], 1);
 
     now = ngx_time();
-    last = sh->rejected_logged;
+    last = sh->rejected.logged;
 
     if (now - last >= 60
-        && ngx_atomic_cmp_set(&sh->rejected_logged, last, now))
+        && ngx_atomic_cmp_set(&sh->rejected.logged, last, now))
     {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "playarr_metrics rejected an update from %s: %V",

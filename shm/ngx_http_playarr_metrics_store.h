@@ -102,6 +102,14 @@ struct ngx_http_playarr_metrics_family_s {
 };
 
 
+/* updates refused, by source and by reason */
+typedef struct {
+    ngx_atomic_t  count[NGX_HTTP_PLAYARR_METRICS_NSOURCES]
+                       [NGX_HTTP_PLAYARR_METRICS_NREASONS];
+    ngx_atomic_t  logged;
+} ngx_http_playarr_metrics_rejected_t;
+
+
 /* the zone's header, shpool->data */
 typedef struct {
     ngx_uint_t                          magic;
@@ -116,9 +124,7 @@ typedef struct {
     u_char                             *arena_end;
     ngx_atomic_t                        arena_free;
 
-    ngx_atomic_t                        rejected[NGX_HTTP_PLAYARR_METRICS_NSOURCES]
-                                                [NGX_HTTP_PLAYARR_METRICS_NREASONS];
-    ngx_atomic_t                        rejected_logged;
+    ngx_http_playarr_metrics_rejected_t rejected;
 } ngx_http_playarr_metrics_sh_t;
 
 
