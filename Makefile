@@ -71,7 +71,7 @@ bench-deps: deps
 # Debian's tree carries conf_flags (a bash array); another tree is
 # configured with --with-compat only, which is what binary compatibility
 # with a packaged nginx needs.
-$(OBJDIR)/Makefile: $(NGINX_SRC)/configure config
+$(OBJDIR)/objs/Makefile: $(NGINX_SRC)/configure config
 	rm -rf $(OBJDIR)
 	mkdir -p $(BUILD)
 	cp -a $(NGINX_SRC) $(OBJDIR)
@@ -83,16 +83,16 @@ $(OBJDIR)/Makefile: $(NGINX_SRC)/configure config
 	    --add-dynamic-module=$(TOP) > $(BUILD)/configure.log 2>&1 \
 	    || { tail -30 $(BUILD)/configure.log; exit 1; }
 
-$(SO): $(OBJDIR)/Makefile $(SOURCES)
+$(SO): $(OBJDIR)/objs/Makefile $(SOURCES)
 	$(MAKE) -C $(OBJDIR) -f objs/Makefile modules
-	cp $(OBJDIR)/objs/$(MODULE).so $(SO)
+	cp $(OBJDIR)/objs/$(MODULE).so $(SO).tmp && mv -f $(SO).tmp $(SO)
 
 run: deps build
 	@PORT=$(PORT) UPSTREAM_PORT=$(UPSTREAM_PORT) NGINX_BIN=$(NGINX_BIN) \
 	    BUILD=$(BUILD) bash t/lib/demo-run.sh
 
 test: deps build
-	prove -r t/
+	PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) prove -r t/
 
 bench: bench-deps build
 	bash bench/run
