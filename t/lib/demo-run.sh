@@ -165,7 +165,13 @@ Make some traffic:
   curl $front/api/auth/verify
   curl -H "Authorization: Bearer demo" $front/api/auth/verify
   curl $front/stremio/MY-API-KEY/manifest.json
+  curl $front/api/stream/movies/movies-603
   curl $front/no/such/route
+
+Push a business metric, as Playarr would:
+  curl -X POST -H "Authorization: Bearer \$(cat $TOKEN)" \\
+       -H 'Content-Type: application/json' \\
+       -d '{"metric":"active_users","op":"set","value":3}' $front/metrics/push
 
 Prometheus (prometheus.yml):
   scrape_configs:
