@@ -1,0 +1,543 @@
+#!/usr/bin/perl
+
+# Route templates (issue 3, DESIGN.md section 4): every Playarr route is
+# matched by a concrete URL and labelled with its template; the most
+# specific template wins; matching uses the path the client asked for
+# after nginx's normalization (case, trailing slash, merged slashes,
+# percent-encoding, dot segments), never the query string nor a URI
+# rewritten internally; secrets in paths and query strings never reach
+# /metrics or /metrics/json; subrequests and internal redirects count once.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use PlayarrTest;
+
+plan skip_all => 'module not built: ' . PlayarrTest::module_path()
+    unless -e PlayarrTest::module_path();
+
+my $REPO = PlayarrTest::repo();
+my $ROUTES_TXT = $ENV{PLAYARR_ROUTES_TXT} || '/work/shared/playarr/routes.txt';
+my $ROUTES_CONF = $ENV{PLAYARR_ROUTES_CONF}
+                  || "$REPO/docs/playarr-routes.conf";
+
+my $REQS = 'playarr_http_requests_total';
+my $DUR = 'playarr_http_request_duration_seconds';
+
+# --- the routes --------------------------------------------------------------
+
+# [method, template] of routes.txt, one per distinct template (the first
+# method it is listed with)
+sub playarr_routes {
+    open my $fh, '<', $ROUTES_TXT or return;
+    my (@r, %seen);
+
+    while (<$fh>) {
+        next if /^\s*(?:#|$)/;
+        my ($method, $tpl) = /^\s*([A-Z]+)\s+(\S+)\s*$/ or next;
+        push @r, [$method, $tpl] unless $seen{$tpl}++;
+    }
+
+    return @r;
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return undef;
+    local $/;
+    my $s = <$fh>;
+    return $s // '';
+}
+
+my @ROUTES = playarr_routes();
+
+plan skip_all => "no routes in $ROUTES_TXT" unless @ROUTES;
+
+my %TEMPLATE = map { $_->[1] => 1 } @ROUTES;
+
+# The http-level lines declaring the routes: docs/playarr-routes.conf
+# when it holds the real list, else lines generated from routes.txt.
+my ($ROUTES_HTTP, $GENERATED);
+{
+    my $conf = slurp($ROUTES_CONF);
+
+    if (defined $conf && $conf !~ /PLACEHOLDER/) {
+        $ROUTES_HTTP = "include $ROUTES_CONF;\n";
+
+    } else {
+        $GENERATED = 1;
+        $ROUTES_HTTP = join '',
+                       map { "    playarr_metrics_route $_->[1];\n" } @ROUTES;
+    }
+}
+
+note($GENERATED
+     ? "docs/playarr-routes.conf is still a placeholder: the route lines"
+       . " are generated from $ROUTES_TXT"
+     : "routes from $ROUTES_CONF");
+
+# a concrete URL for a template: params -> v1, v2..., ":id.json" ->
+# top.json, "*" -> a/b
+sub url_for {
+    my ($tpl) = @_;
+    my $n = 0;
+    my @seg;
+
+    for my $s (split m{/}, $tpl) {
+        if ($s eq '*') {
+            push @seg, 'a/b';
+        } elsif ($s =~ /^:[A-Za-z0-9_]+(\.[A-Za-z0-9]+)$/) {
+            push @seg, "top$1";
+        } elsif ($s =~ /^:/) {
+            push @seg, 'v' . ++$n;
+        } else {
+            push @seg, $s;
+        }
+    }
+
+    return join '/', @seg;
+}
+
+# --- nginx -------------------------------------------------------------------
+
+# /metrics and /metrics/json are Playarr routes too: the export locations
+# live elsewhere so that those two are recorded like any other path.
+# The second server (%%PORT2%%) does internal redirects and subrequests.
+my $t = PlayarrTest->new(http => <<"EOF");
+    playarr_metrics_zone playarr:4m;
+    playarr_metrics_token_file %%DIR%%/metrics.token;
+$ROUTES_HTTP
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        location = /scrape { playarr_metrics_export; }
+        location = /scrape/json { playarr_metrics_export json; }
+
+        location / {
+            return 200 "\$playarr_metrics_endpoint";
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+        server_name localhost;
+        root %%DIR%%/www;
+        add_header X-Endpoint \$playarr_metrics_endpoint always;
+
+        # the log phase runs for subrequests too: still counted once
+        log_subrequest on;
+
+        location = /scrape { playarr_metrics_export; }
+
+        location = /api/healthcheck {
+            return 200 "\$playarr_metrics_endpoint";
+        }
+
+        # rewrite ... last
+        location ^~ /api/profile {
+            rewrite ^ /api/healthcheck last;
+        }
+        location ^~ /nowhere {
+            rewrite ^ /api/healthcheck last;
+        }
+
+        # try_files with a fallback URI
+        location ^~ /api/livetv/ {
+            try_files \$uri /api/healthcheck;
+        }
+
+        # error_page to a URI
+        location ^~ /api/users {
+            error_page 404 = /api/healthcheck;
+        }
+
+        # a named location
+        location ^~ /api/stats {
+            error_page 404 = \@fallback;
+        }
+        location \@fallback {
+            return 200 "\$playarr_metrics_endpoint";
+        }
+
+        # a subrequest (auth_request), then a static file
+        location ^~ /api/auth/ {
+            auth_request /api/auth/verify/sub;
+        }
+        location = /api/auth/verify/sub {
+            internal;
+            return 204;
+        }
+
+        # subrequests (SSI), one of them to a template
+        location = /api/jobs {
+            ssi on;
+            default_type text/html;
+            alias %%DIR%%/www/ssi.html;
+        }
+        location ^~ /api/titles/ {
+            return 200 "\$playarr_metrics_endpoint";
+        }
+    }
+EOF
+
+mkdir $t->path($_) or die "mkdir: $!" for qw(www www/api www/api/auth);
+$t->write_file('www/api/auth/verify', 'static');
+$t->write_file('www/ssi.html', '<!--# include virtual="/api/healthcheck" -->|'
+                               . '<!--# include virtual="/api/titles/ssi" -->');
+
+$t->start;
+my $token = $t->read_token('metrics.token');
+my %auth = (Authorization => "Bearer $token");
+
+# A keep-alive client: nginx runs the log phase of a request before it
+# reads the next one on the same connection, so a scrape sent after a
+# request on the same connection always sees that request recorded.
+{
+    package Client;
+
+    sub new {
+        my ($class, $t, $port) = @_;
+        return bless { t => $t, port => $port }, $class;
+    }
+
+    sub req {
+        my ($self, $method, $path, %opt) = @_;
+
+        $self->{c} ||= $self->{t}->connect(port => $self->{port});
+        my $r = $self->{c}->request($method, $path, %opt);
+
+        my $conn = PlayarrTest::header($r, 'Connection') // '';
+        if ($r->{status} == 599 || lc $conn eq 'close') {
+            $self->{c}->close;
+            $self->{c} = undef;
+        }
+
+        return $r;
+    }
+}
+
+sub scrape {
+    my ($cl) = @_;
+    my $r = $cl->req('GET', '/scrape', headers => \%auth);
+
+    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
+        unless $r->{status} == 200;
+
+    return PlayarrTest::parse_metrics($r->{body});
+}
+
+# the series of a family whose value changed between two scrapes:
+# { series key => difference }
+sub delta {
+    my ($before, $after, $family) = @_;
+    my %d;
+
+    for my $k (keys %$after) {
+        next unless $k =~ /^\Q$family\E(?:\{|$)/;
+        my $diff = $after->{$k} - ($before->{$k} // 0);
+        $d{$k} = $diff if $diff != 0;
+    }
+
+    return \%d;
+}
+
+sub key_req {
+    my ($ep, $status, $user) = @_;
+    return PlayarrTest::series_key($REQS,
+                                   { endpoint => $ep,
+                                     status_code => $status // '200',
+                                     username => $user // 'anonymous' });
+}
+
+sub key_count {
+    my ($ep, $user) = @_;
+    return PlayarrTest::series_key("${DUR}_count",
+                                   { endpoint => $ep,
+                                     username => $user // 'anonymous' });
+}
+
+# sends one request and checks that exactly one request was recorded,
+# with endpoint $ep and status $status: one requests_total series +1 and
+# one duration _count +1, nothing else
+sub endpoint_is {
+    my ($cl, $method, $path, $ep, $name, %opt) = @_;
+    my $status = $opt{status} // 200;
+
+    my $before = scrape($cl);
+    my $r = $cl->req($method, $path, %opt);
+    my $after = scrape($cl);
+
+    my $dr = delta($before, $after, $REQS);
+    my $dc = delta($before, $after, "${DUR}_count");
+
+    is($r->{status}, $status, "$name: $method $path answered $status")
+        or diag($r->{error} // $r->{raw});
+    is_deeply($dr, { key_req($ep, $status) => 1 },
+              "$name: $method $path counted once as $ep")
+        or diag(explain($dr));
+    is_deeply($dc, { key_count($ep) => 1 },
+              "$name: one duration observation for $ep")
+        or diag(explain($dc));
+
+    return $r;
+}
+
+my $cl = Client->new($t, $t->port);
+
+# --- the route list itself ---------------------------------------------------
+
+SKIP: {
+    skip 'docs/playarr-routes.conf is a placeholder', 2 if $GENERATED;
+
+    my $conf = slurp($ROUTES_CONF);
+    my @lines = $conf =~ /^\s*playarr_metrics_route\s+(\S+?)\s*;/mg;
+    my %dup;
+    $dup{$_}++ for @lines;
+
+    is_deeply([sort @lines], [sort keys %TEMPLATE],
+              'docs/playarr-routes.conf declares every template of'
+              . ' routes.txt, and only those');
+    ok(!grep({ $dup{$_} > 1 } keys %dup),
+       'docs/playarr-routes.conf: no template twice');
+}
+
+# --- every template, by a concrete URL ---------------------------------------
+
+{
+    my $before = scrape($cl);
+    my %answered;
+
+    for my $rt (@ROUTES) {
+        my ($method, $tpl) = @$rt;
+        my $url = url_for($tpl);
+        my $r = $cl->req($method, $url);
+
+        $answered{$tpl} = $r->{status};
+        is($r->{body}, $tpl, "$method $url: \$playarr_metrics_endpoint")
+            if $r->{status} == 200;
+    }
+
+    my $after = scrape($cl);
+    my $dr = delta($before, $after, $REQS);
+    my $dc = delta($before, $after, "${DUR}_count");
+
+    for my $rt (@ROUTES) {
+        my ($method, $tpl) = @$rt;
+        my $url = url_for($tpl);
+
+        is($answered{$tpl}, 200, "$method $url answered 200");
+        is($dr->{ key_req($tpl) }, 1,
+           "$url: requests_total{endpoint=\"$tpl\",status_code=\"200\"} 1");
+        is($dc->{ key_count($tpl) }, 1,
+           "$url: duration count for \"$tpl\" is 1");
+    }
+
+    my %want = map { key_req($_->[1]) => 1 } @ROUTES;
+    my @extra = grep { !$want{$_} } sort keys %$dr;
+    ok(!@extra, scalar(@ROUTES) . ' templates: no other series counted')
+        or diag("extra: @extra");
+}
+
+# the full scrape, through promtool and the python parser
+$t->metrics(token => $token, path => '/scrape', name => 'all templates');
+
+# --- precedence --------------------------------------------------------------
+
+my @prec = (
+    ['GET', '/api/titles/watchlist/bulk', '/api/titles/watchlist/bulk'],
+    ['PUT', '/api/titles/watchlist/bulk', '/api/titles/watchlist/bulk'],
+    ['GET', '/api/titles/tt123/watchlist', '/api/titles/:title_key/watchlist'],
+    ['GET', '/api/titles/watchlist/watchlist',
+     '/api/titles/:title_key/watchlist'],
+    ['GET', '/api/titles/bulk/watchlist', '/api/titles/:title_key/watchlist'],
+    ['GET', '/api/titles/watchlist', '/api/titles/:title_key'],
+    ['GET', '/api/titles', '/api/titles'],
+    ['GET', '/api/settings/metrics', '/api/settings/metrics'],
+    ['GET', '/api/settings/metrics/regenerate',
+     '/api/settings/metrics/regenerate'],
+    ['GET', '/api/settings/log_stream_level',
+     '/api/settings/log_stream_level'],
+    ['GET', '/api/settings/theme', '/api/settings/:key'],
+    ['GET', '/api/settings/metricsx', '/api/settings/:key'],
+    ['GET', '/api/iptv/providers/priorities',
+     '/api/iptv/providers/priorities'],
+    ['GET', '/api/iptv/providers/validate', '/api/iptv/providers/validate'],
+    ['GET', '/api/iptv/providers/p1', '/api/iptv/providers/:provider_id'],
+    ['GET', '/api/iptv/providers/priorities/counts',
+     '/api/iptv/providers/:provider_id/counts'],
+    ['GET', '/api/provider-titles/ignored', '/api/provider-titles/ignored'],
+    ['GET', '/api/provider-titles/ignored/7',
+     '/api/provider-titles/ignored/:id'],
+    ['GET', '/api/livetv/channels', '/api/livetv/channels'],
+    ['GET', '/api/livetv/channels/c1/programs',
+     '/api/livetv/channels/:channelKey/programs'],
+    ['GET', '/api/playlist/movies/data', '/api/playlist/:title_type/data'],
+    ['GET', '/api/stream/tvshows/t1/1/2',
+     '/api/stream/tvshows/:title_id/:season/:episode'],
+    ['GET', '/stremio/k1/manifest.json', '/stremio/:api_key/manifest.json'],
+    ['GET', '/stremio/k1/catalog/movie/top.json',
+     '/stremio/:api_key/catalog/:type/:id.json'],
+    ['GET', '/stremio/k1/catalog/movie/a.b.json',
+     '/stremio/:api_key/catalog/:type/:id.json'],
+    ['GET', '/stremio/k1/meta/movie/tt1', '/stremio/:api_key/meta/:type/*'],
+    ['GET', '/stremio/k1/meta/movie/tt1.json',
+     '/stremio/:api_key/meta/:type/*'],
+    ['GET', '/stremio/k1/stream/series/tt1:1:2/x/y/z',
+     '/stremio/:api_key/stream/:type/*'],
+    ['GET', '/player_api.php', '/player_api.php'],
+    ['GET', '/player_api.php/u/p/1',
+     '/player_api.php/:username/:password/:streamId'],
+    ['GET', '/metrics', '/metrics'],
+    ['GET', '/metrics/json', '/metrics/json'],
+);
+
+for my $p (@prec) {
+    endpoint_is($cl, @$p, 'precedence');
+}
+
+# --- what matches nothing ----------------------------------------------------
+
+for my $path ('/', '/nope', '/api', '/api/', '/api/titles/a/b',
+              '/api/titles/a/watchlist/b', '/api/settings/metrics/other',
+              '/stremio/k1/catalog/movie/top',
+              '/stremio/k1/catalog/movie/top.jsonx',
+              '/stremio/k1/meta/movie', '/stremio/k1/meta/movie/',
+              '/stremio/k1', '/movie/u/p', '/movie/u/p/1/2', '/index.html',
+              '/api/healthcheckx', '/xapi/healthcheck')
+{
+    endpoint_is($cl, 'GET', $path, 'unknown_endpoint', 'no template');
+}
+
+# --- normalization -----------------------------------------------------------
+
+my @norm = (
+    # case
+    ['/API/Titles/X', '/api/titles/:title_key', 'case'],
+    ['/API/HEALTHCHECK', '/api/healthcheck', 'case'],
+    ['/Stremio/K/MANIFEST.JSON', '/stremio/:api_key/manifest.json', 'case'],
+    ['/api/titles/WATCHLIST/Bulk', '/api/titles/watchlist/bulk', 'case'],
+    ['/stremio/k/catalog/movie/top.JSON',
+     '/stremio/:api_key/catalog/:type/:id.json', 'case of a suffix'],
+
+    # trailing slash
+    ['/api/titles/x/', '/api/titles/:title_key', 'trailing slash'],
+    ['/api/healthcheck/', '/api/healthcheck', 'trailing slash'],
+    ['/api/titles/', '/api/titles', 'trailing slash'],
+    ['/stremio/k/meta/movie/tt1/', '/stremio/:api_key/meta/:type/*',
+     'trailing slash after *'],
+
+    # merged slashes
+    ['//api//titles/x', '/api/titles/:title_key', 'merged slashes'],
+    ['/api///healthcheck', '/api/healthcheck', 'merged slashes'],
+    ['/api/titles//watchlist//bulk', '/api/titles/watchlist/bulk',
+     'merged slashes'],
+
+    # percent-encoding
+    ['/api/%74itles/x', '/api/titles/:title_key', 'percent-encoding'],
+    ['/%61%70%69/%68ealthcheck', '/api/healthcheck', 'percent-encoding'],
+    ['/api/settings/%6Detrics', '/api/settings/metrics', 'percent-encoding'],
+    ['/api/titles/a%20b', '/api/titles/:title_key',
+     'percent-encoded space in a param'],
+
+    # dot segments
+    ['/api/x/../titles/y', '/api/titles/:title_key', 'dot segments'],
+    ['/api/./titles/./y', '/api/titles/:title_key', 'dot segments'],
+    ['/api/titles/x/../../healthcheck', '/api/healthcheck', 'dot segments'],
+    ['/api/%2e%2e/api/titles/y', '/api/titles/:title_key',
+     'percent-encoded dot segments'],
+
+    # query strings
+    ['/api/titles/x?api_key=SECRET', '/api/titles/:title_key', 'query string'],
+    ['/api/healthcheck?/api/titles/x', '/api/healthcheck', 'query string'],
+    ['/nope?/api/healthcheck', 'unknown_endpoint', 'query string'],
+    ['/api/titles?', '/api/titles', 'empty query string'],
+);
+
+for my $n (@norm) {
+    my ($path, $ep, $what) = @$n;
+    my $r = endpoint_is($cl, 'GET', $path, $ep, $what);
+    is($r->{body}, $ep, "$what: $path: \$playarr_metrics_endpoint is $ep");
+}
+
+# --- secrets in paths and query strings --------------------------------------
+
+my @secrets = qw(S3cretPass APIKEY123 PASSWORD QSECRET99 Zq8uerySecret
+                 S3cretOnly2 KEYnotROUTE);
+
+my @secret_req = (
+    ['/movie/alice/S3cretPass/123', '/movie/:username/:password/:streamId'],
+    ['/stremio/APIKEY123/manifest.json', '/stremio/:api_key/manifest.json'],
+    ['/stremio/APIKEY123/meta/movie/tt1', '/stremio/:api_key/meta/:type/*'],
+    ['/player_api.php/u/PASSWORD/1?password=QSECRET99',
+     '/player_api.php/:username/:password/:streamId'],
+    ['/get.php?username=u&password=Zq8uerySecret', '/get.php'],
+    ['/live/alice/S3cretOnly2', 'unknown_endpoint'],
+    ['/stremio/KEYnotROUTE/nothing/here', 'unknown_endpoint'],
+);
+
+for my $s (@secret_req) {
+    endpoint_is($cl, 'GET', @$s, 'secret');
+}
+
+{
+    my $body = $t->metrics(token => $token, path => '/scrape',
+                           name => 'after secrets');
+    my $json = $cl->req('GET', '/scrape/json', headers => \%auth);
+
+    is($json->{status}, 200, '/metrics/json answered 200');
+    ok(defined PlayarrTest::json_body($json), '/metrics/json is JSON');
+    like($json->{body}, qr{"/movie/:username/:password/:streamId"},
+         '/metrics/json holds the Xtream template');
+
+    for my $s (@secrets) {
+        ok(index($body, $s) < 0, "$s appears nowhere in /metrics");
+        ok(index($json->{body}, $s) < 0,
+           "$s appears nowhere in /metrics/json");
+    }
+}
+
+# --- internal redirects and subrequests (server on %%PORT2%%) ---------------
+
+my $cl2 = Client->new($t, $t->port(2));
+
+# every test: the original path, its template, what the client gets
+my @redirect = (
+    ['/api/profile', '/api/profile', 'rewrite ... last'],
+    ['/api/profile/change-password', '/api/profile/change-password',
+     'rewrite ... last'],
+    ['/nowhere/at/all', 'unknown_endpoint', 'rewrite ... last (unknown path)'],
+    ['/api/livetv/m3u', '/api/livetv/m3u', 'try_files fallback'],
+    ['/api/livetv/stream/ch1', '/api/livetv/stream/:channelKey',
+     'try_files fallback'],
+    ['/api/users/bob', '/api/users/:username', 'error_page 404 = /uri'],
+    ['/api/stats', '/api/stats', 'error_page 404 = @named'],
+    ['/api/auth/verify', '/api/auth/verify', 'auth_request subrequest'],
+);
+
+for my $rd (@redirect) {
+    my ($path, $ep, $what) = @$rd;
+    my $r = endpoint_is($cl2, 'GET', $path, $ep, $what);
+    is(PlayarrTest::header($r, 'X-Endpoint'), $ep,
+       "$what: \$playarr_metrics_endpoint after the redirect is $ep");
+}
+
+# SSI: two subrequests, one of them to a path with a template
+{
+    my $r = endpoint_is($cl2, 'GET', '/api/jobs', '/api/jobs',
+                        'SSI subrequests');
+    like($r->{body}, qr/\|/, 'SSI: the page was served');
+}
+
+$t->metrics(token => $token, path => '/scrape', name => 'final');
+
+$cl->{c}->close if $cl->{c};
+$cl2->{c}->close if $cl2->{c};
+
+$t->stop;
+
+done_testing;
