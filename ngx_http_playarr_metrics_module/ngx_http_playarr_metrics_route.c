@@ -12,14 +12,22 @@
 
 /*
  * The templates form a trie with one level per path segment.  A node has
- * at most one child per distinct literal (case-insensitive), kept in an
- * open-addressing table keyed by a hash of the lowercased segment, one
+ * at most one child per distinct literal (compared case-insensitively),
+ * kept in an open-addressing table keyed by a hash of the segment, one
  * child per distinct ".ext" suffix, kept longest first, one ":name" child,
- * and may end a "*" template.  Matching is a depth-first search trying the
- * literal child, then the suffixes, then the parameter, then "*": the first
- * complete match is the most specific template.  The path is scanned once,
- * each segment's bounds and hash are kept on the stack for backtracking,
- * and every node is entered at most once.
+ * and may end a "*" template.
+ *
+ * Matching is a depth-first search trying the literal child, then the
+ * suffixes, then the parameter, then "*": the first complete match is the
+ * most specific template, and every node is entered at most once.  The
+ * path is read 8 bytes at a time: the end of a segment, its first two
+ * words and its hash come from a few word operations, and a literal of up
+ * to 16 bytes is then found with, usually, one probe and two compares,
+ * whatever the number of templates.  Only the nodes that have alternatives
+ * left go on a small stack, for backtracking.
+ *
+ * A word holds up to 8 consecutive bytes, the first one in the low bits
+ * whatever the byte order of the machine, the bytes past the end zero.
  */
 
 
@@ -28,12 +36,46 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_EXT      2
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR     3
 
-/* slots in a node's first literal table; the load stays under one half */
+/* slots in a node's first literal table; at most a quarter is used */
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLOTS    4
 
+/* the most words a segment of a template may have */
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_WORDS                                 \
+    ((NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_LEN + 7) / 8)
 
-#define ngx_http_playarr_metrics_route_hash(key, c)                          \
-    ((uint32_t) (key) * 31 + ((c) | 0x20))
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_ONES     0x0101010101010101ULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_HIGHS    0x8080808080808080ULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES  0x2f2f2f2f2f2f2f2fULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_FOLD     0x2020202020202020ULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_GOLDEN   0x9e3779b97f4a7c15ULL
+
+
+/* the low n bytes of a word, 1 <= n <= 8 */
+#define ngx_http_playarr_metrics_route_mask(n)                               \
+    (~(uint64_t) 0 >> (64 - 8 * (n)))
+
+/* the high bit set in each "/" byte; above the lowest one, in others too */
+#define ngx_http_playarr_metrics_route_slash(w)                              \
+    ((((w) ^ NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES)                         \
+      - NGX_HTTP_PLAYARR_METRICS_ROUTE_ONES)                                  \
+     & ~((w) ^ NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES)                        \
+     & NGX_HTTP_PLAYARR_METRICS_ROUTE_HIGHS)
+
+/* the mask of the bytes below the lowest byte flagged in x, x != 0 */
+#define ngx_http_playarr_metrics_route_before(x)                             \
+    ((((x) & (0 - (x))) >> 7) - 1)
+
+/* case-insensitive: bit 5 is set in every byte before hashing */
+#define ngx_http_playarr_metrics_route_hash(h, w)                            \
+    (((h) ^ ((w) | NGX_HTTP_PLAYARR_METRICS_ROUTE_FOLD))                      \
+     * NGX_HTTP_PLAYARR_METRICS_ROUTE_GOLDEN)
+
+#if (__GNUC__ || __clang__)
+#define ngx_http_playarr_metrics_route_ctz(w)  (ngx_uint_t) __builtin_ctzll(w)
+#else
+#define ngx_http_playarr_metrics_route_ctz(w)                                \
+    ngx_http_playarr_metrics_route_ctz_slow(w)
+#endif
 
 
 typedef struct ngx_http_playarr_metrics_route_node_s
@@ -42,17 +84,18 @@ typedef struct ngx_http_playarr_metrics_route_node_s
 
 /* a literal child: one slot of the parent's table */
 typedef struct {
-    uint32_t                                 hash;
-    uint32_t                                 len;
-    u_char                                  *data;    /* lowercase */
+    uint64_t                                 word;    /* node->name[0] */
+    uint64_t                                 word2;   /* name[1], or 0 */
+    size_t                                   len;
     ngx_http_playarr_metrics_route_node_t   *node;    /* NULL: free slot */
 } ngx_http_playarr_metrics_route_lit_t;
 
 
 /* a ":name.ext" child */
 typedef struct {
-    size_t                                   len;
-    u_char                                  *data;    /* ".ext", lowercase */
+    uint64_t                                 word;    /* words[0] */
+    size_t                                   len;     /* of ".ext" */
+    uint64_t                                *words;   /* lowercase */
     ngx_http_playarr_metrics_route_node_t   *node;
 } ngx_http_playarr_metrics_route_ext_t;
 
@@ -65,9 +108,14 @@ struct ngx_http_playarr_metrics_route_node_s {
     ngx_uint_t                               star;    /* "*" template */
     ngx_uint_t                               nlits;
     ngx_uint_t                               mask;    /* lits slots - 1 */
-    ngx_uint_t                               shift;   /* 32 - log2(slots) */
+    ngx_uint_t                               shift;   /* 64 - log2(slots) */
     ngx_uint_t                               nexts;
     ngx_uint_t                               inner;   /* any child but "*" */
+    ngx_uint_t                               more;    /* exts, param, "*" */
+
+    /* a literal child's own segment: lowercase words, and their hash */
+    uint64_t                                *name;
+    uint64_t                                 hash;
 };
 
 
@@ -78,12 +126,13 @@ struct ngx_http_playarr_metrics_routes_s {
 };
 
 
-/* a path segment seen by _match() */
+/* a node _match() may come back to, with its path segment */
 typedef struct {
+    ngx_http_playarr_metrics_route_node_t   *node;
+    ngx_uint_t                               next;    /* alternative */
     u_char                                  *start;
     u_char                                  *end;
-    uint32_t                                 hash;
-} ngx_http_playarr_metrics_route_seg_t;
+} ngx_http_playarr_metrics_route_frame_t;
 
 
 static char *ngx_http_playarr_metrics_route_segment(u_char *p, u_char *last,
@@ -102,12 +151,26 @@ static void ngx_http_playarr_metrics_route_put(
 static ngx_http_playarr_metrics_route_node_t *
     ngx_http_playarr_metrics_route_add_ext(ngx_pool_t *pool,
     ngx_http_playarr_metrics_route_node_t *node, ngx_str_t *ext);
+static uint64_t ngx_http_playarr_metrics_route_words(uint64_t *words,
+    u_char *p, size_t len);
 static ngx_inline ngx_http_playarr_metrics_route_lit_t *
     ngx_http_playarr_metrics_route_find(
     ngx_http_playarr_metrics_route_node_t *node, u_char *p, size_t len,
-    uint32_t hash);
-static ngx_inline ngx_uint_t ngx_http_playarr_metrics_route_eq(u_char *s,
-    u_char *lc, size_t n);
+    uint64_t word, uint64_t word2, uint64_t hash, u_char *base,
+    u_char *last);
+static ngx_http_playarr_metrics_route_lit_t *
+    ngx_http_playarr_metrics_route_find_slow(
+    ngx_http_playarr_metrics_route_node_t *node, ngx_uint_t i, u_char *p,
+    size_t len, u_char *base, u_char *last);
+static ngx_uint_t ngx_http_playarr_metrics_route_same(u_char *p, size_t n,
+    uint64_t *words, u_char *base, u_char *last);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_word(u_char *p,
+    size_t n, u_char *base, u_char *last);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_load(u_char *p);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_lower(uint64_t w);
+#if !(__GNUC__ || __clang__)
+static ngx_uint_t ngx_http_playarr_metrics_route_ctz_slow(uint64_t w);
+#endif
 
 
 ngx_http_playarr_metrics_routes_t *
@@ -152,7 +215,28 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         goto invalid;
     }
 
+    if (template->len > NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_LEN) {
+        reason = "longer than "
+                 ngx_value(NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_LEN) " bytes";
+        goto invalid;
+    }
+
     last = template->data + template->len;
+
+    /* the template is a label value */
+
+    for (p = template->data; p < last; /* void */) {
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        if (ngx_utf8_decode(&p, last - p) > 0x10ffff) {
+            reason = "not valid UTF-8";
+            goto invalid;
+        }
+    }
 
     if (template->len > 1 && last[-1] == '/') {
 
@@ -179,7 +263,9 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         }
 
         if (++depth > NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH) {
-            reason = "too many segments";
+            reason = "more than "
+                     ngx_value(NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH)
+                     " segments";
             goto invalid;
         }
 
@@ -203,9 +289,7 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 
         (void) ngx_http_playarr_metrics_route_segment(p, q, &type, &ext);
 
-        switch (type) {
-
-        case NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR:
+        if (type == NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR) {
 
             if (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
                 prev = ngx_http_playarr_metrics_routes_template(routes,
@@ -213,11 +297,11 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
                 goto duplicate;
             }
 
-            /* the last segment: added below */
-            child = NULL;
+            /* the last segment: p < last tells it below */
             break;
+        }
 
-        case NGX_HTTP_PLAYARR_METRICS_ROUTE_PARAM:
+        if (type == NGX_HTTP_PLAYARR_METRICS_ROUTE_PARAM) {
 
             child = node->param;
 
@@ -229,11 +313,10 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 
                 node->param = child;
                 node->inner = 1;
+                node->more++;
             }
 
-            break;
-
-        case NGX_HTTP_PLAYARR_METRICS_ROUTE_EXT:
+        } else if (type == NGX_HTTP_PLAYARR_METRICS_ROUTE_EXT) {
 
             child = ngx_http_playarr_metrics_route_add_ext(routes->pool, node,
                                                            &ext);
@@ -241,27 +324,17 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
                 return NGX_CONF_ERROR;
             }
 
-            break;
-
-        default: /* NGX_HTTP_PLAYARR_METRICS_ROUTE_LITERAL */
+        } else {
 
             child = ngx_http_playarr_metrics_route_add_literal(routes->pool,
                                                                node, p, q - p);
             if (child == NULL) {
                 return NGX_CONF_ERROR;
             }
-
-            break;
-        }
-
-        if (child == NULL) {
-            break;
         }
 
         node = child;
     }
-
-    /* p < last: the loop stopped at a final "*" */
 
     if (p >= last && node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
         prev = ngx_http_playarr_metrics_routes_template(routes, node->route);
@@ -281,6 +354,7 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 
     if (p < last) {
         node->star = n;
+        node->more++;
 
     } else {
         node->route = n;
@@ -430,43 +504,46 @@ static ngx_http_playarr_metrics_route_node_t *
 ngx_http_playarr_metrics_route_add_literal(ngx_pool_t *pool,
     ngx_http_playarr_metrics_route_node_t *node, u_char *p, size_t len)
 {
-    size_t                                 i;
-    uint32_t                               hash;
+    uint64_t                              *words, hash;
     ngx_http_playarr_metrics_route_lit_t   lit, *found;
 
-    hash = 0;
+    uint64_t  buf[NGX_HTTP_PLAYARR_METRICS_ROUTE_WORDS];
 
-    for (i = 0; i < len; i++) {
-        hash = ngx_http_playarr_metrics_route_hash(hash, p[i]);
-    }
+    hash = ngx_http_playarr_metrics_route_words(buf, p, len);
+
+    lit.word = buf[0];
+    lit.word2 = (len > 8) ? buf[1] : 0;
+    lit.len = len;
 
     if (node->lits != NULL) {
-        found = ngx_http_playarr_metrics_route_find(node, p, len, hash);
+        found = ngx_http_playarr_metrics_route_find(node, p, len, lit.word,
+                                                    lit.word2, hash, p,
+                                                    p + len);
         if (found != NULL) {
             return found->node;
         }
     }
 
-    if ((node->nlits + 1) * 2 > node->mask + 1 || node->lits == NULL) {
+    words = ngx_palloc(pool, (len + 7) / 8 * sizeof(uint64_t));
+    if (words == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(words, buf, (len + 7) / 8 * sizeof(uint64_t));
+
+    if (node->lits == NULL || (node->nlits + 1) * 4 > node->mask + 1) {
         if (ngx_http_playarr_metrics_route_grow(pool, node) != NGX_OK) {
             return NULL;
         }
     }
 
-    lit.hash = hash;
-    lit.len = (uint32_t) len;
-
-    lit.data = ngx_pnalloc(pool, len);
-    if (lit.data == NULL) {
-        return NULL;
-    }
-
-    ngx_strlow(lit.data, p, len);
-
     lit.node = ngx_http_playarr_metrics_route_node(pool);
     if (lit.node == NULL) {
         return NULL;
     }
+
+    lit.node->name = words;
+    lit.node->hash = hash;
 
     ngx_http_playarr_metrics_route_put(node, &lit);
 
@@ -498,7 +575,7 @@ ngx_http_playarr_metrics_route_grow(ngx_pool_t *pool,
 
     node->lits = lits;
     node->mask = slots - 1;
-    node->shift = 32 - bits;
+    node->shift = 64 - bits;
 
     for (i = 0; i < n; i++) {
         if (old[i].node != NULL) {
@@ -516,7 +593,7 @@ ngx_http_playarr_metrics_route_put(ngx_http_playarr_metrics_route_node_t *node,
 {
     ngx_uint_t  i;
 
-    i = (uint32_t) (lit->hash * 0x9e3779b1) >> node->shift;
+    i = (ngx_uint_t) (lit->node->hash >> node->shift);
 
     while (node->lits[i].node != NULL) {
         i = (i + 1) & node->mask;
@@ -530,18 +607,27 @@ static ngx_http_playarr_metrics_route_node_t *
 ngx_http_playarr_metrics_route_add_ext(ngx_pool_t *pool,
     ngx_http_playarr_metrics_route_node_t *node, ngx_str_t *ext)
 {
-    u_char                                *data;
+    uint64_t                              *words;
     ngx_uint_t                             i, k;
     ngx_http_playarr_metrics_route_ext_t  *exts;
 
     for (i = 0; i < node->nexts; i++) {
         if (node->exts[i].len == ext->len
-            && ngx_http_playarr_metrics_route_eq(ext->data, node->exts[i].data,
-                                                 ext->len))
+            && ngx_http_playarr_metrics_route_same(ext->data, ext->len,
+                                                   node->exts[i].words,
+                                                   ext->data,
+                                                   ext->data + ext->len))
         {
             return node->exts[i].node;
         }
     }
+
+    words = ngx_palloc(pool, (ext->len + 7) / 8 * sizeof(uint64_t));
+    if (words == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_http_playarr_metrics_route_words(words, ext->data, ext->len);
 
     exts = ngx_palloc(pool, (node->nexts + 1)
                             * sizeof(ngx_http_playarr_metrics_route_ext_t));
@@ -549,21 +635,15 @@ ngx_http_playarr_metrics_route_add_ext(ngx_pool_t *pool,
         return NULL;
     }
 
-    data = ngx_pnalloc(pool, ext->len);
-    if (data == NULL) {
-        return NULL;
-    }
-
-    ngx_strlow(data, ext->data, ext->len);
-
     /* the longest suffix first, the first added first among equals */
 
     for (k = 0; k < node->nexts && node->exts[k].len >= ext->len; k++) {
         exts[k] = node->exts[k];
     }
 
+    exts[k].word = words[0];
     exts[k].len = ext->len;
-    exts[k].data = data;
+    exts[k].words = words;
 
     exts[k].node = ngx_http_playarr_metrics_route_node(pool);
     if (exts[k].node == NULL) {
@@ -577,8 +657,35 @@ ngx_http_playarr_metrics_route_add_ext(ngx_pool_t *pool,
     node->exts = exts;
     node->nexts++;
     node->inner = 1;
+    node->more++;
 
     return exts[k].node;
+}
+
+
+/*
+ * Sets words to the lowercase words of p..p+len, and returns their hash as
+ * _match() computes it.
+ */
+
+static uint64_t
+ngx_http_playarr_metrics_route_words(uint64_t *words, u_char *p, size_t len)
+{
+    size_t       n;
+    uint64_t     w, h;
+    ngx_uint_t   i;
+
+    h = 0;
+
+    for (i = 0; i * 8 < len; i++) {
+        n = ngx_min(len - i * 8, 8);
+        w = ngx_http_playarr_metrics_route_word(p + i * 8, n, p, p + len);
+        w = ngx_http_playarr_metrics_route_lower(w);
+        words[i] = w;
+        h = ngx_http_playarr_metrics_route_hash(h, w);
+    }
+
+    return h;
 }
 
 
@@ -610,112 +717,161 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
 {
-    u_char                                 *p, *last;
-    size_t                                  n;
-    uint32_t                                hash;
-    ngx_uint_t                              d, i, parsed, fresh;
-    ngx_http_playarr_metrics_route_lit_t   *lit;
-    ngx_http_playarr_metrics_route_ext_t   *ext;
-    ngx_http_playarr_metrics_route_seg_t   *seg;
-    ngx_http_playarr_metrics_route_node_t  *node, *child;
-
-    ngx_uint_t   next[NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH];
-    ngx_http_playarr_metrics_route_node_t
-                *stack[NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH];
-    ngx_http_playarr_metrics_route_seg_t
-                 segs[NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH];
+    u_char                                  *p, *last, *start;
+    size_t                                   n;
+    uint64_t                                 w, w2, v, x, h;
+    ngx_uint_t                               i;
+    ngx_http_playarr_metrics_route_lit_t    *lit;
+    ngx_http_playarr_metrics_route_ext_t    *ext;
+    ngx_http_playarr_metrics_route_node_t   *node, *child;
+    ngx_http_playarr_metrics_route_frame_t  *f;
+    ngx_http_playarr_metrics_route_frame_t
+                          frames[NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH];
 
     if (len == 0 || path[0] != '/') {
         return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
     }
 
+    p = path;
     last = path + len;
     node = routes->root;
-    seg = segs;
-    d = 0;
-    i = 0;
-    parsed = 0;
-    fresh = 1;
+    f = frames;
 
     /*
-     * node is at depth d, i.e. it is about to consume segment d (counted
-     * from 0).  On a fresh entry the literal child is tried first; on a
-     * return after a failed descent the search resumes at alternative i:
-     * exts[0 .. nexts - 1], then the parameter (nexts), then "*".
+     * On a fresh entry into a node, p is where the previous segment ends,
+     * and the literal child is tried first.  A node left with alternatives
+     * still untried is pushed on frames[], with its segment start .. end;
+     * back there, the search resumes at alternative i: exts[0 .. nexts - 1],
+     * the parameter (nexts), "*".
      */
 
     for ( ;; ) {
 
-        if (fresh) {
+        while (p < last && *p == '/') {
+            p++;
+        }
 
-            if (d < parsed) {
-                seg = &segs[d];
+        if (p == last) {
+            /* the path ends here */
 
-            } else {
-                p = (d == 0) ? path : segs[d - 1].end;
-
-                while (p < last && *p == '/') {
-                    p++;
-                }
-
-                if (p == last) {
-                    /* the path ends here */
-
-                    if (node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-                        return node->route;
-                    }
-
-                    goto back;
-                }
-
-                if (!node->inner) {
-                    /* no need to find where this segment ends */
-                    goto star;
-                }
-
-                /* node->inner implies d < NGX_..._MAX_DEPTH */
-
-                seg = &segs[d];
-                seg->start = p;
-                hash = 0;
-
-                do {
-                    hash = ngx_http_playarr_metrics_route_hash(hash, *p);
-                    p++;
-                } while (p < last && *p != '/');
-
-                seg->end = p;
-                seg->hash = hash;
-                parsed = d + 1;
+            if (node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+                return node->route;
             }
 
-            fresh = 0;
-            i = 0;
+            goto back;
+        }
 
-            if (node->nlits) {
-                lit = ngx_http_playarr_metrics_route_find(node, seg->start,
-                                                   seg->end - seg->start,
-                                                   seg->hash);
-                if (lit != NULL) {
-                    child = lit->node;
-                    goto descend;
+        if (!node->inner) {
+            /* no need to find where this segment ends */
+            goto star;
+        }
+
+        /*
+         * Find the end of the segment, its first two words, and the hash
+         * of all of them; node->inner implies a depth below the maximum.
+         */
+
+        start = p;
+
+        if (last - p >= 8) {
+            n = 8;
+            w = ngx_http_playarr_metrics_route_load(p);
+
+        } else {
+            n = last - p;
+            w = ngx_http_playarr_metrics_route_word(p, n, path, last);
+        }
+
+        x = ngx_http_playarr_metrics_route_slash(w);
+        w2 = 0;
+
+        if (x) {
+            /* the usual case: the segment is in w, and "/" follows */
+            w &= ngx_http_playarr_metrics_route_before(x);
+            p += ngx_http_playarr_metrics_route_ctz(x) / 8;
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+
+        } else {
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+            p += n;
+
+            while (p < last) {
+
+                if (last - p >= 8) {
+                    n = 8;
+                    v = ngx_http_playarr_metrics_route_load(p);
+
+                } else {
+                    n = last - p;
+                    v = ngx_http_playarr_metrics_route_word(p, n, path, last);
+                }
+
+                x = ngx_http_playarr_metrics_route_slash(v);
+
+                if (x) {
+                    v &= ngx_http_playarr_metrics_route_before(x);
+                    n = ngx_http_playarr_metrics_route_ctz(x) / 8;
+
+                    if (n == 0) {
+                        break;
+                    }
+                }
+
+                if (p - start == 8) {
+                    w2 = v;
+                }
+
+                h = ngx_http_playarr_metrics_route_hash(h, v);
+                p += n;
+
+                if (x) {
+                    break;
                 }
             }
         }
 
-        n = seg->end - seg->start;
+        i = 0;
+
+        if (node->nlits) {
+            lit = ngx_http_playarr_metrics_route_find(node, start, p - start,
+                                                      w, w2, h, path, last);
+            if (lit != NULL) {
+                child = lit->node;
+                goto descend;
+            }
+        }
+
+    resume:
+
+        n = p - start;
 
         for ( /* void */ ; i < node->nexts; i++) {
             ext = &node->exts[i];
 
-            if (n > ext->len
-                && ngx_http_playarr_metrics_route_eq(seg->end - ext->len,
-                                                     ext->data, ext->len))
-            {
-                child = ext->node;
-                i++;
-                goto descend;
+            if (n <= ext->len) {
+                continue;
             }
+
+            if (ext->len <= 8) {
+                v = ngx_http_playarr_metrics_route_word(p - ext->len, ext->len,
+                                                        path, last);
+                if (v != ext->word
+                    && ngx_http_playarr_metrics_route_lower(v) != ext->word)
+                {
+                    continue;
+                }
+
+            } else if (!ngx_http_playarr_metrics_route_same(p - ext->len,
+                                                            ext->len,
+                                                            ext->words,
+                                                            path, last))
+            {
+                continue;
+            }
+
+            child = ext->node;
+            i++;
+            goto descend;
         }
 
         if (i == node->nexts && node->param != NULL) {
@@ -726,7 +882,7 @@ ngx_http_playarr_metrics_routes_match(
 
     star:
 
-        /* segment d exists here, so "*" matches the rest of the path */
+        /* a segment starts here, so "*" matches the rest of the path */
 
         if (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
             return node->star;
@@ -734,36 +890,47 @@ ngx_http_playarr_metrics_routes_match(
 
     back:
 
-        if (d == 0) {
+        if (f == frames) {
             return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
         }
 
-        d--;
-        node = stack[d];
-        i = next[d];
-        seg = &segs[d];
+        f--;
+        node = f->node;
+        i = f->next;
+        start = f->start;
+        p = f->end;
 
-        continue;
+        goto resume;
 
     descend:
 
-        stack[d] = node;
-        next[d] = i;
+        if (i < node->more) {
+            f->node = node;
+            f->next = i;
+            f->start = start;
+            f->end = p;
+            f++;
+        }
+
         node = child;
-        d++;
-        fresh = 1;
     }
 }
 
 
+/*
+ * The literal child of node that the segment p..p+len is, if any; word and
+ * word2 are its first and second words, hash its hash.
+ */
+
 static ngx_inline ngx_http_playarr_metrics_route_lit_t *
 ngx_http_playarr_metrics_route_find(ngx_http_playarr_metrics_route_node_t *node,
-    u_char *p, size_t len, uint32_t hash)
+    u_char *p, size_t len, uint64_t word, uint64_t word2, uint64_t hash,
+    u_char *base, u_char *last)
 {
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_route_lit_t  *lit;
 
-    i = (uint32_t) (hash * 0x9e3779b1) >> node->shift;
+    i = (ngx_uint_t) (hash >> node->shift);
 
     for ( ;; ) {
         lit = &node->lits[i];
@@ -772,9 +939,47 @@ ngx_http_playarr_metrics_route_find(ngx_http_playarr_metrics_route_node_t *node,
             return NULL;
         }
 
-        if (lit->hash == hash
-            && lit->len == len
-            && ngx_http_playarr_metrics_route_eq(p, lit->data, len))
+        if (lit->len == len) {
+
+            if (lit->word == word && lit->word2 == word2 && len <= 16) {
+                return lit;
+            }
+
+            if ((((lit->word ^ word) | (lit->word2 ^ word2))
+                 & ~NGX_HTTP_PLAYARR_METRICS_ROUTE_FOLD)
+                == 0)
+            {
+                /* longer, or not all lowercase, or another literal */
+                return ngx_http_playarr_metrics_route_find_slow(node, i, p,
+                                                                len, base,
+                                                                last);
+            }
+        }
+
+        i = (i + 1) & node->mask;
+    }
+}
+
+
+/* _find() going on from slot i, comparing all the bytes */
+
+static ngx_http_playarr_metrics_route_lit_t *
+ngx_http_playarr_metrics_route_find_slow(
+    ngx_http_playarr_metrics_route_node_t *node, ngx_uint_t i, u_char *p,
+    size_t len, u_char *base, u_char *last)
+{
+    ngx_http_playarr_metrics_route_lit_t  *lit;
+
+    for ( ;; ) {
+        lit = &node->lits[i];
+
+        if (lit->node == NULL) {
+            return NULL;
+        }
+
+        if (lit->len == len
+            && ngx_http_playarr_metrics_route_same(p, len, lit->node->name,
+                                                   base, last))
         {
             return lit;
         }
@@ -784,24 +989,119 @@ ngx_http_playarr_metrics_route_find(ngx_http_playarr_metrics_route_node_t *node,
 }
 
 
-/* s matches the lowercase lc, ignoring ASCII case */
+/* the n bytes at p, lowercased, are those of words */
 
-static ngx_inline ngx_uint_t
-ngx_http_playarr_metrics_route_eq(u_char *s, u_char *lc, size_t n)
+static ngx_uint_t
+ngx_http_playarr_metrics_route_same(u_char *p, size_t n, uint64_t *words,
+    u_char *base, u_char *last)
 {
-    u_char  c;
+    size_t    k;
+    uint64_t  w;
 
-    while (n--) {
-        c = *s++;
+    while (n) {
+        k = ngx_min(n, 8);
+        w = ngx_http_playarr_metrics_route_word(p, k, base, last);
 
-        if (c != *lc) {
-            if ((u_char) (c - 'A') > 'Z' - 'A' || (c | 0x20) != *lc) {
-                return 0;
-            }
+        if (w != *words && ngx_http_playarr_metrics_route_lower(w) != *words) {
+            return 0;
         }
 
-        lc++;
+        p += k;
+        n -= k;
+        words++;
     }
 
     return 1;
 }
+
+
+/*
+ * The word of the n bytes at p, 1 <= n <= 8; base..last is the buffer
+ * around them, the only memory read.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_word(u_char *p, size_t n, u_char *base,
+    u_char *last)
+{
+    uint64_t  w;
+
+    if (last - p >= 8) {
+        return ngx_http_playarr_metrics_route_load(p)
+               & ngx_http_playarr_metrics_route_mask(n);
+    }
+
+    if (p + n - base >= 8) {
+        return ngx_http_playarr_metrics_route_load(p + n - 8) >> (64 - 8 * n);
+    }
+
+    /* a buffer shorter than 8 bytes */
+
+    w = 0;
+
+    while (n--) {
+        w = (w << 8) | p[n];
+    }
+
+    return w;
+}
+
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_load(u_char *p)
+{
+#if (NGX_HAVE_LITTLE_ENDIAN && NGX_HAVE_NONALIGNED)
+
+    uint64_t  w;
+
+    ngx_memcpy(&w, p, sizeof(uint64_t));
+
+    return w;
+
+#else
+
+    return (uint64_t) p[0]
+           | (uint64_t) p[1] << 8
+           | (uint64_t) p[2] << 16
+           | (uint64_t) p[3] << 24
+           | (uint64_t) p[4] << 32
+           | (uint64_t) p[5] << 40
+           | (uint64_t) p[6] << 48
+           | (uint64_t) p[7] << 56;
+
+#endif
+}
+
+
+/* "A" .. "Z" bytes of a word made lowercase, the other bytes unchanged */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_lower(uint64_t w)
+{
+    uint64_t  low, ge, gt;
+
+    low = w & ~NGX_HTTP_PLAYARR_METRICS_ROUTE_HIGHS;
+
+    /* the high bit of each byte: low >= 'A', low > 'Z' */
+    ge = low + 0x3f3f3f3f3f3f3f3fULL;
+    gt = low + 0x2525252525252525ULL;
+
+    return w | ((ge & ~gt & ~w & NGX_HTTP_PLAYARR_METRICS_ROUTE_HIGHS) >> 2);
+}
+
+
+#if !(__GNUC__ || __clang__)
+
+static ngx_uint_t
+ngx_http_playarr_metrics_route_ctz_slow(uint64_t w)
+{
+    ngx_uint_t  n;
+
+    for (n = 0; (w & 1) == 0; n++) {
+        w >>= 1;
+    }
+
+    return n;
+}
+
+#endif

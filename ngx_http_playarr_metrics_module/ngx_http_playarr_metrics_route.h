@@ -14,7 +14,8 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_NO_ROUTE  ((ngx_uint_t) -1)
 
-/* the most segments a template may have */
+/* the longest template, in bytes, and the most segments it may have */
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_LEN    128
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_MAX_DEPTH  32
 
 
@@ -27,10 +28,11 @@ typedef struct ngx_http_playarr_metrics_routes_s
  *
  * _create() makes an empty set whose memory comes from pool; _add() parses
  * one template, reports a malformed or duplicate one with
- * ngx_conf_log_error(NGX_LOG_EMERG, ...) and returns NGX_CONF_ERROR;
- * templates are numbered 0, 1, ... in the order they were added, and
- * _template() returns the text as it was given.  The trie is ready after
- * every _add(): there is no separate compile step.
+ * ngx_conf_log_error(NGX_LOG_EMERG, ...) and returns NGX_CONF_ERROR (a
+ * template must also be valid UTF-8 and at most ..._ROUTE_MAX_LEN bytes,
+ * since it becomes a label value); templates are numbered 0, 1, ... in the
+ * order they were added, and _template() returns the text as it was given.
+ * The trie is ready after every _add(): there is no separate compile step.
  *
  * _match() returns the number of the most specific template matching a
  * normalized path (no query string), or NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
