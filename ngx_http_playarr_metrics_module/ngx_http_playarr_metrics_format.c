@@ -160,7 +160,7 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_writer_t *w,
 static u_char *
 ngx_http_playarr_metrics_number(u_char *p, double v)
 {
-    int      n;
+    int      n, digits;
     u_char   buf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
 
     if (isnan(v)) {
@@ -177,11 +177,17 @@ ngx_http_playarr_metrics_number(u_char *p, double v)
         return ngx_sprintf(p, "%L", (int64_t) v);
     }
 
-    n = snprintf((char *) buf, sizeof(buf), "%.15g", v);
+    /* the shortest of 15, 16 or 17 digits, as JavaScript and Go print */
 
-    if (strtod((char *) buf, NULL) != v) {
-        n = snprintf((char *) buf, sizeof(buf), "%.17g", v);
+    for (digits = 15; digits < 17; digits++) {
+        n = snprintf((char *) buf, sizeof(buf), "%.*g", digits, v);
+
+        if (strtod((char *) buf, NULL) == v) {
+            return ngx_cpymem(p, buf, n);
+        }
     }
+
+    n = snprintf((char *) buf, sizeof(buf), "%.17g", v);
 
     return ngx_cpymem(p, buf, n);
 }

@@ -254,6 +254,11 @@ static double  ngx_http_playarr_metrics_default_buckets[] = {
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 };
 
+/* prom-client's default buckets, for schema histograms without any */
+static double  ngx_http_playarr_metrics_client_buckets[] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
+};
+
 
 static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
     ngx_string("playarr_metrics_endpoint");
@@ -820,6 +825,16 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         conf->layout = n;
     }
 
+    if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
+        && pmcf->token.path.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%V\" needs \"playarr_metrics_token_file\" in %V:%ui",
+                      &conf->handler_name, &conf->handler_file,
+                      conf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->handler && conf->auth && pmcf->token.path.len == 0) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"%V\" needs \"playarr_metrics_token_file\" unless "
@@ -900,26 +915,29 @@ static ngx_int_t
 ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
+    double                                  *b;
     ngx_int_t                                n;
     ngx_uint_t                               i, j;
-    ngx_http_playarr_metrics_builtin_t      *b;
+    ngx_http_playarr_metrics_builtin_t      *bi;
     ngx_http_playarr_metrics_family_conf_t  *fc, *sc;
 
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
-        b = &ngx_http_playarr_metrics_builtins[i];
+        bi = &ngx_http_playarr_metrics_builtins[i];
 
         fc = ngx_array_push(&pmcf->store->families);
         if (fc == NULL) {
             return NGX_ERROR;
         }
 
-        sc = ngx_http_playarr_metrics_schema_family(pmcf, b->name);
+        sc = ngx_http_playarr_metrics_schema_family(pmcf, bi->name);
 
         if (sc) {
             *fc = *sc;
             sc->name.len = 0;
 
-            if (fc->buckets == NULL) {
+            if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+                && fc->buckets == NULL)
+            {
                 fc->buckets = pmcf->buckets;
             }
 
@@ -928,13 +946,13 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
 
         ngx_memzero(fc, sizeof(ngx_http_playarr_metrics_family_conf_t));
 
-        fc->name.data = (u_char *) b->name;
-        fc->name.len = ngx_strlen(b->name);
-        fc->help.data = (u_char *) b->help;
-        fc->help.len = ngx_strlen(b->help);
-        fc->type = b->type;
+        fc->name.data = (u_char *) bi->name;
+        fc->name.len = ngx_strlen(bi->name);
+        fc->help.data = (u_char *) bi->help;
+        fc->help.len = ngx_strlen(bi->help);
+        fc->type = bi->type;
 
-        for (j = 0; j < 3 && b->labels[j]; j++) { /* void */ }
+        for (j = 0; j < 3 && bi->labels[j]; j++) { /* void */ }
 
         fc->nlabels = j;
         fc->labels = ngx_palloc(cf->pool, j * sizeof(ngx_str_t));
@@ -943,8 +961,8 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
         }
 
         for (j = 0; j < fc->nlabels; j++) {
-            fc->labels[j].data = (u_char *) b->labels[j];
-            fc->labels[j].len = ngx_strlen(b->labels[j]);
+            fc->labels[j].data = (u_char *) bi->labels[j];
+            fc->labels[j].len = ngx_strlen(bi->labels[j]);
         }
 
         if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
@@ -966,6 +984,26 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
         }
 
         *fc = sc[i];
+
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+            && fc->buckets == NULL)
+        {
+            n = sizeof(ngx_http_playarr_metrics_client_buckets)
+                / sizeof(double);
+
+            fc->buckets = ngx_array_create(cf->pool, n, sizeof(double));
+            if (fc->buckets == NULL) {
+                return NGX_ERROR;
+            }
+
+            b = ngx_array_push_n(fc->buckets, n);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(b, ngx_http_playarr_metrics_client_buckets,
+                       sizeof(ngx_http_playarr_metrics_client_buckets));
+        }
     }
 
     fc = pmcf->store->families.elts;

@@ -14,12 +14,6 @@
 #include <jansson.h>
 
 
-/* prom-client's default buckets, for schema histograms without any */
-static double  ngx_http_playarr_metrics_client_buckets[] = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
-};
-
-
 static const char  *ngx_http_playarr_metrics_ops[] = {
     "inc", "dec", "set", "observe", "reset", NULL
 };
@@ -74,7 +68,15 @@ ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf, ngx_array_t *families,
     ngx_uint_t                               i;
     const char                              *key;
     json_error_t                             jerr;
+    ngx_file_info_t                          fi;
     ngx_http_playarr_metrics_family_conf_t  *fc, *all;
+
+    if (ngx_file_info(path->data, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "invalid schema \"%s\": " ngx_file_info_n
+                           " failed", path->data);
+        return NGX_CONF_ERROR;
+    }
 
     root = json_load_file((char *) path->data, JSON_REJECT_DUPLICATES, &jerr);
 
@@ -286,20 +288,8 @@ ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
     }
 
     if (buckets == NULL) {
-        n = sizeof(ngx_http_playarr_metrics_client_buckets) / sizeof(double);
 
-        fc->buckets = ngx_array_create(cf->pool, n, sizeof(double));
-        if (fc->buckets == NULL) {
-            return NGX_ERROR;
-        }
-
-        b = ngx_array_push_n(fc->buckets, n);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(b, ngx_http_playarr_metrics_client_buckets,
-                   sizeof(ngx_http_playarr_metrics_client_buckets));
+        /* the defaults are given when the families are put together */
 
         return NGX_OK;
     }
@@ -739,10 +729,10 @@ ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     (void) ngx_atomic_fetch_add(&sh->rejected.count[source][reason], 1);
 
     now = ngx_time();
-    last = sh->rejected.logged;
+    last = sh->rejected.logged[source];
 
     if (now - last >= 60
-        && ngx_atomic_cmp_set(&sh->rejected.logged, last, now))
+        && ngx_atomic_cmp_set(&sh->rejected.logged[source], last, now))
     {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "playarr_metrics rejected an update from %s: %V",

@@ -279,7 +279,11 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     f->layout = layout;
     f->seed = sh->seed ^ ngx_hash_key(fc->name.data, fc->name.len);
 
-    /* the overflow series exists from the start, hidden until used */
+    /*
+     * The overflow series exists from the start, hidden until used.  A
+     * family without labels has one series only, shown from the start
+     * as prom-client does: it is its own overflow.
+     */
 
     key = def;
     p = key;
@@ -300,10 +304,13 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
                         ngx_http_playarr_metrics_hash(f->seed, key, klen));
 
     if (s) {
-        s->hidden = 1;
-        s->overflow = 1;
         f->overflow = s;
-        f->nseries = 0;
+
+        if (fc->nlabels) {
+            s->hidden = 1;
+            s->overflow = 1;
+            f->nseries = 0;
+        }
 
         if (old) {
             old->retired = 1;
@@ -798,7 +805,11 @@ ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
 }
 
 
-/* reset: every series of the family disappears until it is set again */
+/*
+ * reset: every series of the family disappears until it is set again,
+ * but for the one series of a counter or gauge without labels, which
+ * reads 0, as prom-client has it
+ */
 
 void
 ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f)
@@ -807,7 +818,7 @@ ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f)
     ngx_http_playarr_metrics_series_t  *s;
 
     for (s = f->head; s; s = s->sibling) {
-        s->hidden = 1;
+        s->hidden = (f->nlabels || s->layout) ? 1 : 0;
 
         n = s->layout ? s->layout->n + 2 : 1;
 

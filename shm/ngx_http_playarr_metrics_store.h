@@ -106,7 +106,7 @@ struct ngx_http_playarr_metrics_family_s {
 typedef struct {
     ngx_atomic_t  count[NGX_HTTP_PLAYARR_METRICS_NSOURCES]
                        [NGX_HTTP_PLAYARR_METRICS_NREASONS];
-    ngx_atomic_t  logged;
+    ngx_atomic_t  logged[NGX_HTTP_PLAYARR_METRICS_NSOURCES];
 } ngx_http_playarr_metrics_rejected_t;
 
 
