@@ -72,6 +72,11 @@ static char *ngx_http_playarr_metrics_buckets(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_state_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
+static void ngx_http_playarr_metrics_save_handler(ngx_event_t *ev);
+static void ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle);
 static char *ngx_http_playarr_metrics_handler(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf,
@@ -137,6 +142,13 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
     { ngx_string("playarr_metrics_token_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_playarr_metrics_token_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_state_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_playarr_metrics_state_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -216,11 +228,11 @@ ngx_module_t  ngx_http_playarr_metrics_module = {
     NGX_HTTP_MODULE,                         /* module type */
     NULL,                                    /* init master */
     NULL,                                    /* init module */
-    NULL,                                    /* init process */
+    ngx_http_playarr_metrics_init_process,   /* init process */
     NULL,                                    /* init thread */
     NULL,                                    /* exit thread */
     NULL,                                    /* exit process */
-    NULL,                                    /* exit master */
+    ngx_http_playarr_metrics_exit_master,    /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
@@ -719,6 +731,7 @@ ngx_http_playarr_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (pmcf->store) {
         pmcf->store->max_series = pmcf->max_series;
+        pmcf->store->state_file = pmcf->state_file;
     }
 
     return NGX_CONF_OK;
@@ -1579,4 +1592,126 @@ ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
     plcf->upstream_header = value[1];
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_playarr_metrics_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_msec_t   every;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (pmcf->state_file.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    every = NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strncmp(value[2].data, "interval=", 9) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        s.data = value[2].data + 9;
+        s.len = value[2].len - 9;
+
+        every = ngx_parse_time(&s, 0);
+
+        if (every == (ngx_msec_t) NGX_ERROR || every < 1000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid interval \"%V\", at least 1s",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    pmcf->save_every = every;
+    pmcf->state_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &pmcf->state_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The state file is saved by the master when nginx stops, and every
+ * minute by the first worker, so that a crash of the whole server loses
+ * a minute at most.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_playarr_metrics_module);
+
+    if (pmcf == NULL || pmcf->store == NULL || pmcf->state_file.len == 0
+        || ngx_process != NGX_PROCESS_WORKER || ngx_worker != 0)
+    {
+        return NGX_OK;
+    }
+
+    pmcf->save.handler = ngx_http_playarr_metrics_save_handler;
+    pmcf->save.data = pmcf;
+    pmcf->save.log = cycle->log;
+    pmcf->save.cancelable = 1;
+
+    ngx_add_timer(&pmcf->save, pmcf->save_every);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    (void) ngx_http_playarr_metrics_state_save(pmcf->store,
+                                               &pmcf->state_file, ev->log);
+
+    ngx_add_timer(ev, pmcf->save_every);
+}
+
+
+static void
+ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_playarr_metrics_module);
+
+    if (pmcf == NULL || pmcf->store == NULL || pmcf->state_file.len == 0
+        || pmcf->store->sh == NULL)
+    {
+        return;
+    }
+
+    if (ngx_http_playarr_metrics_state_save(pmcf->store, &pmcf->state_file,
+                                            cycle->log)
+        == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "playarr_metrics state saved to \"%V\"",
+                      &pmcf->state_file);
+    }
 }

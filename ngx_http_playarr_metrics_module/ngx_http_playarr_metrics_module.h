@@ -46,6 +46,7 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_NAME_MAX     128
 #define NGX_HTTP_PLAYARR_METRICS_BODY_MAX     (1024 * 1024)
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY   60000
 
 
 typedef struct {
@@ -63,6 +64,9 @@ typedef struct {
     ngx_http_playarr_metrics_token_t     token;
     ngx_array_t                          schema;       /* family_conf_t */
     ngx_uint_t                           max_series;
+    ngx_str_t                            state_file;
+    ngx_msec_t                           save_every;
+    ngx_event_t                          save;
     ngx_array_t                         *buckets;      /* default, double */
     ngx_int_t                            endpoint;     /* variable index */
 

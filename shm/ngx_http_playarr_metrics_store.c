@@ -55,7 +55,7 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
 
     size_t                          n, size;
     ngx_uint_t                      i;
-    ngx_shm_zone_t                 *oshm;
+    ngx_shm_zone_t                 *oshm, *resized;
     ngx_list_part_t                *part;
     ngx_slab_pool_t                *shpool;
     ngx_http_playarr_metrics_sh_t  *sh;
@@ -87,6 +87,7 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
 
     /* a zone of the same name in the running cycle had another size */
 
+    resized = NULL;
     part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
     oshm = part->elts;
 
@@ -112,6 +113,7 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
                           "from %uz to %uz, metrics start from zero",
                           &shm_zone->shm.name, oshm[i].shm.size,
                           shm_zone->shm.size);
+            resized = &oshm[i];
             break;
         }
     }
@@ -160,7 +162,21 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
 
     shpool->log_nomem = 0;
 
-    return ngx_http_playarr_metrics_bind(store, shm_zone->shm.log);
+    if (ngx_http_playarr_metrics_bind(store, shm_zone->shm.log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * A zone made at start, or by a new binary, begins from the state
+     * file; one that replaces a zone of another size begins from zero.
+     */
+
+    if (resized == NULL && store->state_file.len) {
+        ngx_http_playarr_metrics_state_restore(store, &store->state_file,
+                                               shm_zone->shm.log);
+    }
+
+    return NGX_OK;
 }
 
 

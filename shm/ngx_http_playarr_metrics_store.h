@@ -149,6 +149,7 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
     ngx_str_t                           name;
     ngx_uint_t                          max_series;
+    ngx_str_t                           state_file;
 
     ngx_array_t                         families;   /* family_conf_t */
     ngx_array_t                         layouts;    /* ngx_array_t * */
@@ -180,6 +181,16 @@ void ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s,
 void ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
     double v);
 void ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f);
+
+u_char *ngx_http_playarr_metrics_state_dump(
+    ngx_http_playarr_metrics_store_t *store, size_t *len, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_load(
+    ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
+    const char *from, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_save(
+    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
+void ngx_http_playarr_metrics_state_restore(
+    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
 
 size_t ngx_http_playarr_metrics_store_used(
     ngx_http_playarr_metrics_store_t *store);

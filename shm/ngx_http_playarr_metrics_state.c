@@ -1,0 +1,708 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http_playarr_metrics_store.h>
+
+
+/*
+ * A snapshot of every series of a store, used for the state file and to
+ * carry values into a zone of another size on reload.
+ *
+ *   header   "PLAYARRM", version, byte order mark, payload length, crc32
+ *   payload  per family: its definition (name and label names, as the
+ *            zone keeps it), type, number of series; per series: key
+ *            length, hidden flag, bucket bounds, key, values
+ */
+
+
+#define NGX_HTTP_PLAYARR_METRICS_STATE_MAGIC    "PLAYARRM"
+#define NGX_HTTP_PLAYARR_METRICS_STATE_VERSION  1
+#define NGX_HTTP_PLAYARR_METRICS_STATE_BOM      0x01020304
+
+
+typedef struct {
+    u_char                              magic[8];
+    uint32_t                            version;
+    uint32_t                            bom;
+    uint64_t                            len;
+    uint32_t                            crc;
+    uint32_t                            nfamilies;
+} ngx_http_playarr_metrics_state_header_t;
+
+
+typedef struct {
+    u_char                             *start;
+    u_char                             *pos;
+    u_char                             *end;
+} ngx_http_playarr_metrics_state_buf_t;
+
+
+static ngx_int_t ngx_http_playarr_metrics_state_put(
+    ngx_http_playarr_metrics_state_buf_t *b, void *data, size_t len);
+static void *ngx_http_playarr_metrics_state_get(
+    ngx_http_playarr_metrics_state_buf_t *b, size_t len);
+static ngx_int_t ngx_http_playarr_metrics_state_family(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_state_buf_t *b, const char *from,
+    ngx_log_t *log);
+static ngx_http_playarr_metrics_family_conf_t *
+    ngx_http_playarr_metrics_state_find(
+    ngx_http_playarr_metrics_store_t *store, u_char *def, size_t len,
+    ngx_uint_t *same);
+static ngx_http_playarr_metrics_layout_t *
+    ngx_http_playarr_metrics_state_layout(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, double *le, ngx_uint_t n);
+static ngx_uint_t ngx_http_playarr_metrics_state_coarser(
+    ngx_http_playarr_metrics_layout_t *l, double *le, ngx_uint_t n);
+static ngx_int_t ngx_http_playarr_metrics_state_buckets(
+    ngx_http_playarr_metrics_series_t *s, double *le, ngx_uint_t n,
+    uint64_t *values);
+
+
+/* the snapshot, in memory from ngx_alloc(); NULL on failure */
+
+u_char *
+ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
+    size_t *len, ngx_log_t *log)
+{
+    uint32_t                                 u32;
+    uint16_t                                 u16;
+    ngx_uint_t                               i, n, nvalues;
+    ngx_http_playarr_metrics_series_t       *s;
+    ngx_http_playarr_metrics_family_t       *f;
+    ngx_http_playarr_metrics_state_buf_t     b;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    ngx_http_playarr_metrics_state_header_t  h;
+
+    ngx_memzero(&b, sizeof(ngx_http_playarr_metrics_state_buf_t));
+    ngx_memzero(&h, sizeof(ngx_http_playarr_metrics_state_header_t));
+
+    if (ngx_http_playarr_metrics_state_put(&b, &h, sizeof(h)) != NGX_OK) {
+        goto failed;
+    }
+
+    fc = store->families.elts;
+
+    for (i = 0; i < store->families.nelts; i++) {
+        f = fc[i].shared;
+
+        n = 0;
+
+        for (s = f->head; s; s = s->sibling) {
+            n++;
+        }
+
+        u32 = (uint32_t) f->def_len;
+
+        if (ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK
+            || ngx_http_playarr_metrics_state_put(&b, f->def, f->def_len)
+               != NGX_OK)
+        {
+            goto failed;
+        }
+
+        u32 = (uint32_t) f->type;
+
+        if (ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK) {
+            goto failed;
+        }
+
+        u32 = (uint32_t) n;
+
+        if (ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK) {
+            goto failed;
+        }
+
+        /* a series added meanwhile is not in the count: n at most */
+
+        for (s = f->head; s && n; s = s->sibling, n--) {
+            u16 = s->len;
+            u32 = s->layout ? (uint32_t) s->layout->n : 0;
+            nvalues = s->layout ? s->layout->n + 2 : 1;
+
+            if (ngx_http_playarr_metrics_state_put(&b, &u16, 2) != NGX_OK
+                || ngx_http_playarr_metrics_state_put(&b, &s->hidden, 1)
+                   != NGX_OK
+                || ngx_http_playarr_metrics_state_put(&b, &s->overflow, 1)
+                   != NGX_OK
+                || ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK
+                || (u32 && ngx_http_playarr_metrics_state_put(&b,
+                                           s->layout->le, u32 * sizeof(double))
+                           != NGX_OK)
+                || ngx_http_playarr_metrics_state_put(&b,
+                                    ngx_http_playarr_metrics_series_key(s),
+                                    s->len)
+                   != NGX_OK
+                || ngx_http_playarr_metrics_state_put(&b,
+                                    (u_char *) s->values,
+                                    nvalues * sizeof(ngx_atomic_t))
+                   != NGX_OK)
+            {
+                goto failed;
+            }
+        }
+
+        /* the count written must match: pad with nothing missing */
+
+        if (n) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "playarr_metrics family lost series while saved");
+            goto failed;
+        }
+    }
+
+    ngx_memcpy(h.magic, NGX_HTTP_PLAYARR_METRICS_STATE_MAGIC, 8);
+    h.version = NGX_HTTP_PLAYARR_METRICS_STATE_VERSION;
+    h.bom = NGX_HTTP_PLAYARR_METRICS_STATE_BOM;
+    h.len = (b.pos - b.start) - sizeof(h);
+    h.crc = ngx_crc32_long(b.start + sizeof(h), h.len);
+    h.nfamilies = (uint32_t) store->families.nelts;
+
+    ngx_memcpy(b.start, &h, sizeof(h));
+
+    *len = b.pos - b.start;
+
+    return b.start;
+
+failed:
+
+    if (b.start) {
+        ngx_free(b.start);
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_state_put(ngx_http_playarr_metrics_state_buf_t *b,
+    void *data, size_t len)
+{
+    u_char  *p;
+    size_t   size, used;
+
+    if ((size_t) (b->end - b->pos) < len) {
+        used = b->pos - b->start;
+        size = ngx_max(2 * (size_t) (b->end - b->start), used + len);
+        size = ngx_max(size, 65536);
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (b->start) {
+            ngx_memcpy(p, b->start, used);
+            ngx_free(b->start);
+        }
+
+        b->start = p;
+        b->pos = p + used;
+        b->end = p + size;
+    }
+
+    b->pos = ngx_cpymem(b->pos, data, len);
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_playarr_metrics_state_get(ngx_http_playarr_metrics_state_buf_t *b,
+    size_t len)
+{
+    u_char  *p;
+
+    if ((size_t) (b->end - b->pos) < len) {
+        return NULL;
+    }
+
+    p = b->pos;
+    b->pos += len;
+
+    return p;
+}
+
+
+/*
+ * Puts a snapshot into the store.  A snapshot that is not one, or is
+ * damaged, is refused whole; a family no longer configured is dropped;
+ * one whose type or labels changed starts from zero; a histogram whose
+ * buckets changed keeps what the old bounds still say.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_state_load(ngx_http_playarr_metrics_store_t *store,
+    u_char *data, size_t len, const char *from, ngx_log_t *log)
+{
+    ngx_uint_t                                i;
+    ngx_http_playarr_metrics_state_buf_t      b;
+    ngx_http_playarr_metrics_state_header_t   h;
+
+    if (len < 8
+        || ngx_memcmp(data, NGX_HTTP_PLAYARR_METRICS_STATE_MAGIC, 8) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s is not a playarr_metrics state file, "
+                      "metrics start from zero", from);
+        return NGX_DECLINED;
+    }
+
+    if (len < sizeof(h)) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s is truncated, metrics start from zero", from);
+        return NGX_DECLINED;
+    }
+
+    ngx_memcpy(&h, data, sizeof(h));
+
+    if (h.bom != NGX_HTTP_PLAYARR_METRICS_STATE_BOM) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s was written on another architecture, "
+                      "metrics start from zero", from);
+        return NGX_DECLINED;
+    }
+
+    if (h.version != NGX_HTTP_PLAYARR_METRICS_STATE_VERSION) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s has version %uD, not %d, metrics start from zero",
+                      from, h.version, NGX_HTTP_PLAYARR_METRICS_STATE_VERSION);
+        return NGX_DECLINED;
+    }
+
+    if (h.len != len - sizeof(h)) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s is truncated, metrics start from zero", from);
+        return NGX_DECLINED;
+    }
+
+    if (ngx_crc32_long(data + sizeof(h), h.len) != h.crc) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s is corrupt (checksum), metrics start from zero",
+                      from);
+        return NGX_DECLINED;
+    }
+
+    b.start = data;
+    b.pos = data + sizeof(h);
+    b.end = data + len;
+
+    for (i = 0; i < h.nfamilies; i++) {
+        if (ngx_http_playarr_metrics_state_family(store, &b, from, log)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "%s is corrupt, only part of it was restored",
+                          from);
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_state_buf_t *b, const char *from,
+    ngx_log_t *log)
+{
+    u_char                                  *def, *key, *hidden, *p;
+    uint16_t                                 klen;
+    uint32_t                                 dlen, type, nseries, nle;
+    ngx_uint_t                               i, same, skipped;
+    ngx_http_playarr_metrics_series_t       *s;
+    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    double               le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS];
+    uint64_t             values[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 2];
+
+    if (ngx_http_playarr_metrics_state_get(b, 4) == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(&dlen, b->pos - 4, 4);
+
+    def = ngx_http_playarr_metrics_state_get(b, dlen);
+
+    if (def == NULL || dlen == 0 || def[dlen - 1] != '\0'
+        || ngx_http_playarr_metrics_state_get(b, 8) == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(&type, b->pos - 8, 4);
+    ngx_memcpy(&nseries, b->pos - 4, 4);
+
+    fc = ngx_http_playarr_metrics_state_find(store, def, dlen, &same);
+
+    if (fc == NULL) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "%s: family \"%s\" is no longer configured, dropped",
+                      from, def);
+
+    } else if (!same || fc->type != type) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s: family \"%s\" changed its type or labels, "
+                      "it starts from zero", from, def);
+        fc = NULL;
+    }
+
+    skipped = 0;
+
+    for (i = 0; i < nseries; i++) {
+
+        if (ngx_http_playarr_metrics_state_get(b, 8) == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(&klen, b->pos - 8, 2);
+        hidden = b->pos - 6;
+        ngx_memcpy(&nle, b->pos - 4, 4);
+
+        if (nle > NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS
+            || (nle != 0) != (type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM))
+        {
+            return NGX_ERROR;
+        }
+
+        /* copied out: nothing in the snapshot is aligned */
+
+        p = ngx_http_playarr_metrics_state_get(b, nle * sizeof(double));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(le, p, nle * sizeof(double));
+
+        key = ngx_http_playarr_metrics_state_get(b, klen);
+        if (key == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_http_playarr_metrics_state_get(b,
+                                       (nle ? nle + 2 : 1) * sizeof(uint64_t));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(values, p, (nle ? nle + 2 : 1) * sizeof(uint64_t));
+
+        if (fc == NULL) {
+            continue;
+        }
+
+        layout = NULL;
+
+        if (nle) {
+            layout = ngx_http_playarr_metrics_state_layout(store, fc, le, nle);
+
+            if (layout == NULL) {
+                skipped++;
+                continue;
+            }
+        }
+
+        s = ngx_http_playarr_metrics_series(store, fc, layout, key, klen);
+
+        if (nle == 0) {
+            s->values[0] = values[0];
+
+        } else if (ngx_http_playarr_metrics_state_buckets(s, le, nle, values)
+                   != NGX_OK)
+        {
+            skipped++;
+            continue;
+        }
+
+        s->hidden = *hidden;
+    }
+
+    if (skipped) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "%s: family \"%s\" changed its buckets, %ui series "
+                      "could not be restored", from, def, skipped);
+
+    } else if (fc && fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+               && nseries)
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
+                       "playarr_metrics restored \"%s\"", def);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_playarr_metrics_family_conf_t *
+ngx_http_playarr_metrics_state_find(ngx_http_playarr_metrics_store_t *store,
+    u_char *def, size_t len, ngx_uint_t *same)
+{
+    ngx_uint_t                               i;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    fc = store->families.elts;
+
+    for (i = 0; i < store->families.nelts; i++) {
+        if (ngx_strcmp(fc[i].shared->def, def) == 0) {
+            *same = (fc[i].shared->def_len == len
+                     && ngx_memcmp(fc[i].shared->def, def, len) == 0);
+            return &fc[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The layout a saved histogram series goes into: the configured one with
+ * the same bounds, else the family's if the saved counts map onto it,
+ * else any configured one they map onto; NULL if none.
+ */
+
+static ngx_http_playarr_metrics_layout_t *
+ngx_http_playarr_metrics_state_layout(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, double *le, ngx_uint_t n)
+{
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    for (i = 0; i < store->layouts.nelts; i++) {
+        l = store->shared_layouts[i];
+
+        if (l->n == n && ngx_memcmp(l->le, le, n * sizeof(double)) == 0) {
+            return l;
+        }
+    }
+
+    if (ngx_http_playarr_metrics_state_coarser(fc->shared->layout, le, n)) {
+        return fc->shared->layout;
+    }
+
+    for (i = 0; i < store->layouts.nelts; i++) {
+        l = store->shared_layouts[i];
+
+        if (ngx_http_playarr_metrics_state_coarser(l, le, n)) {
+            return l;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* every bound of the layout is one of the saved bounds */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_state_coarser(ngx_http_playarr_metrics_layout_t *l,
+    double *le, ngx_uint_t n)
+{
+    ngx_uint_t  i, j;
+
+    for (i = 0, j = 0; i < l->n; i++) {
+        while (j < n && le[j] < l->le[i]) {
+            j++;
+        }
+
+        if (j == n || le[j] != l->le[i]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The saved counts are per bucket; the series' bounds must be a subset of
+ * the saved ones (the same, or coarser) for the counts to carry over.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
+    double *le, ngx_uint_t n, uint64_t *values)
+{
+    uint64_t                            count;
+    ngx_uint_t                          i, j;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    l = s->layout;
+
+    if (!ngx_http_playarr_metrics_state_coarser(l, le, n)) {
+        return NGX_DECLINED;
+    }
+
+    s->values[0] = values[0];
+
+    count = 0;
+    j = 0;
+
+    for (i = 0; i <= l->n; i++) {
+        while (j < n && (i == l->n || le[j] <= l->le[i])) {
+            count += values[1 + j];
+            j++;
+        }
+
+        if (i == l->n) {
+            count += values[1 + n];
+        }
+
+        s->values[1 + i] = count;
+        count = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the state file: written to a temporary file, then renamed over it */
+
+ngx_int_t
+ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
+    ngx_str_t *path, ngx_log_t *log)
+{
+    u_char    *data, *temp;
+    size_t     len;
+    ssize_t    n;
+    ngx_fd_t   fd;
+    ngx_err_t  err;
+
+    data = ngx_http_playarr_metrics_state_dump(store, &len, log);
+    if (data == NULL) {
+        return NGX_ERROR;
+    }
+
+    temp = ngx_alloc(path->len + sizeof(".NNNNNNNNNNNN"), log);
+    if (temp == NULL) {
+        ngx_free(data);
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(temp, "%V.%P%Z", path, ngx_pid);
+
+    fd = ngx_open_file(temp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+                       NGX_FILE_OWNER_ACCESS);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_open_file_n " \"%s\" failed", temp);
+        goto failed;
+    }
+
+    n = ngx_write_fd(fd, data, len);
+    err = ngx_errno;
+
+    if (n != (ssize_t) len || fsync(fd) == -1) {
+        ngx_log_error(NGX_LOG_ERR, log, n == -1 ? err : ngx_errno,
+                      ngx_write_fd_n " \"%s\" failed", temp);
+        (void) ngx_close_file(fd);
+        (void) ngx_delete_file(temp);
+        goto failed;
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_close_file_n " \"%s\" failed", temp);
+    }
+
+    if (ngx_rename_file(temp, path->data) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
+                      temp, path);
+        (void) ngx_delete_file(temp);
+        goto failed;
+    }
+
+    ngx_free(temp);
+    ngx_free(data);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_free(temp);
+    ngx_free(data);
+
+    return NGX_ERROR;
+}
+
+
+/* at start: a missing file is a first start, anything else is said */
+
+void
+ngx_http_playarr_metrics_state_restore(ngx_http_playarr_metrics_store_t *store,
+    ngx_str_t *path, ngx_log_t *log)
+{
+    u_char           *data, *from;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                          ngx_open_file_n " \"%V\" failed, "
+                          "metrics start from zero", path);
+        }
+
+        return;
+    }
+
+    data = NULL;
+    from = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      ngx_fd_info_n " \"%V\" failed", path);
+        goto done;
+    }
+
+    data = ngx_alloc(ngx_file_size(&fi) + 1, log);
+    from = ngx_alloc(path->len + sizeof("state file \"\""), log);
+
+    if (data == NULL || from == NULL) {
+        goto done;
+    }
+
+    ngx_sprintf(from, "state file \"%V\"%Z", path);
+
+    n = ngx_read_fd(fd, data, ngx_file_size(&fi));
+
+    if (n != ngx_file_size(&fi)) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      ngx_read_fd_n " \"%V\" failed, "
+                      "metrics start from zero", path);
+        goto done;
+    }
+
+    if (ngx_http_playarr_metrics_state_load(store, data, n, (char *) from,
+                                            log)
+        == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0, "%s restored", from);
+    }
+
+done:
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", path);
+    }
+
+    if (data) {
+        ngx_free(data);
+    }
+
+    if (from) {
+        ngx_free(from);
+    }
+}
