@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Exact-count HTTP/1.1 keep-alive client for make bench (stdlib only).
+
+Sends exactly --warm requests (one distinct user each, to grow the number
+of live series) and then exactly -n requests of the Playarr route mix, over
+--conns keep-alive connections with one request in flight on each.  Every
+response must be a 200 with a Content-Length; anything else (a refused or
+closed connection, another status) is fatal, so the count nginx served is
+exactly the count asked for.
+
+  client.py --port P -n N [--conns K] [--warm W] [--check-metrics PATH]
+  client.py --print-mix          the mix, one "PATH USER" a line (for wrk)
+
+The mix is deterministic: request number i (0-based, after the warm-up)
+is MIX[i % len(MIX)] with USERS[i % len(USERS)]; both lengths are prime,
+so every (path, user) pair occurs once per len(MIX) * len(USERS) requests.
+"""
+
+import argparse
+import errno
+import re
+import selectors
+import socket
+import sys
+import time
+
+# Concrete URLs for Playarr's routes (playarr/routes.txt): ids, keys and
+# passwords in path segments, query strings, a trailing slash, mixed case,
+# percent-encoding, and paths that match no route at all.
+MIX = [
+    "/api/titles/tt0111161",
+    "/api/healthcheck",
+    "/api/iptv/providers/p1/categories",
+    "/stremio/0123456789abcdef/catalog/movie/top.json",
+    "/movie/alice/s3cret/123.mkv",
+    "/api/settings/metrics",
+    "/api/titles?page=2&type=movies",
+    "/api/titles/tt0068646?fields=all",
+    "/api/auth/verify",
+    "/api/jobs",
+    "/api/livetv/channels",
+    "/api/livetv/channels/ch-12/programs",
+    "/api/livetv/stream/ch-7",
+    "/api/playlist/movies",
+    "/api/playlist/tvshows/data",
+    "/api/profile",
+    "/api/provider-titles/ignored/42",
+    "/api/iptv/providers",
+    "/api/iptv/providers/",
+    "/api/iptv/providers/p2/counts",
+    "/api/iptv/providers/priorities",
+    "/api/settings/log_stream_level",
+    "/api/settings/theme",
+    "/api/stats",
+    "/api/stream/movies/tt0133093",
+    "/api/stream/tvshows/tt0903747/1/5",
+    "/stremio/0123456789abcdef/manifest.json",
+    "/stremio/0123456789abcdef/meta/movie/tt0111161.json",
+    "/stremio/0123456789abcdef/stream/series/tt0903747:1:1.json",
+    "/api/tmdb/api-key",
+    "/api/users/bob",
+    "/API/Healthcheck",
+    "/api/titles/tt%30133093",
+    "/player_api.php?username=u1&password=p1&action=get_live_streams",
+    "/get.php?username=u1&password=p1&type=m3u_plus",
+    "/series/alice/s3cret/456",
+    "/live/alice/s3cret/789.ts",
+    "/favicon.ico",
+    "/static/js/main.3f2a1b.js",
+    "/api/nope/what",
+    "/wp-login.php",
+]
+
+# "" sends no X-Playarr-User header at all (the user is then "anonymous")
+USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
+         "heidi", "ivan", "judy", ""]
+
+HOST = "127.0.0.1"
+
+
+def request_bytes(path, user):
+    h = "GET %s HTTP/1.1\r\nHost: %s\r\n" % (path, HOST)
+    if user:
+        h += "X-Playarr-User: %s\r\n" % user
+    return (h + "\r\n").encode("ascii")
+
+
+def fail(msg):
+    sys.stderr.write("client.py: %s\n" % msg)
+    sys.exit(1)
+
+
+def connect(port, deadline):
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            s.connect((HOST, port))
+            return s
+        except OSError as e:
+            s.close()
+            if e.errno not in (errno.ECONNREFUSED, errno.ECONNRESET) \
+                    or time.monotonic() > deadline:
+                fail("connect to %s:%d: %s" % (HOST, port, e))
+            time.sleep(0.1)
+
+
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.busy = False
+
+
+def parse_response(c):
+    """One whole response off c.buf: its status, or None if incomplete."""
+    end = c.buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = c.buf[:end].decode("latin-1")
+    lines = head.split("\r\n")
+    m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0] + " ")
+    if not m:
+        fail("bad status line: %r" % lines[0])
+    length = None
+    close = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+    if length is None:
+        fail("response without Content-Length: %r" % head)
+    if len(c.buf) < end + 4 + length:
+        return None
+    c.buf = c.buf[end + 4 + length:]
+    if close:
+        fail("server closed the connection (keepalive_requests?)")
+    return int(m.group(1))
+
+
+def run(port, conns, reqs, timeout):
+    """Send every request of the list reqs (bytes), conns at a time."""
+    if not reqs:
+        return
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    pool = []
+    for _ in range(min(conns, len(reqs))):
+        c = Conn(connect(port, deadline))
+        pool.append(c)
+        sel.register(c.sock, selectors.EVENT_READ, c)
+
+    sent = 0
+    done = 0
+    total = len(reqs)
+
+    for c in pool:
+        c.sock.sendall(reqs[sent])
+        c.busy = True
+        sent += 1
+
+    while done < total:
+        events = sel.select(timeout=max(0.0, deadline - time.monotonic()))
+        if not events:
+            fail("no response for %g s: %d of %d responses"
+                 % (timeout, done, total))
+        deadline = time.monotonic() + timeout
+        for key, _ in events:
+            c = key.data
+            data = c.sock.recv(65536)
+            if not data:
+                fail("connection closed by the server after %d responses"
+                     % done)
+            c.buf += data
+            while c.busy:
+                status = parse_response(c)
+                if status is None:
+                    break
+                if status != 200:
+                    fail("status %d (request %d)" % (status, done))
+                done += 1
+                c.busy = False
+                if sent < total:
+                    c.sock.sendall(reqs[sent])
+                    c.busy = True
+                    sent += 1
+            if c.buf and not c.busy:
+                fail("unexpected data: %r" % c.buf[:80])
+
+    for c in pool:
+        sel.unregister(c.sock)
+        c.sock.close()
+    sel.close()
+
+
+def check_metrics(port, path, expected):
+    """The sum of playarr_http_requests_total must be expected."""
+    s = connect(port, time.monotonic() + 10)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+               % (path, HOST)).encode("ascii"))
+    data = b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        fail("%s: %r" % (path, head[:80]))
+    total = 0.0
+    series = 0
+    hist = 0
+    overflow = False
+    for line in body.decode("utf-8", "replace").splitlines():
+        if line.startswith("playarr_http_requests_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+            series += 1
+            if "__overflow__" in line:
+                overflow = True
+        elif line.startswith("playarr_http_request_duration_seconds_count{"):
+            hist += 1
+    if int(total) != expected:
+        fail("%s: playarr_http_requests_total sums to %d, expected %d"
+             % (path, total, expected))
+    if overflow:
+        fail("%s: overflow series present" % path)
+    print("metrics: requests_total=%d counter_series=%d histogram_series=%d"
+          % (total, series, hist))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int)
+    ap.add_argument("-n", type=int, default=0, help="requests of the mix")
+    ap.add_argument("--conns", type=int, default=4)
+    ap.add_argument("--warm", type=int, default=0,
+                    help="warm-up requests, one distinct user each")
+    ap.add_argument("--warm-path", default="/api/healthcheck")
+    ap.add_argument("--timeout", type=float, default=60,
+                    help="seconds without any response before giving up")
+    ap.add_argument("--check-metrics", metavar="PATH",
+                    help="then GET PATH and check the request count")
+    ap.add_argument("--print-mix", action="store_true")
+    a = ap.parse_args()
+
+    if a.print_mix:
+        for i in range(len(MIX) * len(USERS)):
+            print(MIX[i % len(MIX)], USERS[i % len(USERS)] or "-")
+        return
+
+    if a.port is None:
+        fail("--port is required")
+
+    warm = [request_bytes(a.warm_path, "warm%05d" % i)
+            for i in range(a.warm)]
+    mix = [request_bytes(MIX[i % len(MIX)], USERS[i % len(USERS)])
+           for i in range(a.n)]
+
+    run(a.port, a.conns, warm, a.timeout)
+    run(a.port, a.conns, mix, a.timeout)
+
+    if a.check_metrics:
+        check_metrics(a.port, a.check_metrics, a.warm + a.n)
+
+
+if __name__ == "__main__":
+    main()
