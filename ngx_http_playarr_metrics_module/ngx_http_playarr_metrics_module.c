@@ -56,6 +56,8 @@ static ngx_int_t ngx_http_playarr_metrics_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 
+static ngx_int_t ngx_http_playarr_metrics_layout_used(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t layout);
 static void ngx_http_playarr_metrics_note(ngx_conf_t *cf,
     ngx_command_t *cmd);
 static char *ngx_http_playarr_metrics_zone(ngx_conf_t *cf,
@@ -68,6 +70,8 @@ static char *ngx_http_playarr_metrics_values(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_value(ngx_conf_t *cf,
     ngx_str_t *arg, ngx_http_playarr_metrics_value_t *value);
+static ngx_int_t ngx_http_playarr_metrics_header_value(ngx_conf_t *cf,
+    ngx_str_t *name, ngx_http_playarr_metrics_value_t *value);
 static char *ngx_http_playarr_metrics_buckets(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
@@ -402,10 +406,11 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
 
 
 /*
- * The route is matched once per client request, in the post-read phase,
- * on the URI as nginx normalized it and before any rewrite.  The result
- * is kept as the value of $playarr_metrics_endpoint: unlike the module
- * contexts, r->variables survives internal redirects.
+ * The route is that of the URI as nginx normalized it, before any rewrite.
+ * The post-read phase keeps where that URI is in the slot of
+ * $playarr_metrics_endpoint (not yet valid): unlike the module contexts,
+ * r->variables survives internal redirects.  The route is matched there
+ * only when asked for, so a request that is not recorded does not pay.
  */
 
 static ngx_int_t
@@ -418,8 +423,9 @@ ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
 
     v = &r->variables[pmcf->endpoint];
 
-    if (!v->valid) {
-        ngx_http_playarr_metrics_match(r, v);
+    if (!v->valid && v->data == NULL) {
+        v->data = r->uri.data;
+        v->len = r->uri.len;
     }
 
     return NGX_DECLINED;
@@ -430,17 +436,27 @@ static void
 ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
 {
-    ngx_str_t                            *t;
+    ngx_str_t                            *t, uri;
     ngx_uint_t                            n;
     ngx_http_playarr_metrics_srv_conf_t  *pscf;
 
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
 
+    /* the URI kept in the post-read phase; else, finalized before it */
+
+    if (v->data) {
+        uri.data = v->data;
+        uri.len = v->len;
+
+    } else {
+        uri = r->uri;
+    }
+
     t = &ngx_http_playarr_metrics_unknown;
 
     if (pscf->routes) {
-        n = ngx_http_playarr_metrics_routes_match(pscf->routes, r->uri.data,
-                                                  r->uri.len);
+        n = ngx_http_playarr_metrics_routes_match(pscf->routes, uri.data,
+                                                  uri.len);
         if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
             t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
         }
@@ -473,9 +489,6 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
     v = &r->variables[pmcf->endpoint];
 
     if (!v->valid) {
-
-        /* finalized before the phases ran: a bad request line, say */
-
         ngx_http_playarr_metrics_match(r, v);
     }
 
@@ -635,10 +648,52 @@ static ngx_int_t
 ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
 {
+    ngx_uint_t                  i;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
     ngx_http_variable_value_t  *vv;
 
     if (value->value) {
         return ngx_http_complex_value(r, value->value, s);
+    }
+
+    if (value->header) {
+        s->len = 0;
+
+        if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+            part = &r->headers_in.headers.part;
+
+        } else if (r->upstream) {
+            part = &r->upstream->headers_in.headers.part;
+
+        } else {
+            return NGX_OK;
+        }
+
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    return NGX_OK;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].hash == value->hash
+                && h[i].key.len == value->name.len
+                && ngx_strncmp(h[i].lowcase_key, value->name.data,
+                               value->name.len)
+                   == 0)
+            {
+                *s = h[i].value;
+                return NGX_OK;
+            }
+        }
     }
 
     vv = ngx_http_get_indexed_variable(r, value->index);
@@ -838,6 +893,16 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         conf->layout = n;
     }
 
+    /* the duration family's identity includes every layout in use */
+
+    if (conf->layout != NGX_CONF_UNSET_UINT && pmcf->store) {
+        if (ngx_http_playarr_metrics_layout_used(cf, pmcf, conf->layout)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
         && pmcf->token.path.len == 0)
     {
@@ -983,6 +1048,9 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
         }
     }
 
+    fc = pmcf->store->families.elts;
+    fc[NGX_HTTP_PLAYARR_METRICS_DURATION].layouts = pmcf->layouts;
+
     sc = pmcf->schema.elts;
 
     for (i = 0; i < pmcf->schema.nelts; i++) {
@@ -1121,6 +1189,38 @@ ngx_http_playarr_metrics_schema(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_layout_used(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t layout)
+{
+    ngx_uint_t  i, *n;
+
+    if (pmcf->layouts == NULL) {
+        pmcf->layouts = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
+        if (pmcf->layouts == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    n = pmcf->layouts->elts;
+
+    for (i = 0; i < pmcf->layouts->nelts; i++) {
+        if (n[i] == layout) {
+            return NGX_OK;
+        }
+    }
+
+    n = ngx_array_push(pmcf->layouts);
+    if (n == NULL) {
+        return NGX_ERROR;
+    }
+
+    *n = layout;
+
+    return NGX_OK;
 }
 
 
@@ -1356,6 +1456,7 @@ ngx_http_playarr_metrics_value(ngx_conf_t *cf, ngx_str_t *arg,
     ngx_http_compile_complex_value_t   ccv;
 
     value->value = NULL;
+    value->header = NGX_HTTP_PLAYARR_METRICS_VARIABLE;
 
     if (arg->len > 1 && arg->data[0] == '$') {
         last = arg->data + arg->len;
@@ -1371,6 +1472,13 @@ ngx_http_playarr_metrics_value(ngx_conf_t *cf, ngx_str_t *arg,
         if (p == last) {
             name.data = arg->data + 1;
             name.len = arg->len - 1;
+
+            switch (ngx_http_playarr_metrics_header_value(cf, &name, value)) {
+            case NGX_OK:
+                return NGX_CONF_OK;
+            case NGX_ERROR:
+                return NGX_CONF_ERROR;
+            }
 
             value->index = ngx_http_get_variable_index(cf, &name);
             if (value->index == NGX_ERROR) {
@@ -1397,6 +1505,58 @@ ngx_http_playarr_metrics_value(ngx_conf_t *cf, ngx_str_t *arg,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * $http_NAME and $upstream_http_NAME: the header is looked up by the hash
+ * nginx computed when it parsed it.  Cookie is left to its variable,
+ * which joins repeated headers.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_header_value(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_playarr_metrics_value_t *value)
+{
+    size_t       n;
+    ngx_uint_t   i;
+
+    if (name->len > 5 && ngx_strncmp(name->data, "http_", 5) == 0) {
+        value->header = NGX_HTTP_PLAYARR_METRICS_REQUEST;
+        n = 5;
+
+    } else if (name->len > 14
+               && ngx_strncmp(name->data, "upstream_http_", 14) == 0)
+    {
+        value->header = NGX_HTTP_PLAYARR_METRICS_UPSTREAM;
+        n = 14;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    value->name.len = name->len - n;
+
+    if (value->name.len == 6
+        && ngx_strncasecmp(name->data + n, (u_char *) "cookie", 6) == 0)
+    {
+        value->header = NGX_HTTP_PLAYARR_METRICS_VARIABLE;
+        return NGX_DECLINED;
+    }
+
+    value->name.data = ngx_pnalloc(cf->pool, value->name.len);
+    if (value->name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < value->name.len; i++) {
+        value->name.data[i] = (name->data[n + i] == '_')
+                              ? '-' : ngx_tolower(name->data[n + i]);
+    }
+
+    value->hash = ngx_hash_key(value->name.data, value->name.len);
+
+    return NGX_OK;
 }
 
 

@@ -48,6 +48,11 @@
 #define NGX_HTTP_PLAYARR_METRICS_BODY_MAX     (1024 * 1024)
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY   60000
 
+/* where a value is read from */
+#define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
+#define NGX_HTTP_PLAYARR_METRICS_REQUEST      1
+#define NGX_HTTP_PLAYARR_METRICS_UPSTREAM     2
+
 
 typedef struct {
     ngx_http_playarr_metrics_family_conf_t  *family;
@@ -68,6 +73,7 @@ typedef struct {
     ngx_msec_t                           save_every;
     ngx_event_t                          save;
     ngx_array_t                         *buckets;      /* default, double */
+    ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
 
     /* where a directive of the module was first used, for errors */
@@ -82,9 +88,18 @@ typedef struct {
 } ngx_http_playarr_metrics_srv_conf_t;
 
 
+/*
+ * A value of playarr_metrics_username or _error_type: a complex value, or
+ * one variable read by its index, or one request or upstream response
+ * header found by its hash, without nginx's byte-by-byte name compare.
+ */
+
 typedef struct {
     ngx_int_t                            index;
     ngx_http_complex_value_t            *value;
+    ngx_uint_t                           header;
+    ngx_uint_t                           hash;
+    ngx_str_t                            name;         /* lowercase */
 } ngx_http_playarr_metrics_value_t;
 
 

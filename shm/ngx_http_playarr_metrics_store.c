@@ -27,6 +27,9 @@ static ngx_int_t ngx_http_playarr_metrics_bind(
 static ngx_http_playarr_metrics_family_t *ngx_http_playarr_metrics_family(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc, ngx_log_t *log);
+static uint64_t ngx_http_playarr_metrics_family_buckets(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc);
 static size_t ngx_http_playarr_metrics_family_def(
     ngx_http_playarr_metrics_family_conf_t *fc, u_char *buf);
 static ngx_http_playarr_metrics_layout_t *
@@ -218,7 +221,7 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
                         ngx_http_playarr_metrics_shared_layout(store,
                                                                layouts[i]);
         if (store->shared_layouts[i] == NULL) {
-            return NGX_ERROR;
+            goto full;
         }
     }
 
@@ -227,14 +230,19 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
     for (i = 0; i < store->families.nelts; i++) {
         fc[i].shared = ngx_http_playarr_metrics_family(store, &fc[i], log);
         if (fc[i].shared == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, log, 0,
-                          "playarr_metrics_zone \"%V\" is too small",
-                          &store->name);
-            return NGX_ERROR;
+            goto full;
         }
     }
 
     return NGX_OK;
+
+full:
+
+    ngx_log_error(NGX_LOG_EMERG, log, 0,
+                  "playarr_metrics_zone \"%V\" is too small for the "
+                  "families and buckets configured", &store->name);
+
+    return NGX_ERROR;
 }
 
 
@@ -249,6 +257,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_layout_t   *layout;
     ngx_http_playarr_metrics_series_t   *s;
     ngx_http_playarr_metrics_family_t   *f, *old;
+    uint64_t                             buckets;
     u_char                               def[4096];
 
     sh = store->sh;
@@ -259,6 +268,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     }
 
     len = ngx_http_playarr_metrics_family_def(fc, def);
+    buckets = ngx_http_playarr_metrics_family_buckets(store, fc);
 
     old = NULL;
 
@@ -270,6 +280,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
 
         if (f->type == fc->type
             && f->layout == layout
+            && f->buckets == buckets
             && f->def_len == len
             && ngx_memcmp(f->def, def, len) == 0)
         {
@@ -293,6 +304,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     f->type = fc->type;
     f->nlabels = fc->nlabels;
     f->layout = layout;
+    f->buckets = buckets;
     f->seed = sh->seed ^ ngx_hash_key(fc->name.data, fc->name.len);
 
     /*
@@ -351,6 +363,49 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     }
 
     return f;
+}
+
+
+/*
+ * Every bucket layout a histogram family's series may have (locations can
+ * set their own), summed up so that the order they were configured in
+ * does not matter: another sum on reload means other buckets.
+ */
+
+static uint64_t
+ngx_http_playarr_metrics_family_buckets(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc)
+{
+    uint64_t                            sum;
+    ngx_uint_t                          i, *n;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        return 0;
+    }
+
+    l = store->shared_layouts[fc->layout];
+    sum = ngx_http_playarr_metrics_hash(0, (u_char *) l->le,
+                                        l->n * sizeof(double));
+
+    if (fc->layouts == NULL) {
+        return sum;
+    }
+
+    n = fc->layouts->elts;
+
+    for (i = 0; i < fc->layouts->nelts; i++) {
+        if (n[i] == fc->layout) {
+            continue;
+        }
+
+        l = store->shared_layouts[n[i]];
+        sum += ngx_http_playarr_metrics_hash(1, (u_char *) l->le,
+                                             l->n * sizeof(double));
+    }
+
+    return sum;
 }
 
 
@@ -464,20 +519,35 @@ ngx_http_playarr_metrics_shared_layout(ngx_http_playarr_metrics_store_t *store,
 uint32_t
 ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
 {
+    size_t    n;
     uint64_t  h, w;
 
     h = seed ^ ((uint64_t) len << 32);
 
-    while (len >= 8) {
+    for (n = len; n >= 8; n -= 8) {
         ngx_memcpy(&w, key, 8);
         h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
         key += 8;
-        len -= 8;
     }
 
-    if (len) {
-        w = 0;
-        ngx_memcpy(&w, key, len);
+    if (n) {
+
+        /* the last bytes: the word ending with them, or byte by byte */
+
+        if (len >= 8) {
+            ngx_memcpy(&w, key + n - 8, 8);
+#if (NGX_HAVE_LITTLE_ENDIAN)
+            w >>= 8 * (8 - n);
+#else
+            w <<= 8 * (8 - n);
+#endif
+
+        } else {
+            for (w = 0; n; n--) {
+                w = (w << 8) | key[n - 1];
+            }
+        }
+
         h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
     }
 

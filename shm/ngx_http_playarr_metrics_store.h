@@ -92,6 +92,7 @@ struct ngx_http_playarr_metrics_family_s {
     ngx_atomic_t                        warned;
 
     uint32_t                            seed;
+    uint64_t                            buckets;    /* of all layouts */
     ngx_uint_t                          type;
     ngx_uint_t                          nlabels;
     ngx_uint_t                          retired;
@@ -140,6 +141,7 @@ typedef struct {
 
     ngx_http_playarr_metrics_family_t  *shared;
     ngx_uint_t                          layout;     /* into store layouts */
+    ngx_array_t                        *layouts;    /* more, ngx_uint_t */
 } ngx_http_playarr_metrics_family_conf_t;
 
 
