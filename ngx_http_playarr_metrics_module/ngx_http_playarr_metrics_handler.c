@@ -15,6 +15,9 @@ static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
     ngx_str_t *allow);
 static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *error, ngx_int_t index);
+static ngx_int_t ngx_http_playarr_metrics_no_store(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
+    ngx_uint_t methods, ngx_str_t *allow);
 static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_read_body(ngx_http_request_t *r,
@@ -101,19 +104,41 @@ ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r, ngx_str_t *allow)
 }
 
 
-ngx_int_t
-ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
+/* metrics and tokens are never cached on the way */
+
+static ngx_int_t
+ngx_http_playarr_metrics_no_store(ngx_http_request_t *r)
 {
-    off_t                                  len;
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    return NGX_OK;
+}
+
+
+/*
+ * What a handler without a body does first: the method, the body thrown
+ * away, the token.  NGX_DECLINED: go on; anything else: the answer.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
+    ngx_str_t *allow)
+{
     ngx_int_t                              rc;
-    ngx_chain_t                           *out;
-    ngx_table_elt_t                       *h;
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_http_playarr_metrics_not_allowed(r,
-                                           &ngx_http_playarr_metrics_get_head);
+    if (!(r->method & methods)) {
+        return ngx_http_playarr_metrics_not_allowed(r, allow);
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -125,16 +150,34 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    if (pmcf->store == NULL) {
-        return NGX_HTTP_NOT_FOUND;
-    }
-
     if (plcf->auth) {
         rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
         if (rc != NGX_OK) {
             return rc;
         }
     }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_int_t
+ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
+{
+    off_t                                  len;
+    ngx_int_t                              rc;
+    ngx_chain_t                           *out;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    rc = ngx_http_playarr_metrics_begin(r, NGX_HTTP_GET|NGX_HTTP_HEAD,
+                                        &ngx_http_playarr_metrics_get_head);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     if (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
         out = ngx_http_playarr_metrics_json(r, pmcf, &len);
@@ -150,14 +193,9 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_playarr_metrics_no_store(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_type_len = r->headers_out.content_type.len;
@@ -434,29 +472,16 @@ ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_str_t                              err;
-    ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST))) {
-        return ngx_http_playarr_metrics_not_allowed(r,
-                                     &ngx_http_playarr_metrics_get_head_post);
-    }
-
-    rc = ngx_http_discard_request_body(r);
-
-    if (rc != NGX_OK) {
+    rc = ngx_http_playarr_metrics_begin(r,
+                                   NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST,
+                                   &ngx_http_playarr_metrics_get_head_post);
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    if (plcf->auth) {
-        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
 
     if (r->method == NGX_HTTP_POST) {
         if (ngx_http_playarr_metrics_token_regenerate(r, &pmcf->token)
@@ -486,19 +511,13 @@ static ngx_int_t
 ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk)
 {
-    u_char           *p;
-    size_t            i;
-    ngx_str_t         body;
-    ngx_table_elt_t  *h;
+    u_char     *p;
+    size_t      i;
+    ngx_str_t   body;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_playarr_metrics_no_store(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
 
     body.data = ngx_pnalloc(r->pool, 2 * tk->len + 16);
     if (body.data == NULL) {
