@@ -23,9 +23,21 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX   32
 
+/* a bound and its label: le="0.005"}  */
+#define NGX_HTTP_PLAYARR_METRICS_LE_MAX                                       \
+    (NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 8)
+
 #define NGX_HTTP_PLAYARR_METRICS_LE_BUF                                       \
     ((NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1)                               \
-     * NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX)
+     * NGX_HTTP_PLAYARR_METRICS_LE_MAX)
+
+
+#if defined(__SIZEOF_INT128__)
+#define NGX_HTTP_PLAYARR_METRICS_INT128  1
+typedef unsigned __int128  ngx_http_playarr_metrics_u128_t;
+#else
+#define NGX_HTTP_PLAYARR_METRICS_INT128  0
+#endif
 
 
 /* the body is built in a chain of chunks, never one giant buffer */
@@ -39,6 +51,10 @@ typedef struct {
 
     /* scratch room for one series */
     ngx_str_t                      values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
+
+    /* the bounds of one layout as text, once per layout and family */
+    ngx_http_playarr_metrics_layout_t  *layout;
+    size_t                         le_max;
     ngx_str_t                      le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1];
     u_char                         lebuf[NGX_HTTP_PLAYARR_METRICS_LE_BUF];
 } ngx_http_playarr_metrics_writer_t;
@@ -54,6 +70,11 @@ static u_char *ngx_http_playarr_metrics_reserve(
     ngx_http_playarr_metrics_writer_t *w, size_t n);
 static ngx_chain_t *ngx_http_playarr_metrics_finish(
     ngx_http_playarr_metrics_writer_t *w, off_t *len);
+static u_char *ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
+static u_char *ngx_http_playarr_metrics_decimal(u_char *p, double v);
+#if (NGX_HTTP_PLAYARR_METRICS_INT128)
+static u_char *ngx_http_playarr_metrics_shortest(u_char *p, double v);
+#endif
 static u_char *ngx_http_playarr_metrics_number(u_char *p, double v);
 static u_char *ngx_http_playarr_metrics_escape_help(u_char *p, ngx_str_t *s);
 static u_char *ngx_http_playarr_metrics_escape_label(u_char *p, u_char *s,
@@ -62,9 +83,13 @@ static u_char *ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s,
     size_t len);
 static ngx_uint_t ngx_http_playarr_metrics_split(
     ngx_http_playarr_metrics_series_t *s, ngx_str_t *values);
-static u_char *ngx_http_playarr_metrics_labels(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values,
-    ngx_str_t *le);
+static size_t ngx_http_playarr_metrics_labels_size(
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values);
+static u_char *ngx_http_playarr_metrics_label_pairs(u_char *p,
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values);
+static void ngx_http_playarr_metrics_le_text(
+    ngx_http_playarr_metrics_writer_t *w,
+    ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels);
 static ngx_int_t ngx_http_playarr_metrics_header(
     ngx_http_playarr_metrics_writer_t *w, ngx_str_t *name, ngx_str_t *help,
     const char *type);
@@ -152,6 +177,276 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_writer_t *w,
 }
 
 
+/* two decimal digits at a time, without ngx_sprintf() */
+
+static u_char *
+ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
+{
+    u_char       *q, buf[NGX_INT64_LEN];
+    ngx_uint_t    d;
+    static char   digits[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233"
+        "34353637383940414243444546474849505152535455565758596061626364656667"
+        "6869707172737475767778798081828384858687888990919293949596979899";
+
+    q = buf + NGX_INT64_LEN;
+
+    while (n >= 100) {
+        d = (ngx_uint_t) (n % 100) * 2;
+        n /= 100;
+        *--q = digits[d + 1];
+        *--q = digits[d];
+    }
+
+    if (n >= 10) {
+        d = (ngx_uint_t) n * 2;
+        *--q = digits[d + 1];
+        *--q = digits[d];
+
+    } else {
+        *--q = (u_char) ('0' + n);
+    }
+
+    return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
+}
+
+
+/*
+ * A value that is a whole number of thousandths or of millionths (a time
+ * in milliseconds, the sum of a few, most bucket bounds), from 1e-4
+ * to 1e9 in magnitude: its decimal digits, at most 15, are those "%.15g"
+ * prints, and read back as the same double, so printing them is what
+ * ngx_http_playarr_metrics_number() would do, without snprintf() and
+ * strtod().  NULL for any other value.
+ */
+
+static u_char *
+ngx_http_playarr_metrics_decimal(u_char *p, double v)
+{
+    double      a, scale;
+    uint64_t    k, ip, fp, div;
+    ngx_uint_t  i, places;
+
+    a = (v < 0) ? -v : v;
+
+    if (!(a >= 1e-4 && a < 1e9)) {
+        return NULL;
+    }
+
+    for (places = 3; places <= 6; places += 3) {
+        scale = (places == 3) ? 1e3 : 1e6;
+        div = (places == 3) ? 1000 : 1000000;
+
+        k = (uint64_t) (a * scale + 0.5);
+
+        if ((double) k / scale != a) {
+            continue;
+        }
+
+        ip = k / div;
+        fp = k % div;
+
+        if (v < 0) {
+            *p++ = '-';
+        }
+
+        p = ngx_http_playarr_metrics_uint(p, ip);
+
+        if (fp == 0) {
+            return p;
+        }
+
+        *p++ = '.';
+
+        for (i = places; fp % 10 == 0; i--) {
+            fp /= 10;
+        }
+
+        /* i digits, with leading zeros */
+
+        for (div = 1; --i; div *= 10) { /* void */ }
+
+        while (div) {
+            *p++ = (u_char) ('0' + fp / div % 10);
+            div /= 10;
+        }
+
+        return p;
+    }
+
+    return NULL;
+}
+
+
+#if (NGX_HTTP_PLAYARR_METRICS_INT128)
+
+/*
+ * What "%.15g", "%.16g" or "%.17g" print, the first that reads back as
+ * the same double, for 1e-4 <= |v| < 1e14, computed exactly with 128-bit
+ * integers instead of snprintf() and strtod(): v is m * 2^-k, with m of
+ * 53 bits and 2 <= k <= 66, so v * 10^q (q <= 20) is m * 10^q / 2^k,
+ * an integer quotient and remainder.  Each candidate is v rounded half to
+ * even to n significant digits, as glibc's printf() rounds, and is kept
+ * when it lies within the interval of the reals that strtod() rounds to
+ * v.  The notation is always fixed, as %g chooses for exponents from -4
+ * to n - 1.  NULL for any other value.
+ */
+
+static u_char *
+ngx_http_playarr_metrics_shortest(u_char *p, double v)
+{
+    int                               x, k, e;
+    u_char                            digits[NGX_INT64_LEN];
+    uint64_t                          bits, m, c, top;
+    ngx_int_t                         i, n, qn, len, point;
+    ngx_http_playarr_metrics_u128_t   t, pw, rem, half, lo, hi, l;
+
+    ngx_memcpy(&bits, &v, sizeof(double));
+
+    m = (bits & (((uint64_t) 1 << 52) - 1)) | ((uint64_t) 1 << 52);
+    k = 1075 - (int) ((bits >> 52) & 0x7ff);
+
+    if (k < 2 || k > 66) {
+        return NULL;
+    }
+
+    /*
+     * the decimal exponent, x = floor(log10(|v|)): from the binary one,
+     * log10(2) being 78913 / 2^18, then made exact (no libm: nginx does
+     * not link with it)
+     */
+
+    e = (52 - k) * 78913;
+    x = (e >= 0) ? e / 262144 : -((-e + 262143) / 262144);
+
+    for ( ;; ) {
+        if (x < -4 || x > 13) {
+            return NULL;
+        }
+
+        for (pw = 1, i = 0; i < 16 - x; i++) {
+            pw *= 10;
+        }
+
+        t = ((ngx_http_playarr_metrics_u128_t) m * pw) >> k;
+
+        if (t < (ngx_http_playarr_metrics_u128_t) 10000000000000000ULL) {
+            x--;
+            continue;
+        }
+
+        if (t >= (ngx_http_playarr_metrics_u128_t) 100000000000000000ULL) {
+            x++;
+            continue;
+        }
+
+        break;
+    }
+
+    for (n = 15; n <= 17; n++) {
+
+        /* c = v * 10^qn rounded half to even, n digits */
+
+        qn = n - 1 - x;
+
+        for (pw = 1, i = 0; i < qn; i++) {
+            pw *= 10;
+        }
+
+        t = (ngx_http_playarr_metrics_u128_t) m * pw;
+        c = (uint64_t) (t >> k);
+        rem = t & ((((ngx_http_playarr_metrics_u128_t) 1) << k) - 1);
+        half = ((ngx_http_playarr_metrics_u128_t) 1) << (k - 1);
+
+        if (rem > half || (rem == half && (c & 1))) {
+            c++;
+        }
+
+        /*
+         * c / 10^qn reads back as v when it is within half a unit in the
+         * last place of v, the bound included when m is even; all scaled
+         * by 4 * 2^k * 10^qn
+         */
+
+        l = ((ngx_http_playarr_metrics_u128_t) c) << (k + 2);
+        hi = ((ngx_http_playarr_metrics_u128_t) (4 * m + 2)) * pw;
+        lo = ((ngx_http_playarr_metrics_u128_t) (4 * m - 2)) * pw;
+
+        if (m == ((uint64_t) 1 << 52)) {
+            /* the double below v is nearer: half its distance */
+            lo = ((ngx_http_playarr_metrics_u128_t) (4 * m - 1)) * pw;
+        }
+
+        if ((m & 1) ? (l > lo && l < hi) : (l >= lo && l <= hi)) {
+            break;
+        }
+    }
+
+    if (n > 17) {
+        return NULL;
+    }
+
+    /* rounded up to 10^n: one digit fewer, one exponent more */
+
+    for (top = 1, i = 0; i < n; i++) {
+        top *= 10;
+    }
+
+    if (c >= top) {
+        c /= 10;
+        x++;
+        n--;
+
+        if (x > 13) {
+            return NULL;
+        }
+    }
+
+    /* n digits, then the trailing zeros dropped */
+
+    for (i = n - 1; i >= 0; i--) {
+        digits[i] = (u_char) ('0' + c % 10);
+        c /= 10;
+    }
+
+    for (len = n; len > 1 && digits[len - 1] == '0'; len--) { /* void */ }
+
+    if (v < 0) {
+        *p++ = '-';
+    }
+
+    if (x < 0) {
+        *p++ = '0';
+        *p++ = '.';
+
+        for (i = 0; i < -x - 1; i++) {
+            *p++ = '0';
+        }
+
+        return ngx_cpymem(p, digits, len);
+    }
+
+    point = x + 1;
+
+    if (len <= point) {
+        p = ngx_cpymem(p, digits, len);
+
+        for (i = len; i < point; i++) {
+            *p++ = '0';
+        }
+
+        return p;
+    }
+
+    p = ngx_cpymem(p, digits, point);
+    *p++ = '.';
+
+    return ngx_cpymem(p, digits + point, len - point);
+}
+
+#endif
+
+
 /*
  * Integers (every count, most values) are printed as integers; other
  * values with the fewest digits that read back as the same double.
@@ -160,8 +455,9 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_writer_t *w,
 static u_char *
 ngx_http_playarr_metrics_number(u_char *p, double v)
 {
-    int      n, digits;
-    u_char   buf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+    int       n, digits;
+    u_char   *q, buf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+    int64_t   i;
 
     if (isnan(v)) {
         return ngx_cpymem(p, "NaN", 3);
@@ -171,11 +467,32 @@ ngx_http_playarr_metrics_number(u_char *p, double v)
         return ngx_cpymem(p, v > 0 ? "+Inf" : "-Inf", 4);
     }
 
-    if (v == (double) (int64_t) v && v < 9007199254740992.0
-        && v > -9007199254740992.0)
+    if (v < 9007199254740992.0 && v > -9007199254740992.0
+        && v == (double) (int64_t) v)
     {
-        return ngx_sprintf(p, "%L", (int64_t) v);
+        i = (int64_t) v;
+
+        if (i < 0) {
+            *p++ = '-';
+            return ngx_http_playarr_metrics_uint(p, (uint64_t) -i);
+        }
+
+        return ngx_http_playarr_metrics_uint(p, (uint64_t) i);
     }
+
+    q = ngx_http_playarr_metrics_decimal(p, v);
+    if (q) {
+        return q;
+    }
+
+#if (NGX_HTTP_PLAYARR_METRICS_INT128)
+
+    q = ngx_http_playarr_metrics_shortest(p, v);
+    if (q) {
+        return q;
+    }
+
+#endif
 
     /* the shortest of 15, 16 or 17 digits, as JavaScript and Go print */
 
@@ -297,22 +614,42 @@ ngx_http_playarr_metrics_split(ngx_http_playarr_metrics_series_t *s,
         }
     }
 
+    /* every key has its family's labels; never read past them anyway */
+
+    while (n < s->family->nlabels) {
+        values[n].data = end;
+        values[n].len = 0;
+        n++;
+    }
+
     return n;
 }
 
 
-static u_char *
-ngx_http_playarr_metrics_labels(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values,
-    ngx_str_t *le)
+/* room for a series' label pairs, escaped: name="value",... */
+
+static size_t
+ngx_http_playarr_metrics_labels_size(
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values)
 {
+    size_t      size;
     ngx_uint_t  i;
 
-    if (fc->nlabels == 0 && le == NULL) {
-        return p;
+    size = 0;
+
+    for (i = 0; i < fc->nlabels; i++) {
+        size += fc->labels[i].len + 4 + 2 * values[i].len;
     }
 
-    *p++ = '{';
+    return size;
+}
+
+
+static u_char *
+ngx_http_playarr_metrics_label_pairs(u_char *p,
+    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values)
+{
+    ngx_uint_t  i;
 
     for (i = 0; i < fc->nlabels; i++) {
         if (i) {
@@ -327,19 +664,47 @@ ngx_http_playarr_metrics_labels(u_char *p,
         *p++ = '"';
     }
 
-    if (le) {
-        if (fc->nlabels) {
+    return p;
+}
+
+
+/* the end of each bucket line but its count: ,le="0.005"}  */
+
+static void
+ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_writer_t *w,
+    ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    p = w->lebuf;
+    w->le_max = 0;
+
+    for (i = 0; i <= layout->n; i++) {
+        w->le[i].data = p;
+
+        if (nlabels) {
             *p++ = ',';
         }
 
         p = ngx_cpymem(p, "le=\"", 4);
-        p = ngx_cpymem(p, le->data, le->len);
+
+        if (i < layout->n) {
+            p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+
+        } else {
+            p = ngx_cpymem(p, "+Inf", 4);
+        }
+
         *p++ = '"';
+        *p++ = '}';
+        *p++ = ' ';
+
+        w->le[i].len = p - w->le[i].data;
+        w->le_max = ngx_max(w->le_max, w->le[i].len);
     }
 
-    *p++ = '}';
-
-    return p;
+    w->layout = layout;
 }
 
 
@@ -371,18 +736,22 @@ ngx_http_playarr_metrics_header(ngx_http_playarr_metrics_writer_t *w,
 }
 
 
+/*
+ * One reserve() per series, sized from its own labels; the label pairs
+ * are escaped once per series and copied to each line of a histogram.
+ */
+
 static ngx_int_t
 ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
-    u_char                             *p;
-    ngx_str_t                          *le, *values;
+    u_char                             *p, *lab;
+    size_t                              size, lab_len;
+    ngx_str_t                          *values;
     ngx_uint_t                          i;
     ngx_atomic_uint_t                   count;
-    ngx_http_playarr_metrics_layout_t  *layout;
     ngx_http_playarr_metrics_series_t  *s;
 
-    le = w->le;
     values = w->values;
 
     if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
@@ -392,7 +761,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
         return NGX_ERROR;
     }
 
-    layout = NULL;
+    w->layout = NULL;
 
     for (s = fc->shared->head; s; s = s->sibling) {
 
@@ -402,15 +771,24 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
         ngx_http_playarr_metrics_split(s, values);
 
+        size = fc->name.len + 16
+               + ngx_http_playarr_metrics_labels_size(fc, values)
+               + NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX;
+
         if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
-            p = ngx_http_playarr_metrics_reserve(w,
-                                           NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
+            p = ngx_http_playarr_metrics_reserve(w, size);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
             p = ngx_cpymem(p, fc->name.data, fc->name.len);
-            p = ngx_http_playarr_metrics_labels(p, fc, values, NULL);
+
+            if (fc->nlabels) {
+                *p++ = '{';
+                p = ngx_http_playarr_metrics_label_pairs(p, fc, values);
+                *p++ = '}';
+            }
+
             *p++ = ' ';
             p = ngx_http_playarr_metrics_number(p,
                                 ngx_http_playarr_metrics_double(s->values[0]));
@@ -422,47 +800,50 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
         /* the bounds are printed once per layout */
 
-        if (s->layout != layout) {
-            layout = s->layout;
-            p = w->lebuf;
-
-            for (i = 0; i < layout->n; i++) {
-                le[i].data = p;
-                p = ngx_http_playarr_metrics_number(p, layout->le[i]);
-                le[i].len = p - le[i].data;
-            }
-
-            ngx_str_set(&le[i], "+Inf");
+        if (s->layout != w->layout) {
+            ngx_http_playarr_metrics_le_text(w, s->layout, fc->nlabels);
         }
 
-        count = 0;
-
-        for (i = 0; i <= layout->n; i++) {
-            p = ngx_http_playarr_metrics_reserve(w,
-                                           NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            count += s->values[1 + i];
-
-            p = ngx_cpymem(p, fc->name.data, fc->name.len);
-            p = ngx_cpymem(p, "_bucket", 7);
-            p = ngx_http_playarr_metrics_labels(p, fc, values, &le[i]);
-            p = ngx_sprintf(p, " %uA\n", count);
-
-            ngx_http_playarr_metrics_commit(w, p);
-        }
-
-        p = ngx_http_playarr_metrics_reserve(w,
-                                         2 * NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
+        p = ngx_http_playarr_metrics_reserve(w, (s->layout->n + 3)
+                                                * (size + w->le_max));
         if (p == NULL) {
             return NGX_ERROR;
         }
 
+        /* the first bucket line escapes the labels, the others copy them */
+
+        p = ngx_cpymem(p, fc->name.data, fc->name.len);
+        p = ngx_cpymem(p, "_bucket{", 8);
+        lab = p;
+        p = ngx_http_playarr_metrics_label_pairs(p, fc, values);
+        lab_len = p - lab;
+
+        count = 0;
+
+        for (i = 0; i <= s->layout->n; i++) {
+            if (i) {
+                p = ngx_cpymem(p, fc->name.data, fc->name.len);
+                p = ngx_cpymem(p, "_bucket{", 8);
+                p = ngx_cpymem(p, lab, lab_len);
+            }
+
+            p = ngx_cpymem(p, w->le[i].data, w->le[i].len);
+
+            count += s->values[1 + i];
+
+            p = ngx_http_playarr_metrics_uint(p, count);
+            *p++ = '\n';
+        }
+
         p = ngx_cpymem(p, fc->name.data, fc->name.len);
         p = ngx_cpymem(p, "_sum", 4);
-        p = ngx_http_playarr_metrics_labels(p, fc, values, NULL);
+
+        if (fc->nlabels) {
+            *p++ = '{';
+            p = ngx_cpymem(p, lab, lab_len);
+            *p++ = '}';
+        }
+
         *p++ = ' ';
         p = ngx_http_playarr_metrics_number(p,
                                 ngx_http_playarr_metrics_double(s->values[0]));
@@ -470,8 +851,16 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
         p = ngx_cpymem(p, fc->name.data, fc->name.len);
         p = ngx_cpymem(p, "_count", 6);
-        p = ngx_http_playarr_metrics_labels(p, fc, values, NULL);
-        p = ngx_sprintf(p, " %uA\n", count);
+
+        if (fc->nlabels) {
+            *p++ = '{';
+            p = ngx_cpymem(p, lab, lab_len);
+            *p++ = '}';
+        }
+
+        *p++ = ' ';
+        p = ngx_http_playarr_metrics_uint(p, count);
+        *p++ = '\n';
 
         ngx_http_playarr_metrics_commit(w, p);
     }
