@@ -446,7 +446,9 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
             && ngx_strcmp(k, "labels") != 0 && ngx_strcmp(k, "value") != 0)
         {
             return ngx_http_playarr_metrics_error(pool, err,
-                                                  "unknown field \"%s\"", k);
+                                                  "unknown field \"%s\"",
+                                                  ngx_strlen(k) > 64
+                                                  ? "(too long)" : k);
         }
     }
 
@@ -698,17 +700,22 @@ ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
     const char *fmt, ...)
 {
     u_char   *p;
+    size_t    len;
     va_list   args;
+    u_char    buf[NGX_MAX_ERROR_STR];
 
-    p = ngx_pnalloc(pool, NGX_MAX_ERROR_STR);
+    va_start(args, fmt);
+    len = ngx_vslprintf(buf, buf + NGX_MAX_ERROR_STR, fmt, args) - buf;
+    va_end(args);
+
+    /* jansson quotes the input, maybe cut in a character: valid UTF-8 */
+
+    p = ngx_pnalloc(pool, 3 * len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    va_start(args, fmt);
-    err->len = ngx_vslprintf(p, p + NGX_MAX_ERROR_STR, fmt, args) - p;
-    va_end(args);
-
+    err->len = ngx_http_playarr_metrics_utf8_copy(p, buf, len, 3 * len);
     err->data = p;
 
     return NGX_DECLINED;

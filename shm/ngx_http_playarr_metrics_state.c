@@ -398,6 +398,10 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
             continue;
         }
 
+        if (!ngx_http_playarr_metrics_key_valid(key, klen, fc->nlabels)) {
+            return NGX_ERROR;
+        }
+
         layout = NULL;
 
         if (nle) {
@@ -537,6 +541,18 @@ ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
 
     if (!ngx_http_playarr_metrics_state_coarser(l, le, n)) {
         return NGX_DECLINED;
+    }
+
+    /* counts that would wrap when added up are not counts */
+
+    count = 0;
+
+    for (j = 0; j <= n; j++) {
+        if (count + values[1 + j] < count) {
+            return NGX_DECLINED;
+        }
+
+        count += values[1 + j];
     }
 
     s->values[0] = values[0];

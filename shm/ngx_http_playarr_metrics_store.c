@@ -620,13 +620,13 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
 
     if (s == NULL) {
         if (f->nseries >= store->max_series) {
-            why = "reached playarr_metrics_max_series";
+            why = "has reached playarr_metrics_max_series";
 
         } else {
             s = ngx_http_playarr_metrics_series_create(store, f, layout,
                                                        key, len, hash);
             if (s == NULL) {
-                why = "the zone is full";
+                why = "has no room: the zone is full";
             }
         }
     }
@@ -762,12 +762,23 @@ ngx_http_playarr_metrics_arena_alloc(ngx_http_playarr_metrics_store_t *store,
 size_t
 ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src, size_t len)
 {
+    return ngx_http_playarr_metrics_utf8_copy(dst, src, len,
+                                          NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+}
+
+
+/* at most max bytes of valid UTF-8 without NUL, U+FFFD for the rest */
+
+size_t
+ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src, size_t len,
+    size_t max)
+{
     u_char   c, lo, hi, *d, *end, *last;
     size_t   n, i;
 
     d = dst;
     end = src + len;
-    last = dst + NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
+    last = dst + max;
 
     while (src < end) {
 
@@ -836,6 +847,50 @@ ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src, size_t len)
     }
 
     return d - dst;
+}
+
+
+/* a key from outside (a state file): nlabels values as value_copy keeps */
+
+ngx_uint_t
+ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
+    ngx_uint_t nlabels)
+{
+    u_char      *p, *start, *end;
+    ngx_uint_t   n;
+    u_char       buf[NGX_HTTP_PLAYARR_METRICS_VALUE_MAX];
+
+    if (nlabels == 0) {
+        return len == 0;
+    }
+
+    start = key;
+    end = key + len;
+    n = 0;
+
+    for (p = key; /* void */ ; p++) {
+        if (p < end && *p != NGX_HTTP_PLAYARR_METRICS_SEP) {
+            continue;
+        }
+
+        if ((size_t) (p - start) > NGX_HTTP_PLAYARR_METRICS_VALUE_MAX
+            || ngx_http_playarr_metrics_value_copy(buf, start, p - start)
+               != (size_t) (p - start)
+            || ngx_memcmp(buf, start, p - start) != 0)
+        {
+            return 0;
+        }
+
+        n++;
+
+        if (p == end) {
+            break;
+        }
+
+        start = p + 1;
+    }
+
+    return n == nlabels;
 }
 
 

@@ -175,6 +175,10 @@ ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
 
 size_t ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src,
     size_t len);
+size_t ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src,
+    size_t len, size_t max);
+ngx_uint_t ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
+    ngx_uint_t nlabels);
 
 void ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
     double v);
