@@ -603,7 +603,9 @@ sub _is_nginx_worker {
     my $cmd = <$fh> // '';
     close $fh;
 
-    return $cmd =~ /^nginx: worker process/;
+    return $cmd =~ /^nginx: worker process/
+           || (($ENV{PLAYARR_WRAP} // '') eq 'valgrind'
+               && $cmd =~ /valgrind/);
 }
 
 
@@ -612,9 +614,13 @@ sub worker_pids {
 
     return () unless $self->{pid};
 
+    # under valgrind (make test VALGRIND=1) a process keeps valgrind's
+    # command line: every child of the master is then taken for a worker
+    my $any = ($ENV{PLAYARR_WRAP} // '') eq 'valgrind';
+
     my @w = sort { $a <=> $b }
             map { $_->[0] }
-            grep { $_->[1] =~ /^nginx: worker process$/ }
+            grep { $any || $_->[1] =~ /^nginx: worker process$/ }
             _proc_children($self->{pid});
 
     return @w;
