@@ -4,8 +4,9 @@
 #   make         build build/ngx_http_playarr_metrics_module.so
 #   make run     nginx + the module in front of a demo Playarr, on loopback
 #   make test    deps + build + the test suite (prove -r t/)
-#   make bench   per-request cost and throughput, module on vs off
-#   make lint    the module built with clang -Werror, plus style checks
+#   make bench   per-request cost, throughput, render time, module on vs off
+#   make lint    the module built with clang -Werror, plus nginx style checks
+#                (80 columns, no tabs, no trailing blanks)
 #   make deb     build/libnginx-mod-http-playarr-metrics_VERSION_ARCH.deb
 #   make fuzz    the libFuzzer harnesses of t/fuzz/, FUZZ_SECONDS (60) each
 #   make test ASAN=1      the suite, the module built with ASan and UBSan
@@ -177,6 +178,12 @@ bench: bench-deps build
 
 lint:
 	$(MAKE) CC=clang BUILD=$(BUILD)/clang build
+	@bad=$$(awk 'length > 80 { print FILENAME ":" FNR ": over 80 columns" } \
+	        /\t/ { print FILENAME ":" FNR ": tab" } \
+	        /[ ]$$/ { print FILENAME ":" FNR ": trailing blank" }' \
+	        $(MODULE)/*.[ch] shm/*.[ch]); \
+	if [ -n "$$bad" ]; then echo "$$bad"; exit 1; fi; \
+	echo "style: ok"
 
 fuzz-build: $(addprefix $(FUZZ_DIR)/,$(FUZZ_NAMES))
 

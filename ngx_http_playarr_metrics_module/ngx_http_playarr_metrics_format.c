@@ -304,6 +304,7 @@ ngx_http_playarr_metrics_shortest(u_char *p, double v)
     ngx_memcpy(&bits, &v, sizeof(double));
 
     m = (bits & (((uint64_t) 1 << 52) - 1)) | ((uint64_t) 1 << 52);
+    c = 0;
     k = 1075 - (int) ((bits >> 52) & 0x7ff);
 
     if (k < 2 || k > 66) {
