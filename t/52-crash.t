@@ -127,74 +127,7 @@ END {
     }
 }
 
-# { file => [ok, output] }: promtool on each file, two at a time; ok as
-# the harness's promtool_check has it (exit 0 or 3, no parse error)
-sub promtool_batch {
-    my (@files) = @_;
-    my %res;
 
-    while (@files) {
-        my @two = splice @files, 0, 2;
-        my %pid;
-
-        for my $f (@two) {
-            my $pid = fork;
-            die "fork: $!" unless defined $pid;
-            if ($pid == 0) {
-                { exec 'sh', '-c',
-                       "promtool check metrics < '$f' > '$f.out' 2>&1" };
-                _exit(127);
-            }
-            $pid{$f} = $pid;
-        }
-
-        for my $f (@two) {
-            waitpid $pid{$f}, 0;
-            my $rc = $? >> 8;
-            my $out = $t->read_file("$f.out") // '';
-            my $ok = ($rc == 0 || $rc == 3)
-                     && $out !~ /error\ while\ linting|parsing\ error
-                                 |parse\ error/xi;
-            $res{$f} = [$ok, "exit $rc: $out"];
-        }
-    }
-
-    return \%res;
-}
-
-# { file => [ok, output] }: Debian's prometheus_client parser, one python
-# process for all files; undef when it is not available
-sub pyparse_batch {
-    my (@files) = @_;
-    my $py = $ENV{PLAYARR_PYTHON}
-             || (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
-
-    return undef if $ENV{PLAYARR_NO_PYPARSE}
-                    || system("$py -c 'import prometheus_client.parser'"
-                              . ' >/dev/null 2>&1') != 0;
-
-    my $list = $t->write_file('pyparse-list', join("\n", @files) . "\n");
-    my $out = `$py -c '
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for f in open(sys.argv[1]).read().split():
-    try:
-        n = 0
-        for fam in text_string_to_metric_families(open(f).read()):
-            n += len(fam.samples)
-        print("ok", f, n)
-    except Exception as e:
-        print("bad", f, repr(e).replace("\\n", " "))
-' '$list' 2>&1`;
-
-    my %res;
-    for (split /\n/, $out) {
-        my ($st, $f, $msg) = split / /, $_, 3;
-        $res{$f} = [$st eq 'ok', $msg] if defined $f;
-    }
-
-    return \%res;
-}
 
 # counter samples (counters, histogram buckets, _count, _sum) that went
 # down from one body to the next
@@ -489,14 +422,14 @@ ok(@lat && $lat[-1] < 1, sprintf 'every scrape answered within 1 s: median'
                                  1000 * ($lat[-1] // 0));
 
 my @files = map { $t->path(sprintf 'scrape-%03d', $_->[0]) } @rec;
-my $pt = promtool_batch(@files, @EXTRA);
+my $pt = $t->promtool_batch(@files, @EXTRA);
 my @pt_bad = grep { !$pt->{$_}[0] } @files;
 push @pt_bad, grep { !$pt->{$_}[0] } @EXTRA;
 ok(!@pt_bad, 'promtool accepts all ' . scalar(@files) . ' scrapes and the'
              . ' ' . scalar(@EXTRA) . ' taken after the mutex kills')
     or diag("$pt_bad[0]: $pt->{$pt_bad[0]}[1]");
 
-my $pp = pyparse_batch(@files, @EXTRA);
+my $pp = $t->python_parse_batch(@files, @EXTRA);
 if ($pp) {
     my @pp_bad = grep { !($pp->{$_} && $pp->{$_}[0]) } @files, @EXTRA;
     ok(!@pp_bad, 'the prometheus_client parser accepts them all')

@@ -126,74 +126,7 @@ END {
     }
 }
 
-# { file => [ok, output] }: promtool on each file, two at a time; ok as
-# the harness's promtool_check has it (exit 0 or 3, no parse error)
-sub promtool_batch {
-    my (@files) = @_;
-    my %res;
 
-    while (@files) {
-        my @two = splice @files, 0, 2;
-        my %pid;
-
-        for my $f (@two) {
-            my $pid = fork;
-            die "fork: $!" unless defined $pid;
-            if ($pid == 0) {
-                { exec 'sh', '-c',
-                       "promtool check metrics < '$f' > '$f.out' 2>&1" };
-                _exit(127);
-            }
-            $pid{$f} = $pid;
-        }
-
-        for my $f (@two) {
-            waitpid $pid{$f}, 0;
-            my $rc = $? >> 8;
-            my $out = $t->read_file("$f.out") // '';
-            my $ok = ($rc == 0 || $rc == 3)
-                     && $out !~ /error\ while\ linting|parsing\ error
-                                 |parse\ error/xi;
-            $res{$f} = [$ok, "exit $rc: $out"];
-        }
-    }
-
-    return \%res;
-}
-
-# { file => [ok, output] }: Debian's prometheus_client parser, one python
-# process for all files; undef when it is not available
-sub pyparse_batch {
-    my (@files) = @_;
-    my $py = $ENV{PLAYARR_PYTHON}
-             || (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
-
-    return undef if $ENV{PLAYARR_NO_PYPARSE}
-                    || system("$py -c 'import prometheus_client.parser'"
-                              . ' >/dev/null 2>&1') != 0;
-
-    my $list = $t->write_file('pyparse-list', join("\n", @files) . "\n");
-    my $out = `$py -c '
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for f in open(sys.argv[1]).read().split():
-    try:
-        n = 0
-        for fam in text_string_to_metric_families(open(f).read()):
-            n += len(fam.samples)
-        print("ok", f, n)
-    except Exception as e:
-        print("bad", f, repr(e).replace("\\n", " "))
-' '$list' 2>&1`;
-
-    my %res;
-    for (split /\n/, $out) {
-        my ($st, $f, $msg) = split / /, $_, 3;
-        $res{$f} = [$st eq 'ok', $msg] if defined $f;
-    }
-
-    return \%res;
-}
 
 # One pass over a body (the harness's parser, fine for a few bodies, is
 # too slow for hundreds): returns { "name{labels}" => value } with the
@@ -391,7 +324,7 @@ note(sprintf '%d scrapes in %.1f s under load: median %.1f ms, max %.1f ms,'
 # --- every scrape ------------------------------------------------------------
 
 my $tc = time;
-my $pt = promtool_batch(@files);
+my $pt = $t->promtool_batch(@files);
 my @pt_bad = grep { !$pt->{$_}[0] } @files;
 ok(!@pt_bad, 'promtool accepts every one of the ' . scalar(@files)
              . ' scrapes')
@@ -400,7 +333,7 @@ ok(!@pt_bad, 'promtool accepts every one of the ' . scalar(@files)
 note(sprintf 'promtool: %.1f s for %d bodies', time - $tc, scalar @files);
 
 $tc = time;
-my $pp = pyparse_batch(@files);
+my $pp = $t->python_parse_batch(@files);
 if ($pp) {
     my @pp_bad = grep { !($pp->{$_} && $pp->{$_}[0]) } @files;
     ok(!@pp_bad, 'the prometheus_client parser accepts every one')

@@ -1258,6 +1258,80 @@ sub promtool_check {
 }
 
 
+# batches, for tests that scrape hundreds of times (t/52, t/54): files
+# written with write_file, checked after the load ends
+
+# { file => [ok, output] }: promtool on each file, two at a time; ok as
+# the harness's promtool_check has it (exit 0 or 3, no parse error)
+sub promtool_batch {
+    my ($t, @files) = @_;
+    my %res;
+
+    while (@files) {
+        my @two = splice @files, 0, 2;
+        my %pid;
+
+        for my $f (@two) {
+            my $pid = fork;
+            die "fork: $!" unless defined $pid;
+            if ($pid == 0) {
+                { exec 'sh', '-c',
+                       "promtool check metrics < '$f' > '$f.out' 2>&1" };
+                POSIX::_exit(127);
+            }
+            $pid{$f} = $pid;
+        }
+
+        for my $f (@two) {
+            waitpid $pid{$f}, 0;
+            my $rc = $? >> 8;
+            my $out = $t->read_file("$f.out") // '';
+            my $ok = ($rc == 0 || $rc == 3)
+                     && $out !~ /error\ while\ linting|parsing\ error
+                                 |parse\ error/xi;
+            $res{$f} = [$ok, "exit $rc: $out"];
+        }
+    }
+
+    return \%res;
+}
+
+
+# { file => [ok, output] }: Debian's prometheus_client parser, one python
+# process for all files; undef when it is not available
+sub python_parse_batch {
+    my ($t, @files) = @_;
+    my $py = $ENV{PLAYARR_PYTHON}
+             || (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
+
+    return undef if $ENV{PLAYARR_NO_PYPARSE}
+                    || system("$py -c 'import prometheus_client.parser'"
+                              . ' >/dev/null 2>&1') != 0;
+
+    my $list = $t->write_file('pyparse-list', join("\n", @files) . "\n");
+    my $out = `$py -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in open(sys.argv[1]).read().split():
+    try:
+        n = 0
+        for fam in text_string_to_metric_families(open(f).read()):
+            n += len(fam.samples)
+        print("ok", f, n)
+    except Exception as e:
+        print("bad", f, repr(e).replace("\\n", " "))
+' '$list' 2>&1`;
+
+    my %res;
+    for (split /\n/, $out) {
+        my ($st, $f, $msg) = split / /, $_, 3;
+        $res{$f} = [$st eq 'ok', $msg] if defined $f;
+    }
+
+    return \%res;
+}
+
+
 sub promtool_ok {
     my ($self, $body, $name) = @_;
     my ($ok, $out, $lint) = $self->promtool_check($body);
