@@ -137,6 +137,25 @@ my @bad = (
       http => "playarr_metrics_zone m:1m;\n"
               . "    playarr_metrics_token_file %%DIR%%/none/metrics.token;\n",
       at => qr/playarr_metrics_token_file/, msg => qr/none\/metrics\.token/ },
+    { name => 'state file: interval below 1s',
+      http => "playarr_metrics_zone m:1m;\n"
+              . "    playarr_metrics_state_file %%DIR%%/s interval=500ms;\n",
+      at => qr/playarr_metrics_state_file/,
+      msg => qr/invalid interval "interval=500ms", at least 1s/ },
+    { name => 'state file: unknown parameter',
+      http => "playarr_metrics_zone m:1m;\n"
+              . "    playarr_metrics_state_file %%DIR%%/s every=5s;\n",
+      at => qr/playarr_metrics_state_file/,
+      msg => qr/invalid parameter "every=5s"/ },
+    { name => 'state file twice',
+      http => "playarr_metrics_zone m:1m;\n"
+              . "    playarr_metrics_state_file %%DIR%%/s;\n"
+              . "    playarr_metrics_state_file %%DIR%%/t;\n",
+      at => qr/playarr_metrics_state_file %%DIR%%\/t|state_file \S+\/t;/,
+      msg => qr/duplicate/ },
+    { name => 'state file without a zone',
+      http => "playarr_metrics_state_file %%DIR%%/s;\n",
+      at => qr/playarr_metrics_state_file/, msg => qr/zone/ },
 );
 
 for my $c (@bad) {
