@@ -432,12 +432,6 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "%s: family \"%s\" changed its buckets, %ui series "
                       "could not be restored", from, def, skipped);
-
-    } else if (fc && fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
-               && nseries)
-    {
-        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
-                       "playarr_metrics restored \"%s\"", def);
     }
 
     return NGX_OK;
