@@ -70,27 +70,6 @@ EOF
 
 # --- local helpers ----------------------------------------------------------
 
-# one request on a keep-alive connection kept in $st, reconnecting when
-# the server closed it; returns the response (599 after 50 failures)
-sub send_req {
-    my ($t, $st, $method, $path, %opt) = @_;
-
-    for (1 .. 50) {
-        $st->{c} ||= eval { $t->connect } or next;
-        my $r = $st->{c}->request($method, $path, %opt);
-        my $conn = lc(PlayarrTest::header($r, 'Connection') // '');
-
-        if ($r->{status} == 599 || $conn eq 'close') {
-            $st->{c}->close;
-            $st->{c} = undef;
-        }
-
-        return $r if $r->{status} != 599;
-    }
-
-    return { status => 599, headers => {} };
-}
-
 # users $users->[$k], $k % $n == $i, one request each, by $n forked
 # clients on their own connections; returns the number answered 200 and
 # the worker pids seen
@@ -106,13 +85,13 @@ sub users_round {
             my $st = {};
             my ($ok, %seen) = (0);
             for my $k (grep { $_ % $n == $i } 0 .. $#$users) {
-                my $r = send_req($t, $st, 'GET', "/api/titles/tt$k",
+                my $r = $t->keepalive_request($st, 'GET', "/api/titles/tt$k",
                                  headers => { 'X-User' => $users->[$k] });
                 $ok++ if $r->{status} == 200;
                 $seen{ PlayarrTest::header($r, 'X-Worker-Pid') // '?' } = 1;
             }
             # answered on this connection: every request above is logged
-            send_req($t, $st, 'GET', '/sync');
+            $t->keepalive_request($st, 'GET', '/sync');
             $t->write_file("round-$tag-$i", join ' ', $ok, keys %seen);
             _exit(0);
         }
@@ -336,14 +315,14 @@ sub warn_lines {
     # one new user per request until the zone is full, then 60 more
     my $i = 0;
     while ($i < 1000) {
-        my $r = send_req($t, $st, 'GET', "/api/titles/x$i",
+        my $r = $t->keepalive_request($st, 'GET', "/api/titles/x$i",
                          headers => { 'X-User' => sprintf 'fill%05d', $i });
         $i++;
         $sent++ if $r->{status} == 200;
 
         next if $i % 10;
 
-        send_req($t, $st, 'GET', '/sync');
+        $t->keepalive_request($st, 'GET', '/sync');
         $m = $check->("tiny after $i");
 
         $full_at //= $i
@@ -387,10 +366,10 @@ sub warn_lines {
     }
 
     # a user that has its series keeps counting there
-    my $r = send_req($t, $st, 'GET', '/api/titles/again',
+    my $r = $t->keepalive_request($st, 'GET', '/api/titles/again',
                      headers => { 'X-User' => 'fill00000' });
     is($r->{status}, 200, 'tiny: an old user again');
-    send_req($t, $st, 'GET', '/sync');
+    $t->keepalive_request($st, 'GET', '/sync');
     $m = $check->('tiny old user');
     is(PlayarrTest::sample($m, $REQS, { endpoint => $EP, status_code => 200,
                                          username => 'fill00000' }), 2,
@@ -427,7 +406,7 @@ sub warn_lines {
     # a reload with the same configuration on a full zone keeps everything
     my $before = real_series($m, $REQS);
     $t->reload;
-    send_req($t, $st, 'GET', '/sync');
+    $t->keepalive_request($st, 'GET', '/sync');
     $m = $check->('tiny after reload');
     is_deeply(real_series($m, $REQS), $before,
               'tiny: a reload on a full zone keeps every series');

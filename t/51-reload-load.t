@@ -17,7 +17,6 @@ use lib "$FindBin::Bin/lib";
 
 use IO::Socket::INET;
 use JSON::PP;
-use POSIX qw(_exit WNOHANG);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
@@ -38,8 +37,6 @@ my $STREAM = 'playarr_stream_requests_total';
 my $CACHE = 'playarr_cache_operations_total';
 my $JSON = JSON::PP->new->canonical->utf8;
 my $T0 = time;
-my $PARENT = $$;
-our @KIDS;
 
 sub conf {
     my ($extra) = @_;
@@ -106,30 +103,6 @@ my %AUTH = (Authorization => "Bearer $TOKEN");
 
 # --- local helpers ----------------------------------------------------------
 
-# one request on the keep-alive connection in $st; a connection the server
-# closed (a reload does) is opened again and the request sent again: a
-# request without an answer was not processed, so it is a new request
-sub send_req {
-    my ($st, $method, $path, %opt) = @_;
-
-    for (1 .. 300) {
-        $st->{c} ||= eval { $t->connect } or do { sleep 0.01; next };
-        my $r = $st->{c}->request($method, $path, %opt);
-        my $conn = lc(PlayarrTest::header($r, 'Connection') // '');
-
-        if ($r->{status} == 599 || $conn eq 'close') {
-            $st->{c}->close;
-            $st->{c} = undef;
-        }
-
-        return $r if $r->{status} != 599;
-
-        $st->{retries}++;
-    }
-
-    return { status => 599, headers => {} };
-}
-
 # a client: requests until $stop exists (at most 60 s, 200000 requests),
 # then /sync on the same connection; writes what was answered
 sub client {
@@ -146,7 +119,7 @@ sub client {
         my ($path, $want, $ep) = $j % 4
             ? ("/api/titles/tt$j", 200, '/api/titles/:title_key')
             : ("/nope/$j", 404, 'unknown_endpoint');
-        my $r = send_req($st, 'GET', $path, headers => { 'X-User' => $user });
+        my $r = $t->keepalive_request($st, 'GET', $path, headers => { 'X-User' => $user });
 
         if ($r->{status} == $want) {
             $n{"$ep\t$want\t$user"}++;
@@ -155,7 +128,7 @@ sub client {
         }
     }
 
-    $bad++ if send_req($st, 'GET', '/sync')->{status} != 204;
+    $bad++ if $t->keepalive_request($st, 'GET', '/sync')->{status} != 204;
 
     $t->write_file("client-$i", join '',
                    (map { "n\t$_\t$n{$_}\n" } keys %n),
@@ -172,7 +145,7 @@ sub pusher {
                                labels => { user => 'pusher' } });
 
     while (!-e $stop && time < $until) {
-        my $r = send_req($st, 'POST', '/push', body => $body,
+        my $r = $t->keepalive_request($st, 'POST', '/push', body => $body,
                          headers => [%AUTH,
                                      'Content-Type' => 'application/json']);
         if ($r->{status} == 204) { $ok++ } else { $bad++ }
@@ -180,29 +153,6 @@ sub pusher {
     }
 
     $t->write_file('pusher', "ok\t$ok\nbad\t$bad\nretries\t$st->{retries}\n");
-}
-
-sub spawn {
-    my ($code) = @_;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        eval { $code->() };
-        _exit($@ ? 1 : 0);
-    }
-
-    push @KIDS, $pid;
-    return $pid;
-}
-
-END {
-    if ($$ == $PARENT) {
-        for my $p (@KIDS) {
-            kill 'KILL', $p;
-            waitpid $p, 0;
-        }
-    }
 }
 
 sub read_kv {
@@ -256,9 +206,9 @@ my $m0 = scrape('before the reloads');
 my $stop = $t->path('stop');
 
 for my $i (0 .. $CLIENTS - 1) {
-    spawn(sub { client($i, $stop) });
+    PlayarrTest::spawn(sub { client($i, $stop) });
 }
-spawn(sub { pusher($stop) });
+PlayarrTest::spawn(sub { pusher($stop) });
 
 my ($reload_err, @gen, @sums) = ('');
 my $tr = time;
@@ -285,12 +235,7 @@ for my $k (1 .. $RELOADS) {
 my $reload_time = time - $tr;
 $t->write_file('stop', '');
 
-my $failed = 0;
-for my $p (@KIDS) {
-    waitpid $p, 0;
-    $failed++ if $?;
-}
-@KIDS = ();
+my $failed = PlayarrTest::reap_kids();
 
 is($reload_err, '', "$RELOADS reloads under load, each complete");
 is(scalar @gen, $RELOADS, "$RELOADS generations of workers");
@@ -411,10 +356,10 @@ is(PlayarrTest::sample($ma, $CACHE, { operation => 'hit' }), 5,
 {
     my $st = {};
     for my $j (1 .. 20) {
-        send_req($st, 'GET', "/api/titles/new$j",
+        $t->keepalive_request($st, 'GET', "/api/titles/new$j",
                  headers => { 'X-User' => 'after-buckets' });
     }
-    send_req($st, 'GET', '/sync');
+    $t->keepalive_request($st, 'GET', '/sync');
     $st->{c}->close if $st->{c};
 
     my $m = scrape('traffic after the buckets change');
@@ -433,7 +378,7 @@ is(PlayarrTest::sample($ma, $CACHE, { operation => 'hit' }), 5,
 # the slow request: its response takes ~2 s, the reload happens meanwhile;
 # its upstream header carries an update with the old labels, applied by
 # the old worker when it logs the request
-my $slow = spawn(sub {
+my $slow = PlayarrTest::spawn(sub {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                   PeerPort => $t->port, Proto => 'tcp',
                                   Timeout => 10) or die "connect: $@";
@@ -468,8 +413,7 @@ ok(@w, 'reload with the new labels') or diag($@);
 note(sprintf 'the reload took %.1f s (the old worker finished the slow'
              . ' request first)', time - $tl);
 
-waitpid $slow, 0;
-@KIDS = grep { $_ != $slow } @KIDS;
+PlayarrTest::reap_kids($slow);
 is($t->read_file('slow-result'), '200 ' . 200 * 1024 . ' hidden',
    'the slow request completed across the reload, header hidden');
 

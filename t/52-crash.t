@@ -17,7 +17,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
-use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
@@ -40,8 +39,6 @@ my $AUTHF = 'playarr_authentication_failures_total';
 my $STREAM = 'playarr_stream_requests_total';
 my $JSON = JSON::PP->new->canonical->utf8;
 my $T0 = time;
-my $PARENT = $$;
-our @KIDS;
 
 my $t = PlayarrTest->new(http => <<"EOF");
     playarr_metrics_zone playarr:4m;
@@ -78,54 +75,6 @@ $t->allow_log(qr/\[alert\].*shared memory zone "playarr" was locked by \d+/);
 
 
 # --- local helpers ----------------------------------------------------------
-
-# one request on the keep-alive connection in $st; when the connection
-# died (its worker was killed) the request goes again on a new one
-sub send_req {
-    my ($st, $method, $path, %opt) = @_;
-
-    for (1 .. 300) {
-        $st->{c} ||= eval { $t->connect(timeout => $opt{timeout} || 10) }
-            or do { sleep 0.01; next };
-        my $r = $st->{c}->request($method, $path, %opt);
-        my $conn = lc(PlayarrTest::header($r, 'Connection') // '');
-
-        if ($r->{status} == 599 || $conn eq 'close') {
-            $st->{c}->close;
-            $st->{c} = undef;
-        }
-
-        return $r if $r->{status} != 599;
-
-        $st->{retries}++;
-    }
-
-    return { status => 599, headers => {} };
-}
-
-sub spawn {
-    my ($code) = @_;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        eval { $code->() };
-        print STDERR $@ if $@;
-        _exit($@ ? 1 : 0);
-    }
-
-    push @KIDS, $pid;
-    return $pid;
-}
-
-END {
-    if ($$ == $PARENT) {
-        for my $p (@KIDS) {
-            kill 'KILL', $p;
-            waitpid $p, 0;
-        }
-    }
-}
 
 
 
@@ -276,15 +225,8 @@ sub scrape_sum {
     my $r = $t->get('/metrics', headers => \%AUTH, timeout => 1);
     return -1 unless $r->{status} == 200;
     push @EXTRA, $t->write_file('extra-' . scalar(@EXTRA), $r->{body});
-    return family_sum(PlayarrTest::parse_metrics($r->{body}),
+    return PlayarrTest::family_sum(PlayarrTest::parse_metrics($r->{body}),
                       'playarr_http_requests_total');
-}
-
-sub family_sum {
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $m->{$_} for grep { /^\Q$name\E(?:\{|$)/ } keys %$m;
-    return $s;
 }
 
 
@@ -293,25 +235,25 @@ sub family_sum {
 my $stop = $t->path('stop');
 
 for my $i (0 .. $CLIENTS - 1) {
-    spawn(sub {
+    PlayarrTest::spawn(sub {
         my $st = { retries => 0 };
         my ($ok, $bad) = (0, 0);
         my $until = time + 60;
 
         for my $j (0 .. 199_999) {
             last if -e $stop || time > $until;
-            my $r = send_req($st, 'GET', "/api/titles/t$j",
+            my $r = $t->keepalive_request($st, 'GET', "/api/titles/t$j",
                              headers => { 'X-User' => "c$i-u" . $j % 200 });
             if ($r->{status} == 200) { $ok++ } else { $bad++ }
         }
 
-        $bad++ if send_req($st, 'GET', '/sync')->{status} != 204;
+        $bad++ if $t->keepalive_request($st, 'GET', '/sync')->{status} != 204;
         $t->write_file("client-$i", "$ok $bad $st->{retries}");
     });
 }
 
 # the scraper: back to back, each scrape timed until a 200 arrives
-spawn(sub {
+PlayarrTest::spawn(sub {
     my $st = {};
     my @rec;
     my $until = time + 60;
@@ -319,7 +261,7 @@ spawn(sub {
     for my $n (1 .. 400) {
         last if -e $stop || time > $until;
         my $t1 = time;
-        my $r = send_req($st, 'GET', '/metrics', headers => \%AUTH,
+        my $r = $t->keepalive_request($st, 'GET', '/metrics', headers => \%AUTH,
                          timeout => 5);
         my $dt = time - $t1;
         $t->write_file(sprintf('scrape-%03d', $n), $r->{body} // '');
@@ -387,12 +329,7 @@ for (1 .. $HOLDER_KILLS) {
 sleep 0.3;
 $t->write_file('stop', '');
 
-my $failed = 0;
-for my $p (@KIDS) {
-    waitpid $p, 0;
-    $failed++ if $?;
-}
-@KIDS = ();
+my $failed = PlayarrTest::reap_kids();
 
 is($kill_err, '', "$KILLS workers killed with SIGKILL, each respawned");
 is(scalar(grep { $gens{$_} } keys %gens), $KILLS,
@@ -455,7 +392,7 @@ ok(!@down, 'no counter or bucket went down from one scrape to the next')
 
 my $m = PlayarrTest::parse_metrics($t->metrics(token => $TOKEN,
                                                name => 'after the kills'));
-my $counted = family_sum($m, $REQS);
+my $counted = PlayarrTest::family_sum($m, $REQS);
 my $slack = ($KILLS + $HOLDER_KILLS) * $CLIENTS;
 
 note(sprintf '%d kills, %d requests answered, %d counted, %d sent again',
@@ -465,7 +402,7 @@ ok($counted <= $answered + $slack && $counted >= $answered - $slack,
    . ' per client lost or doubled per kill');
 # the log handler observes the duration, then counts the request: a worker
 # killed between the two leaves them one apart, once per kill at most
-my $dur = family_sum($m, "${DUR}_count");
+my $dur = PlayarrTest::family_sum($m, "${DUR}_count");
 ok($dur >= $counted && $dur - $counted <= scalar @killed,
    "duration _count $dur agrees with requests_total $counted"
    . ' but for a request cut by a kill');
@@ -478,14 +415,14 @@ ok(PlayarrTest::sample($m, 'playarr_metrics_series_refused_total',
     my $max = 0;
     for my $n (1 .. 20) {
         my $t1 = time;
-        my $r = send_req($st, 'GET', "/denied/$n",
+        my $r = $t->keepalive_request($st, 'GET', "/denied/$n",
                          headers => { 'X-User' => "fresh$n" }, timeout => 5);
         my $dt = time - $t1;
         $max = $dt if $dt > $max;
         is($r->{status}, 401, "new user fresh$n: answered")
             if $r->{status} != 401;
     }
-    send_req($st, 'GET', '/sync');
+    $t->keepalive_request($st, 'GET', '/sync');
     $st->{c}->close if $st->{c};
     ok($max < 1, sprintf 'requests of 20 new users each answered in %.1f ms'
                          . ' at most', 1000 * $max);
@@ -508,7 +445,7 @@ ok(PlayarrTest::sample($m, 'playarr_metrics_series_refused_total',
     is(PlayarrTest::sample($m2, 'playarr_metrics_series',
                            { family => $STREAM }),
        20, '... and 20 new in stream_requests');
-    ok(family_sum($m2, $REQS) >= $counted, 'requests_total did not go down');
+    ok(PlayarrTest::family_sum($m2, $REQS) >= $counted, 'requests_total did not go down');
 }
 
 my @locked = grep { /was locked by/ } split /\n/, $t->error_log_text;

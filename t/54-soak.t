@@ -20,7 +20,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use JSON::PP;
-use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
@@ -40,8 +39,6 @@ my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
 my $JSON = JSON::PP->new->canonical->utf8;
 my $T0 = time;
-my $PARENT = $$;
-our @KIDS;
 
 my $t = PlayarrTest->new(http => <<"EOF");
     playarr_metrics_zone playarr:8m;
@@ -82,49 +79,6 @@ my %AUTH = (Authorization => "Bearer $TOKEN");
 
 
 # --- local helpers ----------------------------------------------------------
-
-sub send_req {
-    my ($st, $method, $path, %opt) = @_;
-
-    for (1 .. 100) {
-        $st->{c} ||= eval { $t->connect } or do { sleep 0.01; next };
-        my $r = $st->{c}->request($method, $path, %opt);
-        my $conn = lc(PlayarrTest::header($r, 'Connection') // '');
-
-        if ($r->{status} == 599 || $conn eq 'close') {
-            $st->{c}->close;
-            $st->{c} = undef;
-        }
-
-        return $r if $r->{status} != 599;
-    }
-
-    return { status => 599, headers => {} };
-}
-
-sub spawn {
-    my ($code) = @_;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        eval { $code->() };
-        print STDERR $@ if $@;
-        _exit($@ ? 1 : 0);
-    }
-
-    push @KIDS, $pid;
-    return $pid;
-}
-
-END {
-    if ($$ == $PARENT) {
-        for my $p (@KIDS) {
-            kill 'KILL', $p;
-            waitpid $p, 0;
-        }
-    }
-}
 
 
 
@@ -193,13 +147,6 @@ sub type_of {
     };
 }
 
-sub family_sum {
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $m->{$_} for grep { /^\Q$name\E(?:\{|$)/ } keys %$m;
-    return $s;
-}
-
 
 # --- the load ----------------------------------------------------------------
 
@@ -216,7 +163,7 @@ my @PLAN = (
 );
 
 for my $i (0 .. $CLIENTS - 1) {
-    spawn(sub {
+    PlayarrTest::spawn(sub {
         my $st = {};
         my (%n, $bad);
         my $until = time + $SECONDS + 30;
@@ -227,20 +174,20 @@ for my $i (0 .. $CLIENTS - 1) {
             my ($m, $p, $want, $ep) = @{ $PLAN[($i + $j) % @PLAN] };
             my $user = $USERS[($i * 7 + $j) % @USERS];
             my $path = $p =~ /%d/ ? sprintf($p, $j) : $p;
-            my $r = send_req($st, $m, $path,
+            my $r = $t->keepalive_request($st, $m, $path,
                              headers => { 'X-User' => $user });
             if ($r->{status} == $want) { $n{"$ep\t$want\t$user"}++ }
             else { $bad++ }
         }
 
-        $bad++ if send_req($st, 'GET', '/sync')->{status} != 204;
+        $bad++ if $t->keepalive_request($st, 'GET', '/sync')->{status} != 204;
         $t->write_file("client-$i", join '', "bad\t$bad\n",
                        map { "n\t$_\t$n{$_}\n" } keys %n);
     });
 }
 
 # the pusher: counters, histograms, gauges (with resets), in batches
-spawn(sub {
+PlayarrTest::spawn(sub {
     my $st = {};
     my ($ok, $bad) = (0, 0);
     my $until = time + $SECONDS + 30;
@@ -264,7 +211,7 @@ spawn(sub {
             { metric => 'provider_active_connections', op => 'inc',
               labels => { provider_id => 'p1' }, value => $k % 2 ? 1 : -1 },
         ];
-        my $r = send_req($st, 'POST', '/push', body => $JSON->encode($batch),
+        my $r = $t->keepalive_request($st, 'POST', '/push', body => $JSON->encode($batch),
                          headers => [%AUTH,
                                      'Content-Type' => 'application/json']);
         if ($r->{status} == 204) { $ok++ } else { $bad++ }
@@ -285,7 +232,7 @@ my $pace = $SECONDS / $SCRAPES;
 
 while (@files < $SCRAPES && time - $start < $SECONDS + 20) {
     my $t1 = time;
-    my $r = send_req($sc, 'GET', '/metrics', headers => \%AUTH);
+    my $r = $t->keepalive_request($sc, 'GET', '/metrics', headers => \%AUTH);
     push @lat, time - $t1;
 
     if ($r->{status} != 200) {
@@ -303,12 +250,7 @@ while (@files < $SCRAPES && time - $start < $SECONDS + 20) {
 my $load_time = time - $start;
 $t->write_file('stop', '');
 
-my $kids_failed = 0;
-for my $p (@KIDS) {
-    waitpid $p, 0;
-    $kids_failed++ if $?;
-}
-@KIDS = ();
+my $kids_failed = PlayarrTest::reap_kids();
 
 is($kids_failed, 0, 'every client and the pusher finished');
 is($failed_scrapes, 0, 'every scrape answered 200');
@@ -405,19 +347,19 @@ for my $k (keys %want) {
 
 is_deeply(\%got, \%want, "every requests_total series exact ($answered"
                          . ' requests)');
-is(family_sum($m, "${DUR}_count"), $answered, 'duration _count exact');
+is(PlayarrTest::family_sum($m, "${DUR}_count"), $answered, 'duration _count exact');
 my %by_status;
 $by_status{ (split /\t/)[1] } += $want{$_} for keys %want;
 
-is(family_sum($m, 'playarr_authentication_failures_total'),
+is(PlayarrTest::family_sum($m, 'playarr_authentication_failures_total'),
    $by_status{401} // 0, 'authentication failures exact');
-is(family_sum($m, 'playarr_managed_errors_total'), $by_status{502} // 0,
+is(PlayarrTest::family_sum($m, 'playarr_managed_errors_total'), $by_status{502} // 0,
    'managed errors exact');
-is(family_sum($m, 'playarr_stream_requests_total'), $pushed,
+is(PlayarrTest::family_sum($m, 'playarr_stream_requests_total'), $pushed,
    'stream_requests: one per push');
-is(family_sum($m, 'playarr_cache_operations_total'), $pushed / 2,
+is(PlayarrTest::family_sum($m, 'playarr_cache_operations_total'), $pushed / 2,
    'cache_operations: 0.5 per push');
-is(family_sum($m, 'playarr_stream_request_duration_seconds_count'), $pushed,
+is(PlayarrTest::family_sum($m, 'playarr_stream_request_duration_seconds_count'), $pushed,
    'stream_request_duration: one observation per push');
 
 $t->stop;

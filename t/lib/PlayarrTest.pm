@@ -1642,10 +1642,91 @@ sub _finish {
 }
 
 
+# --- load from forked clients (t/5x) ---------------------------------------
+
+# one request on the keep-alive connection kept in $st (a hash the caller
+# owns); a connection the server closed (a reload, a killed worker) is
+# opened again and the request sent again: a request that got no answer was
+# not processed.  $st->{retries} counts the requests sent again.
+sub keepalive_request {
+    my ($self, $st, $method, $path, %opt) = @_;
+
+    for (1 .. 300) {
+        $st->{c} ||= eval { $self->connect(timeout => $opt{timeout}) }
+            or do { sleep 0.01; next };
+        my $r = $st->{c}->request($method, $path, %opt);
+        my $conn = lc(header($r, 'Connection') // '');
+
+        if ($r->{status} == 599 || $conn eq 'close') {
+            $st->{c}->close;
+            $st->{c} = undef;
+        }
+
+        return $r if $r->{status} != 599;
+
+        $st->{retries}++;
+    }
+
+    return { status => 599, headers => {} };
+}
+
+my $KIDS_PARENT = $$;
+my @KIDS;
+
+# a child process running $code; exit status 0 unless $code died
+sub spawn {
+    my ($code) = @_;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        eval { $code->() };
+        print STDERR $@ if $@;
+        _exit($@ ? 1 : 0);
+    }
+
+    push @KIDS, $pid;
+    return $pid;
+}
+
+# waits for these children (all spawned ones by default); how many failed
+sub reap_kids {
+    my (@pids) = @_;
+    my %gone;
+    my $failed = 0;
+
+    @pids = @KIDS unless @pids;
+
+    for my $p (@pids) {
+        waitpid $p, 0;
+        $failed++ if $?;
+        $gone{$p} = 1;
+    }
+
+    @KIDS = grep { !$gone{$_} } @KIDS;
+
+    return $failed;
+}
+
+# the sum of a family's samples in parse_metrics() output
+sub family_sum {
+    my ($m, $name) = @_;
+    my $s = 0;
+    $s += $m->{$_} for grep { /^\Q$name\E(?:\{|$)/ } keys %$m;
+    return $s;
+}
+
+
 END {
     my $status = $?;
     $END_STATUS = $status;
     $? = 0;
+
+    # clients still running are stopped before their nginx is
+    if ($$ == $KIDS_PARENT) {
+        kill 'KILL', @KIDS if @KIDS;
+        reap_kids();
+    }
 
     for my $t (@LIVE) {
         $t->_finish;
