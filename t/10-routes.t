@@ -194,33 +194,6 @@ $t->start;
 my $token = $t->read_token('metrics.token');
 my %auth = (Authorization => "Bearer $token");
 
-# A keep-alive client: nginx runs the log phase of a request before it
-# reads the next one on the same connection, so a scrape sent after a
-# request on the same connection always sees that request recorded.
-{
-    package Client;
-
-    sub new {
-        my ($class, $t, $port) = @_;
-        return bless { t => $t, port => $port }, $class;
-    }
-
-    sub req {
-        my ($self, $method, $path, %opt) = @_;
-
-        $self->{c} ||= $self->{t}->connect(port => $self->{port});
-        my $r = $self->{c}->request($method, $path, %opt);
-
-        my $conn = PlayarrTest::header($r, 'Connection') // '';
-        if ($r->{status} == 599 || lc $conn eq 'close') {
-            $self->{c}->close;
-            $self->{c} = undef;
-        }
-
-        return $r;
-    }
-}
-
 sub scrape {
     my ($cl) = @_;
     my $r = $cl->req('GET', '/scrape', headers => \%auth);
@@ -287,7 +260,7 @@ sub endpoint_is {
     return $r;
 }
 
-my $cl = Client->new($t, $t->port);
+my $cl = PlayarrTest::Client->new($t, $t->port);
 
 # --- the route list itself ---------------------------------------------------
 
@@ -503,7 +476,7 @@ for my $s (@secret_req) {
 
 # --- internal redirects and subrequests (server on %%PORT2%%) ---------------
 
-my $cl2 = Client->new($t, $t->port(2));
+my $cl2 = PlayarrTest::Client->new($t, $t->port(2));
 
 # every test: the original path, its template, what the client gets
 my @redirect = (

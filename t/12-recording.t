@@ -220,34 +220,7 @@ my %auth = (Authorization => "Bearer $token");
 
 # --- helpers -----------------------------------------------------------------
 
-# A keep-alive client: nginx runs the log phase of a request before it
-# reads the next one on the same connection, so a scrape sent after a
-# request on the same connection always sees that request recorded.
-{
-    package Client;
-
-    sub new {
-        my ($class, $t, $port) = @_;
-        return bless { t => $t, port => $port }, $class;
-    }
-
-    sub req {
-        my ($self, $method, $path, %opt) = @_;
-
-        $self->{c} ||= $self->{t}->connect(port => $self->{port});
-        my $r = $self->{c}->request($method, $path, %opt);
-
-        my $conn = PlayarrTest::header($r, 'Connection') // '';
-        if ($r->{status} == 599 || lc $conn eq 'close') {
-            $self->{c}->close;
-            $self->{c} = undef;
-        }
-
-        return $r;
-    }
-}
-
-my $cl = Client->new($t, $t->port);
+my $cl = PlayarrTest::Client->new($t, $t->port);
 
 sub scrape {
     my $r = $cl->req('GET', '/scrape', headers => \%auth);

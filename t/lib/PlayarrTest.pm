@@ -1736,6 +1736,39 @@ END {
 }
 
 
+
+# A keep-alive client on one port: nginx runs the log phase of a request
+# before it reads the next one on the same connection, so a scrape sent
+# after a request on the same connection always sees that request
+# recorded.  PlayarrTest::Client->new($t, $port), ->req($method, $path,
+# %opt) as $t->request; a closed connection is opened again next time.
+
+package PlayarrTest::Client;
+
+use strict;
+use warnings;
+
+sub new {
+    my ($class, $t, $port) = @_;
+    return bless { t => $t, port => $port }, $class;
+}
+
+sub req {
+    my ($self, $method, $path, %opt) = @_;
+
+    $self->{c} ||= $self->{t}->connect(port => $self->{port});
+    my $r = $self->{c}->request($method, $path, %opt);
+
+    my $conn = PlayarrTest::header($r, 'Connection') // '';
+    if ($r->{status} == 599 || lc $conn eq 'close') {
+        $self->{c}->close;
+        $self->{c} = undef;
+    }
+
+    return $r;
+}
+
+
 package PlayarrTest::Conn;
 
 use strict;
