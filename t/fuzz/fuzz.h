@@ -60,6 +60,9 @@ ngx_http_playarr_metrics_store_t *fuzz_store_create(ngx_pool_t *pool,
     ngx_uint_t pages, ngx_uint_t max_series);
 void fuzz_store_destroy(ngx_http_playarr_metrics_store_t *store);
 
+/* the pages of the smallest zone that holds Playarr's families */
+ngx_uint_t fuzz_min_pages(void);
+
 /* a hash of the input, to pick sizes and limits reproducibly */
 uint32_t fuzz_hash(const uint8_t *data, size_t size);
 

@@ -358,6 +358,36 @@ fuzz_store_destroy(ngx_http_playarr_metrics_store_t *store)
 
 /* FNV-1a */
 
+ngx_uint_t
+fuzz_min_pages(void)
+{
+    ngx_pool_t                        *pool;
+    ngx_http_playarr_metrics_store_t  *store;
+    static ngx_uint_t                  pages;
+
+    if (pages) {
+        return pages;
+    }
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, &fuzz_log);
+    if (pool == NULL) {
+        fuzz_fatal("ngx_create_pool() failed");
+    }
+
+    store = fuzz_store_create(pool, 4096, 10000);
+    if (store == NULL) {
+        fuzz_fatal("no store");
+    }
+
+    pages = 4096 - store->shpool->pfree;
+
+    fuzz_store_destroy(store);
+    ngx_destroy_pool(pool);
+
+    return pages;
+}
+
+
 uint32_t
 fuzz_hash(const uint8_t *data, size_t size)
 {

@@ -37,33 +37,11 @@ static size_t fuzz_value(u_char *dst, const u_char *src, size_t len);
 static size_t fuzz_char(const u_char *p, const u_char *last);
 
 
-static ngx_uint_t  fuzz_min_pages;
-
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    ngx_pool_t                        *pool;
-    ngx_http_playarr_metrics_store_t  *store;
-
     (void) fuzz_playarr_families();
-
-    /* the smallest zone that holds Playarr's families */
-
-    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, &fuzz_log);
-    if (pool == NULL) {
-        fuzz_fatal("ngx_create_pool() failed");
-    }
-
-    store = fuzz_store_create(pool, 4096, 10000);
-    if (store == NULL) {
-        fuzz_fatal("no store");
-    }
-
-    fuzz_min_pages = 4096 - store->shpool->pfree;
-
-    fuzz_store_destroy(store);
-    ngx_destroy_pool(pool);
+    (void) fuzz_min_pages();
 
     return 0;
 }
@@ -87,7 +65,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     h = fuzz_hash(data, size);
 
-    pages = (h & 3) ? 1024 : fuzz_min_pages + ((h >> 2) & 7);
+    pages = (h & 3) ? 1024 : fuzz_min_pages() + ((h >> 2) & 7);
     max = ((h >> 5) & 3) ? 10000 : 3;
 
     pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, &fuzz_log);

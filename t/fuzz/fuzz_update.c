@@ -64,31 +64,11 @@ static const char  *fuzz_ops[] = {
     "inc", "dec", "set", "observe", "reset", NULL
 };
 
-static ngx_uint_t  fuzz_min_pages;
-
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    ngx_pool_t                        *pool;
-    ngx_http_playarr_metrics_store_t  *store;
-
     (void) fuzz_playarr_families();
-
-    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, &fuzz_log);
-    if (pool == NULL) {
-        fuzz_fatal("ngx_create_pool() failed");
-    }
-
-    store = fuzz_store_create(pool, 4096, 10000);
-    if (store == NULL) {
-        fuzz_fatal("no store");
-    }
-
-    fuzz_min_pages = 4096 - store->shpool->pfree;
-
-    fuzz_store_destroy(store);
-    ngx_destroy_pool(pool);
+    (void) fuzz_min_pages();
 
     return 0;
 }
@@ -109,7 +89,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     h = fuzz_hash(data, size);
 
-    pages = (h & 3) ? 1024 : fuzz_min_pages + ((h >> 2) & 7);
+    pages = (h & 3) ? 1024 : fuzz_min_pages() + ((h >> 2) & 7);
     max = ((h >> 5) & 3) ? 10000 : 3;
     fail = ((h >> 8) & 15) ? 0 : 1 + ((h >> 12) & 63);
 
