@@ -765,7 +765,8 @@ ngx_http_playarr_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
 
-    double  *b;
+    double           *b;
+    ngx_core_conf_t  *ccf;
 
     ngx_conf_init_uint_value(pmcf->max_series, 10000);
 
@@ -785,8 +786,14 @@ ngx_http_playarr_metrics_init_main_conf(ngx_conf_t *cf, void *conf)
                sizeof(ngx_http_playarr_metrics_default_buckets));
 
     if (pmcf->store) {
+        ccf = (ngx_core_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                               ngx_core_module);
+
         pmcf->store->max_series = pmcf->max_series;
         pmcf->store->state_file = pmcf->state_file;
+
+        /* filled in by the core module once the configuration is read */
+        pmcf->store->oldpid = &ccf->oldpid;
     }
 
     return NGX_CONF_OK;
@@ -1808,7 +1815,8 @@ ngx_http_playarr_metrics_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
 /*
  * The state file is saved by the master when nginx stops, and every
  * minute by the first worker, so that a crash of the whole server loses
- * a minute at most.
+ * a minute at most.  The first worker also looks every second for a
+ * binary upgrade of its master, and saves at once for the new binary.
  */
 
 static ngx_int_t
@@ -1830,7 +1838,9 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
     pmcf->save.log = cycle->log;
     pmcf->save.cancelable = 1;
 
-    ngx_add_timer(&pmcf->save, pmcf->save_every);
+    pmcf->save_next = ngx_current_msec + pmcf->save_every;
+
+    ngx_add_timer(&pmcf->save, NGX_HTTP_PLAYARR_METRICS_SAVE_TICK);
 
     return NGX_OK;
 }
@@ -1841,14 +1851,51 @@ ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = ev->data;
 
+    ngx_file_info_t  fi;
+
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
+    ngx_add_timer(ev, NGX_HTTP_PLAYARR_METRICS_SAVE_TICK);
+
+    if (ngx_http_playarr_metrics_state_oldbin(pmcf->store->oldpid,
+                                              ngx_parent, &fi)
+        == NGX_OK)
+    {
+        /*
+         * the new binary starts from this save; later ones would only
+         * overwrite its own
+         */
+
+        if (fi.st_ctim.tv_sec == pmcf->handoff.tv_sec
+            && fi.st_ctim.tv_nsec == pmcf->handoff.tv_nsec)
+        {
+            return;
+        }
+
+        pmcf->handoff = fi.st_ctim;
+
+        if (ngx_http_playarr_metrics_state_save(pmcf->store,
+                                                &pmcf->state_file, ev->log)
+            == NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "playarr_metrics state saved to \"%V\" "
+                          "for the new binary", &pmcf->state_file);
+        }
+
+        return;
+    }
+
+    if ((ngx_msec_int_t) (ngx_current_msec - pmcf->save_next) < 0) {
+        return;
+    }
+
+    pmcf->save_next = ngx_current_msec + pmcf->save_every;
+
     (void) ngx_http_playarr_metrics_state_save(pmcf->store,
                                                &pmcf->state_file, ev->log);
-
-    ngx_add_timer(ev, pmcf->save_every);
 }
 
 
@@ -1863,6 +1910,14 @@ ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle)
     if (pmcf == NULL || pmcf->store == NULL || pmcf->state_file.len == 0
         || pmcf->store->sh == NULL)
     {
+        return;
+    }
+
+    if (ngx_new_binary) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "playarr_metrics state not saved to \"%V\": "
+                      "the new binary %P keeps it", &pmcf->state_file,
+                      ngx_new_binary);
         return;
     }
 

@@ -47,6 +47,7 @@
 #define NGX_HTTP_PLAYARR_METRICS_NAME_MAX     128
 #define NGX_HTTP_PLAYARR_METRICS_BODY_MAX     (1024 * 1024)
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY   60000
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_TICK    1000
 
 /* where a value is read from */
 #define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
@@ -71,7 +72,9 @@ typedef struct {
     ngx_uint_t                           max_series;
     ngx_str_t                            state_file;
     ngx_msec_t                           save_every;
+    ngx_msec_t                           save_next;
     ngx_event_t                          save;
+    struct timespec                      handoff;      /* ".oldbin" ctime */
     ngx_array_t                         *buckets;      /* default, double */
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */

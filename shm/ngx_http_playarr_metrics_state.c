@@ -716,3 +716,101 @@ done:
         ngx_free(from);
     }
 }
+
+
+/*
+ * A binary upgrade (SIGUSR2) renames the pid file to ".oldbin" and runs
+ * the new binary, which starts its zone from the state file.  The first
+ * worker of the old binary looks for that file every second and, when it
+ * names its own master, saves at once; the new binary waits a few seconds
+ * for that save, so that it starts from the counts of the upgrade rather
+ * than from the last periodic save.
+ *
+ * _oldbin() returns NGX_OK when the ".oldbin" file exists and holds the
+ * pid of master, its information in fi (the rename set its st_ctim).
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid, ngx_pid_t master,
+    ngx_file_info_t *fi)
+{
+    u_char    *p, *last;
+    ssize_t    n;
+    ngx_fd_t   fd;
+    u_char     buf[NGX_INT64_LEN + 2];
+
+    if (oldpid == NULL || oldpid->len == 0
+        || ngx_file_info(oldpid->data, fi) == NGX_FILE_ERROR)
+    {
+        return NGX_DECLINED;
+    }
+
+    fd = ngx_open_file(oldpid->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        return NGX_DECLINED;
+    }
+
+    n = ngx_read_fd(fd, buf, sizeof(buf));
+
+    (void) ngx_close_file(fd);
+
+    if (n <= 0) {
+        return NGX_DECLINED;
+    }
+
+    last = buf + n;
+
+    for (p = buf; p < last && *p >= '0' && *p <= '9'; p++) {
+        /* void */
+    }
+
+    if (ngx_atoi(buf, p - buf) != (ngx_int_t) master) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+#define NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT  3000
+#define NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP  20
+
+
+void
+ngx_http_playarr_metrics_state_handoff(ngx_http_playarr_metrics_store_t *store,
+    ngx_log_t *log)
+{
+    ngx_uint_t       i;
+    ngx_file_info_t  pfi, sfi;
+
+    if (ngx_http_playarr_metrics_state_oldbin(store->oldpid, ngx_parent, &pfi)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    for (i = 0;
+         i <= NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT
+              / NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP;
+         i++)
+    {
+        if (ngx_file_info(store->state_file.data, &sfi) != NGX_FILE_ERROR
+            && (sfi.st_mtim.tv_sec > pfi.st_ctim.tv_sec
+                || (sfi.st_mtim.tv_sec == pfi.st_ctim.tv_sec
+                    && sfi.st_mtim.tv_nsec >= pfi.st_ctim.tv_nsec)))
+        {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "state file \"%V\" saved by the old binary",
+                          &store->state_file);
+            return;
+        }
+
+        ngx_msleep(NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP);
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "the old binary did not save state file \"%V\" "
+                  "within %ui s, the counts since its last save are lost",
+                  &store->state_file,
+                  (ngx_uint_t) NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT / 1000);
+}

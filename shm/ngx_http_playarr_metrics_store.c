@@ -172,9 +172,15 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
     /*
      * A zone made at start, or by a new binary, begins from the state
      * file; one that replaces a zone of another size begins from zero.
+     * A new binary started by SIGUSR2 first lets the old one save.
      */
 
     if (resized == NULL && store->state_file.len) {
+
+        if (ngx_inherited && !ngx_test_config) {
+            ngx_http_playarr_metrics_state_handoff(store, shm_zone->shm.log);
+        }
+
         ngx_http_playarr_metrics_state_restore(store, &store->state_file,
                                                shm_zone->shm.log);
     }

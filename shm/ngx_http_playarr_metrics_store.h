@@ -152,6 +152,7 @@ typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          max_series;
     ngx_str_t                           state_file;
+    ngx_str_t                          *oldpid;     /* core's ".oldbin" */
 
     ngx_array_t                         families;   /* family_conf_t */
     ngx_array_t                         layouts;    /* ngx_array_t * */
@@ -197,6 +198,10 @@ ngx_int_t ngx_http_playarr_metrics_state_save(
     ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
 void ngx_http_playarr_metrics_state_restore(
     ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid,
+    ngx_pid_t master, ngx_file_info_t *fi);
+void ngx_http_playarr_metrics_state_handoff(
+    ngx_http_playarr_metrics_store_t *store, ngx_log_t *log);
 
 size_t ngx_http_playarr_metrics_store_used(
     ngx_http_playarr_metrics_store_t *store);

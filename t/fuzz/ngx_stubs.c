@@ -76,6 +76,9 @@ ngx_uint_t             ngx_pagesize = 4096;
 ngx_uint_t             ngx_pagesize_shift = 12;
 ngx_uint_t             ngx_cacheline_size = 64;
 ngx_pid_t              ngx_pid = 1;
+ngx_pid_t              ngx_parent;
+ngx_uint_t             ngx_inherited;
+ngx_uint_t             ngx_test_config;
 ngx_module_t           ngx_core_module;
 uint32_t               ngx_crc32_table256[256];
 uint32_t              *ngx_crc32_table_short = fuzz_crc32_table16;
@@ -413,6 +416,27 @@ ngx_alloc_chain_link(ngx_pool_t *pool)
 
 
 /* strings */
+
+ngx_int_t
+ngx_atoi(u_char *line, size_t n)
+{
+    ngx_int_t  value;
+
+    if (n == 0) {
+        return NGX_ERROR;
+    }
+
+    for (value = 0; n--; line++) {
+        if (*line < '0' || *line > '9' || value > NGX_MAX_INT_T_VALUE / 10) {
+            return NGX_ERROR;
+        }
+
+        value = value * 10 + (*line - '0');
+    }
+
+    return value < 0 ? NGX_ERROR : value;
+}
+
 
 void
 ngx_strlow(u_char *dst, u_char *src, size_t n)
