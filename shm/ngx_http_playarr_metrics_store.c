@@ -202,6 +202,7 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
 {
     ngx_uint_t                               i;
     ngx_array_t                            **layouts;
+    ngx_http_playarr_metrics_family_t       *head;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
     if (store->sh == NULL
@@ -232,15 +233,37 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
     }
 
     fc = store->families.elts;
+    head = store->sh->families;
 
     for (i = 0; i < store->families.nelts; i++) {
         fc[i].shared = ngx_http_playarr_metrics_family(store, &fc[i], log);
         if (fc[i].shared == NULL) {
-            goto full;
+            goto failed;
         }
     }
 
     return NGX_OK;
+
+failed:
+
+    /*
+     * The configuration is refused and the running one stays: the
+     * families made for it are forgotten, and those they were to
+     * replace, which the running workers still write into, are found
+     * again by the next reload.
+     */
+
+    ngx_shmtx_lock(&store->shpool->mutex);
+
+    store->sh->families = head;
+
+    for (i = 0; i < store->families.nelts; i++) {
+        if (fc[i].replaced) {
+            fc[i].replaced->retired = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&store->shpool->mutex);
 
 full:
 
@@ -348,6 +371,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
 
         if (old) {
             old->retired = 1;
+            fc->replaced = old;
         }
 
         f->next = sh->families;

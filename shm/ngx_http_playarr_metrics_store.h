@@ -140,6 +140,7 @@ typedef struct {
     ngx_array_t                        *buckets;    /* of double */
 
     ngx_http_playarr_metrics_family_t  *shared;
+    ngx_http_playarr_metrics_family_t  *replaced;   /* retired by bind */
     ngx_uint_t                          layout;     /* into store layouts */
     ngx_array_t                        *layouts;    /* more, ngx_uint_t */
 } ngx_http_playarr_metrics_family_conf_t;

@@ -29,6 +29,8 @@ extern void (*fuzz_log_hook)(ngx_uint_t level, u_char *msg, size_t len);
 
 /* 0: allocations never fail; N: the Nth ngx_palloc() from now on fails */
 extern ngx_uint_t  fuzz_fail_after;
+/* 0: as the zone's pages allow; N: the Nth slab allocation from now fails */
+extern ngx_uint_t  fuzz_slab_fail_after;
 
 extern ngx_log_t   fuzz_log;
 

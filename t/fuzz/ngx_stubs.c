@@ -85,6 +85,7 @@ uint32_t              *ngx_crc32_table_short = fuzz_crc32_table16;
 
 ngx_log_t              fuzz_log;
 ngx_uint_t             fuzz_fail_after;
+ngx_uint_t             fuzz_slab_fail_after;
 void                 (*fuzz_log_hook)(ngx_uint_t level, u_char *msg,
                                       size_t len);
 
@@ -1141,6 +1142,10 @@ ngx_slab_alloc_locked(ngx_slab_pool_t *pool, size_t size)
 
     if (*pool->mutex.lock == 0) {
         fuzz_fatal("ngx_slab_alloc_locked() without the slab mutex");
+    }
+
+    if (fuzz_slab_fail_after && --fuzz_slab_fail_after == 0) {
+        return NULL;
     }
 
     pages = 0;
