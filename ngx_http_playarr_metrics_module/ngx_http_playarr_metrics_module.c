@@ -26,6 +26,31 @@ typedef struct {
 } ngx_http_playarr_metrics_ctx_t;
 
 
+/*
+ * The requests a worker recorded lately: the series of an endpoint, a
+ * status and a user (as the request gave it), found again without the
+ * keys being built, hashed and compared.  Series are never freed nor
+ * moved while their zone lives, and the cache lives with the main conf,
+ * so with the zone and families it was filled from; an overflow series
+ * is never kept, so that every refused request still counts as one.  A
+ * set holds 4 entries, the newest first: 2048 entries of 64 bytes, 128k a
+ * worker, allocated when it records its first request.  A user longer
+ * than 32 bytes is not kept.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
+
+struct ngx_http_playarr_metrics_recent_s {
+    u_char                             *endpoint;      /* a template */
+    uint64_t                            tag;           /* lengths, status */
+    ngx_http_playarr_metrics_series_t  *duration;
+    ngx_http_playarr_metrics_series_t  *requests;
+    u_char            user[NGX_HTTP_PLAYARR_METRICS_RECENT_USER];
+};
+
+
 static ngx_int_t ngx_http_playarr_metrics_header_filter(
     ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
@@ -33,6 +58,9 @@ static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
+    uint32_t status, ngx_str_t *user, uint64_t *tag);
 static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
 static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
@@ -500,21 +528,23 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 {
-    u_char                                  *p, *q;
-    size_t                                   ulen;
-    ngx_str_t                                ep, s;
-    ngx_uint_t                               i, status;
+    u_char                                  *p, *key, *user;
+    size_t                                   ulen, elen, n;
+    uint32_t                                 status;
+    uint64_t                                 tag;
+    ngx_str_t                                ep, s, u;
+    ngx_uint_t                               i;
     ngx_msec_int_t                           ms;
     ngx_time_t                              *tp;
     ngx_http_playarr_metrics_value_t        *value;
     ngx_http_playarr_metrics_store_t        *store;
-    ngx_http_playarr_metrics_series_t       *series;
+    ngx_http_playarr_metrics_series_t       *series, *duration;
     ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_recent_t       *set, *hit;
     ngx_http_playarr_metrics_loc_conf_t     *plcf;
     ngx_http_playarr_metrics_main_conf_t    *pmcf;
     ngx_http_playarr_metrics_family_conf_t  *fc;
-    u_char                      user[NGX_HTTP_PLAYARR_METRICS_VALUE_MAX];
-    u_char                      key[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
@@ -531,38 +561,32 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
 
-    /* the user: the first non-empty value */
+    /* the user: the first non-empty value, as it is */
 
-    ulen = 0;
+    u.len = 0;
+    u.data = buf;
 
     if (plcf->username) {
         value = plcf->username->elts;
 
         for (i = 0; i < plcf->username->nelts; i++) {
-            if (ngx_http_playarr_metrics_eval(r, &value[i], &s) != NGX_OK) {
+            if (ngx_http_playarr_metrics_eval(r, &value[i], &u) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            if (s.len) {
-                ulen = ngx_http_playarr_metrics_value_copy(user, s.data,
-                                                           s.len);
+            if (u.len) {
                 break;
             }
         }
     }
 
-    if (ulen == 0) {
-        ulen = sizeof(NGX_HTTP_PLAYARR_METRICS_ANONYMOUS) - 1;
-        ngx_memcpy(user, NGX_HTTP_PLAYARR_METRICS_ANONYMOUS, ulen);
-    }
-
     /* the status as the access log has it */
 
     if (r->err_status) {
-        status = r->err_status;
+        status = (uint32_t) ngx_min(r->err_status, 999);
 
     } else if (r->headers_out.status) {
-        status = r->headers_out.status;
+        status = (uint32_t) ngx_min(r->headers_out.status, 999);
 
     } else if (r->http_version == NGX_HTTP_VERSION_9) {
         status = 9;
@@ -571,56 +595,123 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         status = 0;
     }
 
-    if (status > 999) {
-        status = 999;
-    }
-
-    /* key: endpoint, user; the endpoint is the common prefix of all keys */
-
-    p = ngx_cpymem(key, ep.data, ep.len);
-    *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
-    q = p;
-    p = ngx_cpymem(p, user, ulen);
-
     tp = ngx_timeofday();
 
     ms = (ngx_msec_int_t)
              ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
-    layout = NULL;
+    /* the series of a request recorded lately */
 
-    if (plcf->layout != NGX_CONF_UNSET_UINT) {
-        layout = store->shared_layouts[plcf->layout];
+    set = NULL;
+    hit = NULL;
+    tag = 0;
+
+    if (u.len <= NGX_HTTP_PLAYARR_METRICS_RECENT_USER) {
+        set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
     }
 
-    series = ngx_http_playarr_metrics_series(store,
+    if (set) {
+        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+            if (set[i].endpoint == ep.data
+                && set[i].tag == tag
+                && ngx_memcmp(set[i].user, u.data, u.len) == 0)
+            {
+                hit = &set[i];
+
+                ngx_http_playarr_metrics_observe(hit->duration,
+                                                 (double) ms / 1000);
+                ngx_http_playarr_metrics_add(hit->requests, 1);
+                break;
+            }
+        }
+
+        if (hit && status != NGX_HTTP_UNAUTHORIZED && !plcf->error_type) {
+            return NGX_OK;
+        }
+    }
+
+    /*
+     * Every key ends with the user: it is written once, at the end of
+     * buf, and the values before it in each key are written in front of it.
+     */
+
+    user = buf + sizeof(buf) - NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
+    ulen = 0;
+
+    if (u.len) {
+        ulen = ngx_http_playarr_metrics_value_copy(user, u.data, u.len);
+    }
+
+    if (ulen == 0) {
+        ulen = sizeof(NGX_HTTP_PLAYARR_METRICS_ANONYMOUS) - 1;
+        ngx_memcpy(user, NGX_HTTP_PLAYARR_METRICS_ANONYMOUS, ulen);
+    }
+
+    /* key: endpoint, user */
+
+    key = user - 1 - ep.len;
+    p = ngx_cpymem(key, ep.data, ep.len);
+    *p = NGX_HTTP_PLAYARR_METRICS_SEP;
+    n = user + ulen - key;
+
+    duration = NULL;
+
+    if (hit == NULL) {
+        layout = NULL;
+
+        if (plcf->layout != NGX_CONF_UNSET_UINT) {
+            layout = store->shared_layouts[plcf->layout];
+        }
+
+        duration = ngx_http_playarr_metrics_series(store,
                                   &fc[NGX_HTTP_PLAYARR_METRICS_DURATION],
-                                  layout, key, p - key);
-    ngx_http_playarr_metrics_observe(series, (double) ms / 1000);
+                                  layout, key, n);
+        ngx_http_playarr_metrics_observe(duration, (double) ms / 1000);
+    }
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
         series = ngx_http_playarr_metrics_series(store,
                                   &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
-                                  NULL, key, p - key);
+                                  NULL, key, n);
         ngx_http_playarr_metrics_add(series, 1);
     }
 
     /* key: endpoint, status, user */
 
-    p = q;
-    *p++ = (u_char) ('0' + status / 100);
-    *p++ = (u_char) ('0' + status / 10 % 10);
-    *p++ = (u_char) ('0' + status % 10);
-    *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
-    p = ngx_cpymem(p, user, ulen);
+    if (hit == NULL) {
+        key -= 4;
+        p = ngx_cpymem(key, ep.data, ep.len);
+        p[0] = NGX_HTTP_PLAYARR_METRICS_SEP;
+        p[1] = (u_char) ('0' + status / 100);
+        p[2] = (u_char) ('0' + status / 10 % 10);
+        p[3] = (u_char) ('0' + status % 10);
+        p[4] = NGX_HTTP_PLAYARR_METRICS_SEP;
 
-    series = ngx_http_playarr_metrics_series(store,
+        series = ngx_http_playarr_metrics_series(store,
                                   &fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS],
-                                  NULL, key, p - key);
-    ngx_http_playarr_metrics_add(series, 1);
+                                  NULL, key, n + 4);
+        ngx_http_playarr_metrics_add(series, 1);
 
-    /* key: endpoint, error type, user */
+        if (set
+            && duration
+               != fc[NGX_HTTP_PLAYARR_METRICS_DURATION].shared->overflow
+            && series
+               != fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS].shared->overflow)
+        {
+            for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
+                set[i] = set[i - 1];
+            }
+
+            set[0].endpoint = ep.data;
+            set[0].tag = tag;
+            set[0].duration = duration;
+            set[0].requests = series;
+            ngx_memcpy(set[0].user, u.data, u.len);
+        }
+    }
+
+    /* key: endpoint, error type, user; the error type first in buf */
 
     if (plcf->error_type) {
         if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s) != NGX_OK) {
@@ -628,19 +719,56 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         }
 
         if (s.len) {
-            p = q;
-            p += ngx_http_playarr_metrics_value_copy(p, s.data, s.len);
+            elen = ngx_http_playarr_metrics_value_copy(buf, s.data, s.len);
+
+            key = user - 2 - elen - ep.len;
+            p = ngx_cpymem(key, ep.data, ep.len);
             *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
-            p = ngx_cpymem(p, user, ulen);
+            p = ngx_cpymem(p, buf, elen);
+            *p = NGX_HTTP_PLAYARR_METRICS_SEP;
 
             series = ngx_http_playarr_metrics_series(store,
                                   &fc[NGX_HTTP_PLAYARR_METRICS_ERRORS],
-                                  NULL, key, p - key);
+                                  NULL, key, user + ulen - key);
             ngx_http_playarr_metrics_add(series, 1);
         }
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The set of the recent requests cache where an endpoint, status and user
+ * would be, and their tag; NULL if there is no cache.  The endpoint is the
+ * text of a template, or ngx_http_playarr_metrics_unknown: it lives as
+ * long as the configuration, so its address stands for it.
+ */
+
+static ngx_http_playarr_metrics_recent_t *
+ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_str_t *ep, uint32_t status, ngx_str_t *user, uint64_t *tag)
+{
+    uint32_t  h;
+
+    if (pmcf->recent == NULL) {
+        pmcf->recent = ngx_pcalloc(ngx_cycle->pool,
+                                   NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
+                                   * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
+                                   * sizeof(ngx_http_playarr_metrics_recent_t));
+        if (pmcf->recent == NULL) {
+            return NULL;
+        }
+    }
+
+    *tag = (uint64_t) ep->len | (uint64_t) status << 32
+           | (uint64_t) user->len << 48;
+
+    h = ngx_http_playarr_metrics_hash((uint32_t) ((uintptr_t) ep->data >> 3)
+                                      ^ status, user->data, user->len);
+
+    return &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
+                         * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
 }
 
 
@@ -686,8 +814,8 @@ ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
 
             if (h[i].hash == value->hash
                 && h[i].key.len == value->name.len
-                && ngx_strncmp(h[i].lowcase_key, value->name.data,
-                               value->name.len)
+                && ngx_memcmp(h[i].lowcase_key, value->name.data,
+                              value->name.len)
                    == 0)
             {
                 *s = h[i].value;

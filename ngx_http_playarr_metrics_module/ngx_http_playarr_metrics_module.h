@@ -64,6 +64,10 @@ typedef struct {
 } ngx_http_playarr_metrics_update_t;
 
 
+typedef struct ngx_http_playarr_metrics_recent_s
+    ngx_http_playarr_metrics_recent_t;
+
+
 typedef struct {
     ngx_shm_zone_t                      *shm_zone;
     ngx_http_playarr_metrics_store_t    *store;
@@ -78,6 +82,7 @@ typedef struct {
     ngx_array_t                         *buckets;      /* default, double */
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
+    ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
 
     /* where a directive of the module was first used, for errors */
     ngx_str_t                            used_file;

@@ -717,7 +717,7 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
 {
-    u_char                                  *p, *last, *start;
+    u_char                                  *p, *last, *start, *end, *next;
     size_t                                   n;
     uint64_t                                 w, w2, v, x, h;
     ngx_uint_t                               i;
@@ -732,24 +732,21 @@ ngx_http_playarr_metrics_routes_match(
         return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
     }
 
-    p = path;
+    p = path + 1;
     last = path + len;
     node = routes->root;
     f = frames;
 
     /*
-     * On a fresh entry into a node, p is where the previous segment ends,
-     * and the literal child is tried first.  A node left with alternatives
-     * still untried is pushed on frames[], with its segment start .. end;
-     * back there, the search resumes at alternative i: exts[0 .. nexts - 1],
-     * the parameter (nexts), "*".
+     * On a fresh entry into a node, p is past the "/" that ended the
+     * previous segment, and the literal child is tried first.  A node
+     * left with alternatives still untried is pushed on frames[], with its
+     * segment start .. end; back there, the search resumes at alternative
+     * i: exts[0 .. nexts - 1], the parameter (nexts), "*".  The next
+     * segment starts at next, past the "/" that follows end, if any.
      */
 
     for ( ;; ) {
-
-        while (p < last && *p == '/') {
-            p++;
-        }
 
         if (p == last) {
             /* the path ends here */
@@ -759,6 +756,12 @@ ngx_http_playarr_metrics_routes_match(
             }
 
             goto back;
+        }
+
+        if (*p == '/') {
+            /* an empty segment */
+            p++;
+            continue;
         }
 
         if (!node->inner) {
@@ -774,66 +777,98 @@ ngx_http_playarr_metrics_routes_match(
         start = p;
 
         if (last - p >= 8) {
-            n = 8;
             w = ngx_http_playarr_metrics_route_load(p);
 
         } else {
-            n = last - p;
-            w = ngx_http_playarr_metrics_route_word(p, n, path, last);
+            w = ngx_http_playarr_metrics_route_word(p, last - p, path, last);
         }
 
         x = ngx_http_playarr_metrics_route_slash(w);
-        w2 = 0;
 
         if (x) {
             /* the usual case: the segment is in w, and "/" follows */
             w &= ngx_http_playarr_metrics_route_before(x);
-            p += ngx_http_playarr_metrics_route_ctz(x) / 8;
-            h = ngx_http_playarr_metrics_route_hash(0, w);
+            end = p + ngx_http_playarr_metrics_route_ctz(x) / 8;
+            next = end + 1;
+
+        } else if (last - p <= 8) {
+            /* the last segment, in w */
+            end = last;
+            next = last;
 
         } else {
-            h = ngx_http_playarr_metrics_route_hash(0, w);
-            p += n;
-
-            while (p < last) {
-
-                if (last - p >= 8) {
-                    n = 8;
-                    v = ngx_http_playarr_metrics_route_load(p);
-
-                } else {
-                    n = last - p;
-                    v = ngx_http_playarr_metrics_route_word(p, n, path, last);
-                }
-
-                x = ngx_http_playarr_metrics_route_slash(v);
-
-                if (x) {
-                    v &= ngx_http_playarr_metrics_route_before(x);
-                    n = ngx_http_playarr_metrics_route_ctz(x) / 8;
-
-                    if (n == 0) {
-                        break;
-                    }
-                }
-
-                if (p - start == 8) {
-                    w2 = v;
-                }
-
-                h = ngx_http_playarr_metrics_route_hash(h, v);
-                p += n;
-
-                if (x) {
-                    break;
-                }
-            }
+            goto long_segment;
         }
 
+        /* a segment of at most 8 bytes: its literal, usually at once */
+
+        h = ngx_http_playarr_metrics_route_hash(0, w);
         i = 0;
 
         if (node->nlits) {
-            lit = ngx_http_playarr_metrics_route_find(node, start, p - start,
+            lit = &node->lits[h >> node->shift];
+
+            if (lit->word == w && lit->len == (size_t) (end - start)) {
+                child = lit->node;
+                goto descend;
+            }
+
+            lit = ngx_http_playarr_metrics_route_find(node, start, end - start,
+                                                      w, 0, h, path, last);
+            if (lit != NULL) {
+                child = lit->node;
+                goto descend;
+            }
+        }
+
+        goto resume;
+
+    long_segment:
+
+        h = ngx_http_playarr_metrics_route_hash(0, w);
+        w2 = 0;
+        p += 8;
+
+        for ( ;; ) {
+
+            if (last - p >= 8) {
+                n = 8;
+                v = ngx_http_playarr_metrics_route_load(p);
+
+            } else {
+                n = last - p;
+                v = ngx_http_playarr_metrics_route_word(p, n, path, last);
+            }
+
+            x = ngx_http_playarr_metrics_route_slash(v);
+
+            if (x) {
+                v &= ngx_http_playarr_metrics_route_before(x);
+                n = ngx_http_playarr_metrics_route_ctz(x) / 8;
+
+                if (n == 0) {
+                    break;
+                }
+            }
+
+            if (p - start == 8) {
+                w2 = v;
+            }
+
+            h = ngx_http_playarr_metrics_route_hash(h, v);
+            p += n;
+
+            if (x || p == last) {
+                break;
+            }
+        }
+
+        end = p;
+        next = (end == last) ? last : end + 1;
+        i = 0;
+
+        if (node->nlits) {
+            lit = ngx_http_playarr_metrics_route_find(node, start, end - start,
                                                       w, w2, h, path, last);
             if (lit != NULL) {
                 child = lit->node;
@@ -843,7 +878,7 @@ ngx_http_playarr_metrics_routes_match(
 
     resume:
 
-        n = p - start;
+        n = end - start;
 
         for ( /* void */ ; i < node->nexts; i++) {
             ext = &node->exts[i];
@@ -853,15 +888,15 @@ ngx_http_playarr_metrics_routes_match(
             }
 
             if (ext->len <= 8) {
-                v = ngx_http_playarr_metrics_route_word(p - ext->len, ext->len,
-                                                        path, last);
+                v = ngx_http_playarr_metrics_route_word(end - ext->len,
+                                                        ext->len, path, last);
                 if (v != ext->word
                     && ngx_http_playarr_metrics_route_lower(v) != ext->word)
                 {
                     continue;
                 }
 
-            } else if (!ngx_http_playarr_metrics_route_same(p - ext->len,
+            } else if (!ngx_http_playarr_metrics_route_same(end - ext->len,
                                                             ext->len,
                                                             ext->words,
                                                             path, last))
@@ -898,7 +933,8 @@ ngx_http_playarr_metrics_routes_match(
         node = f->node;
         i = f->next;
         start = f->start;
-        p = f->end;
+        end = f->end;
+        next = (end == last) ? last : end + 1;
 
         goto resume;
 
@@ -908,11 +944,12 @@ ngx_http_playarr_metrics_routes_match(
             f->node = node;
             f->next = i;
             f->start = start;
-            f->end = p;
+            f->end = end;
             f++;
         }
 
         node = child;
+        p = next;
     }
 }
 

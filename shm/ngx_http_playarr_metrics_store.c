@@ -19,7 +19,13 @@
 /* bytes of zone per expected series, to size the hash table */
 #define NGX_HTTP_PLAYARR_METRICS_PER_SERIES  256
 
-#define ngx_http_playarr_metrics_rotl(x, n)  (((x) << (n)) | ((x) >> (64 - n)))
+/* the hash's odd multipliers: the golden ratio's, and splitmix64's */
+#define NGX_HTTP_PLAYARR_METRICS_K1  0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_PLAYARR_METRICS_K2  0xbf58476d1ce4e5b9ULL
+#define NGX_HTTP_PLAYARR_METRICS_K3  0x94d049bb133111ebULL
+
+#define NGX_HTTP_PLAYARR_METRICS_ONES   0x0101010101010101ULL
+#define NGX_HTTP_PLAYARR_METRICS_HIGHS  0x8080808080808080ULL
 
 
 static ngx_int_t ngx_http_playarr_metrics_bind(
@@ -35,9 +41,17 @@ static size_t ngx_http_playarr_metrics_family_def(
 static ngx_http_playarr_metrics_layout_t *
     ngx_http_playarr_metrics_shared_layout(
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *buckets);
+static ngx_inline uint32_t ngx_http_playarr_metrics_key_hash(uint32_t seed,
+    u_char *key, size_t len);
 static ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_lookup(
     ngx_http_playarr_metrics_sh_t *sh, ngx_http_playarr_metrics_family_t *f,
     u_char *key, size_t len, uint32_t hash);
+static ngx_http_playarr_metrics_series_t *
+    ngx_http_playarr_metrics_series_add(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    uint32_t hash);
 static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_series_create(
     ngx_http_playarr_metrics_store_t *store,
@@ -358,7 +372,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     ngx_shmtx_lock(&store->shpool->mutex);
 
     s = ngx_http_playarr_metrics_series_create(store, f, layout, key, klen,
-                        ngx_http_playarr_metrics_hash(f->seed, key, klen));
+                        ngx_http_playarr_metrics_key_hash(f->seed, key, klen));
 
     if (s) {
         f->overflow = s;
@@ -541,49 +555,61 @@ ngx_http_playarr_metrics_shared_layout(ngx_http_playarr_metrics_store_t *store,
 
 
 /*
- * A 64-bit multiply-rotate hash over 8-byte words (after FxHash), seeded
- * per zone and per family so that label values chosen by clients cannot
- * be lined up into one chain in advance.
+ * A keyed multiply-xorshift hash over 8-byte words: the seed (per zone,
+ * and per family) and the length make the first state, each word is
+ * mixed in by a multiplication whose high half is folded back down, so
+ * that label values chosen by clients cannot be lined up into one chain
+ * in advance.  The last word is the one that ends the key, overlapping
+ * the one before it; a key shorter than 8 bytes is read in pieces, never
+ * past its end.
  */
 
 uint32_t
 ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
 {
-    size_t    n;
-    uint64_t  h, w;
+    return ngx_http_playarr_metrics_key_hash(seed, key, len);
+}
 
-    h = seed ^ ((uint64_t) len << 32);
 
-    for (n = len; n >= 8; n -= 8) {
-        ngx_memcpy(&w, key, 8);
-        h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
-        key += 8;
-    }
+static ngx_inline uint32_t
+ngx_http_playarr_metrics_key_hash(uint32_t seed, u_char *key, size_t len)
+{
+    u_char    *last;
+    uint32_t   lo, hi;
+    uint64_t   h, w;
 
-    if (n) {
+    h = (seed ^ ((uint64_t) len << 32)) * NGX_HTTP_PLAYARR_METRICS_K1;
 
-        /* the last bytes: the word ending with them, or byte by byte */
+    if (len >= 8) {
+        last = key + len - 8;
 
-        if (len >= 8) {
-            ngx_memcpy(&w, key + n - 8, 8);
-#if (NGX_HAVE_LITTLE_ENDIAN)
-            w >>= 8 * (8 - n);
-#else
-            w <<= 8 * (8 - n);
-#endif
-
-        } else {
-            for (w = 0; n; n--) {
-                w = (w << 8) | key[n - 1];
-            }
+        while (key < last) {
+            ngx_memcpy(&w, key, 8);
+            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+            h ^= h >> 32;
+            key += 8;
         }
 
-        h = (ngx_http_playarr_metrics_rotl(h, 5) ^ w) * 0x517cc1b727220a95ULL;
+        ngx_memcpy(&w, last, 8);
+
+    } else if (len >= 4) {
+        ngx_memcpy(&lo, key, 4);
+        ngx_memcpy(&hi, key + len - 4, 4);
+        w = (uint64_t) hi << 32 | lo;
+
+    } else if (len) {
+        w = key[0] | (uint64_t) key[len / 2] << 8
+            | (uint64_t) key[len - 1] << 16;
+
+    } else {
+        w = 0;
     }
 
-    h ^= h >> 29;
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+    h ^= h >> 32;
+    h *= NGX_HTTP_PLAYARR_METRICS_K3;
 
-    return (uint32_t) (h ^ (h >> 32));
+    return (uint32_t) (h ^ (h >> 29));
 }
 
 
@@ -622,6 +648,40 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len)
 {
     uint32_t                            hash;
+    ngx_http_playarr_metrics_sh_t      *sh;
+    ngx_http_playarr_metrics_family_t  *f;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    f = fc->shared;
+    sh = store->sh;
+
+    hash = ngx_http_playarr_metrics_key_hash(f->seed, key, len);
+
+    for (s = sh->table[hash & sh->mask]; s; s = s->next) {
+
+        if (s->hash == hash
+            && s->family == f
+            && s->len == len
+            && ngx_memcmp(ngx_http_playarr_metrics_series_key(s), key, len)
+               == 0)
+        {
+            return s;
+        }
+    }
+
+    return ngx_http_playarr_metrics_series_add(store, fc, layout, key, len,
+                                               hash);
+}
+
+
+/* a series not found without the lock: created, unless another was first */
+
+static ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc,
+    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    uint32_t hash)
+{
     const char                         *why;
     ngx_http_playarr_metrics_family_t  *f;
     ngx_http_playarr_metrics_series_t  *s;
@@ -633,13 +693,6 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
 
     } else if (layout == NULL) {
         layout = f->layout;
-    }
-
-    hash = ngx_http_playarr_metrics_hash(f->seed, key, len);
-
-    s = ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
-    if (s) {
-        return s;
     }
 
     why = NULL;
@@ -803,11 +856,43 @@ size_t
 ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src, size_t len,
     size_t max)
 {
-    u_char   c, lo, hi, *d, *end, *last;
-    size_t   n, i;
+    u_char    c, lo, hi, *d, *end, *last;
+    size_t    n, i;
+    uint64_t  w;
 
-    d = dst;
-    end = src + len;
+    /* the usual case, ASCII without NUL: 8 bytes at a time, then 1 */
+
+    n = ngx_min(len, max);
+
+    for (i = 0; i + 8 <= n; i += 8) {
+        ngx_memcpy(&w, src + i, 8);
+
+        if ((((w - NGX_HTTP_PLAYARR_METRICS_ONES) & ~w) | w)
+            & NGX_HTTP_PLAYARR_METRICS_HIGHS)
+        {
+            break;
+        }
+
+        ngx_memcpy(dst + i, &w, 8);
+    }
+
+    for ( /* void */ ; i < n; i++) {
+        c = src[i];
+
+        if (c == '\0' || c >= 0x80) {
+            break;
+        }
+
+        dst[i] = c;
+    }
+
+    if (i == len) {
+        return len;
+    }
+
+    d = dst + i;
+    src += i;
+    end = src + len - i;
     last = dst + max;
 
     while (src < end) {
