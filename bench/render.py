@@ -13,11 +13,15 @@
   render.py self --port P --path METRICS
       prints the module's self metrics (zone size, used, free, series)
   render.py scrape --port P --path METRICS -n K [--pid WORKER]
-      K scrapes, one at a time on one keep-alive connection; prints one
-      line of key=value: time to the first byte (the body is rendered
-      whole before the header is sent, so this is the render time plus
-      one loopback round trip), time to the last byte, the body's size
-      and lines, and the worker's VmRSS/VmHWM before and after
+      K scrapes, one at a time on one keep-alive connection, read as fast
+      as python can; prints one line of key=value: time to the first byte
+      (ttfb_*: the header goes out before the body is rendered, a step of
+      about 256 KiB at a time, so this is one loopback round trip and the
+      first step), time to the last byte (total_*: rendering and sending
+      the whole body, the time to compare with the render targets), the
+      body's size and lines, the serving worker's cpu time per scrape and
+      its VmRSS/VmHWM before, after the first scrape and after all (its
+      VmHWM is reset to VmRSS first, where /proc/PID/clear_refs allows)
   render.py latency --port P --path PATH --metrics METRICS --seconds S
                     --rate R --conns K [--scrape-every T] [--pid-path PID]
       K connections, each sending a request every 1/R s (one at a time),
@@ -64,15 +68,22 @@ def connect(port):
 
 
 class Conn:
-    """One keep-alive HTTP/1.1 connection, Content-Length bodies only."""
+    """One keep-alive HTTP/1.1 connection: bodies with a Content-Length,
+    chunked (what /metrics answers: its length is not known until it is
+    rendered), or up to the end of the connection."""
 
     def __init__(self, port):
         self.port = port
         self.sock = connect(port)
         self.buf = bytearray()
+        self.rbuf = bytearray()
+        self.hint = 1 << 22     # bytes: the room a chunked body starts with
+        self.ttlb = 0.0         # seconds to the last byte, last request
+        self.t_end = None
 
     def request(self, method, path, body=b"", headers=None, keep=True):
-        """(status, headers dict, body, seconds to first byte)"""
+        """(status, headers dict, body, seconds to first byte); the time to
+        the last byte is left in self.ttlb"""
         h = "%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, HOST)
         for k, v in (headers or {}).items():
             h += "%s: %s\r\n" % (k, v)
@@ -95,28 +106,104 @@ class Conn:
         m = re.match(r"HTTP/1\.1 (\d{3})", head[0])
         if not m:
             fail("bad status line %r" % head[0])
+        status = int(m.group(1))
         hdrs = {}
         for line in head[1:]:
             k, _, v = line.partition(":")
             hdrs[k.strip().lower()] = v.strip()
-        length = int(hdrs.get("content-length", "0"))
-        need = end + 4 + length
-        if len(self.buf) < need:
-            # read the rest straight into one buffer
-            out = bytearray(need)
-            out[:len(self.buf)] = self.buf
-            view = memoryview(out)
-            got = len(self.buf)
-            while got < need:
-                n = self.sock.recv_into(view[got:], need - got)
-                if n == 0:
-                    fail("connection closed in a body")
-                got += n
+        rest = self.buf[end + 4:]
+        self.t_end = None
+        if method == "HEAD" or status in (204, 304) or status < 200:
+            data = b""
+            self.buf = rest
+        elif hdrs.get("transfer-encoding", "").lower() == "chunked":
+            data = self.chunked(rest)
+        elif "content-length" in hdrs:
+            data = self.sized(rest, int(hdrs["content-length"]))
+        else:
+            data = self.until_close(rest)
+        self.ttlb = (self.t_end or time.perf_counter()) - t0
+        return status, hdrs, data, first
+
+    def room(self, n):
+        """the receive buffer, kept from one response to the next so that
+        its pages are not faulted in again for each body"""
+        if len(self.rbuf) < n:
+            self.rbuf = bytearray(n)
+        return self.rbuf
+
+    def sized(self, rest, length):
+        if len(rest) >= length:
+            self.t_end = time.perf_counter()
+            self.buf = rest[length:]
+            return bytes(rest[:length])
+        # read the rest straight into one buffer
+        buf = self.room(length)
+        buf[:len(rest)] = rest
+        view = memoryview(buf)
+        got = len(rest)
+        while got < length:
+            n = self.sock.recv_into(view[got:length])
+            if n == 0:
+                fail("connection closed in a body")
+            got += n
+        self.t_end = time.perf_counter()
+        data = bytes(view[:length])
+        view.release()
+        self.buf = bytearray()
+        return data
+
+    def chunked(self, rest):
+        """the body, from chunks read into one buffer as they come (no copy
+        until the end: the time to the last byte is the server's, not
+        python's)"""
+        buf = self.room(max(self.hint, 2 * len(rest)))
+        buf[:len(rest)] = rest
+        have = len(rest)
+        pos = 0
+        parts = []
+        while True:
+            nl = buf.find(b"\r\n", pos, have)
+            if nl >= 0:
+                size = int(bytes(buf[pos:nl]).split(b";")[0], 16)
+                if size == 0:
+                    # no trailers, or trailers up to an empty line
+                    end = buf.find(b"\r\n\r\n", nl, have)
+                    if end >= 0:
+                        break
+                elif have >= nl + 2 + size + 2:
+                    parts.append((nl + 2, size))
+                    pos = nl + 2 + size + 2
+                    continue
+            if have == len(buf):
+                nbuf = bytearray(2 * len(buf))
+                nbuf[:have] = buf
+                self.rbuf = buf = nbuf
+            view = memoryview(buf)
+            n = self.sock.recv_into(view[have:])
             view.release()
-            self.buf = out
-        data = bytes(self.buf[end + 4:need])
-        del self.buf[:need]
-        return int(m.group(1)), hdrs, data, first
+            if n == 0:
+                fail("connection closed in a chunked body")
+            have += n
+        self.t_end = time.perf_counter()
+        self.buf = buf[end + 4:have]
+        total = sum(n for _, n in parts)
+        self.hint = max(self.hint, total + total // 8 + 65536)
+        view = memoryview(buf)
+        data = b"".join(view[s:s + n] for s, n in parts)
+        view.release()
+        return data
+
+    def until_close(self, rest):
+        parts = [bytes(rest)]
+        while True:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                break
+            parts.append(chunk)
+        self.t_end = time.perf_counter()
+        self.buf = bytearray()
+        return b"".join(parts)
 
     def close(self):
         self.sock.close()
@@ -215,6 +302,17 @@ def status(pid):
     return out
 
 
+def clear_hwm(pid):
+    """VmHWM back to VmRSS (Linux 4.0+, owner or root): the peak measured
+    is then the scrapes' own, not what filling the zone took"""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return 1
+    except OSError:
+        return 0
+
+
 def reset(a):
     c = Conn(a.port)
     push(c, a.path, [{"metric": a.family, "op": "reset"}])
@@ -235,13 +333,13 @@ def scrape(a):
     first = []
     total = []
     size = lines = 0
+    cleared = clear_hwm(a.pid) if a.pid else 0
     st0 = status(a.pid) if a.pid else {}
     ns0 = run_ns(a.pid) if a.pid else 0
     peak = 0
     for i in range(a.n):
-        t0 = time.perf_counter()
         st, _, data, ttfb = c.request("GET", a.path)
-        total.append(time.perf_counter() - t0)
+        total.append(c.ttlb)
         first.append(ttfb)
         if st != 200:
             fail("%s: %d" % (a.path, st))
@@ -266,9 +364,9 @@ def scrape(a):
         print(" worker=%d cpu_ms=%.2f" % (a.pid, (ns1 - ns0) / 1e6 / a.n),
               end="")
         print(" rss_before_kb=%d hwm_before_kb=%d hwm_first_kb=%d "
-              "rss_after_kb=%d hwm_after_kb=%d"
+              "rss_after_kb=%d hwm_after_kb=%d hwm_cleared=%d"
               % (st0["VmRSS"], st0["VmHWM"], peak, st1["VmRSS"],
-                 st1["VmHWM"]), end="")
+                 st1["VmHWM"], cleared), end="")
     print()
 
 

@@ -40,14 +40,43 @@ typedef unsigned __int128  ngx_http_playarr_metrics_u128_t;
 #endif
 
 
-/* the body is built in a chain of chunks, never one giant buffer */
+/*
+ * The body is built in chunks: a step renders whole series until about
+ * "limit" bytes are done, into buffers that the caller hands back once
+ * sent (ngx_chain_update_chains() with the tag), and the cursor says where
+ * the next step starts.  A family's series are those of the list as it
+ * was when the family began: series are only ever added at its head and
+ * never freed, so the walk meets each of them once, complete, however
+ * many are created meanwhile.
+ */
 
-typedef struct {
+/* where the cursor is in a family */
+#define NGX_HTTP_PLAYARR_METRICS_FAMILY_START   0
+#define NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES  1
+
+/* series walked past in one step at most, hidden ones included */
+#define NGX_HTTP_PLAYARR_METRICS_STEP_SERIES    16384
+
+struct ngx_http_playarr_metrics_render_s {
     ngx_http_request_t            *request;
+    ngx_http_playarr_metrics_store_t  *store;
+    ngx_uint_t                     format;
+    ngx_buf_tag_t                  tag;
+
     ngx_chain_t                   *out;
     ngx_chain_t                  **last;
+    ngx_chain_t                  **free;
     ngx_buf_t                     *buf;
     off_t                          len;
+    off_t                          stop;
+
+    /* the cursor */
+    ngx_uint_t                     family;
+    ngx_uint_t                     state;
+    ngx_uint_t                     first;       /* JSON: no value yet */
+    ngx_uint_t                     done;
+    ngx_uint_t                     walked;
+    ngx_http_playarr_metrics_series_t  *series;
 
     /* scratch room for one series */
     ngx_str_t                      values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
@@ -57,7 +86,7 @@ typedef struct {
     size_t                         le_max;
     ngx_str_t                      le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1];
     u_char                         lebuf[NGX_HTTP_PLAYARR_METRICS_LE_BUF];
-} ngx_http_playarr_metrics_writer_t;
+};
 
 
 typedef struct {
@@ -67,9 +96,9 @@ typedef struct {
 
 
 static u_char *ngx_http_playarr_metrics_reserve(
-    ngx_http_playarr_metrics_writer_t *w, size_t n);
+    ngx_http_playarr_metrics_render_t *w, size_t n);
 static ngx_chain_t *ngx_http_playarr_metrics_finish(
-    ngx_http_playarr_metrics_writer_t *w, off_t *len);
+    ngx_http_playarr_metrics_render_t *w, off_t *len);
 static u_char *ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
 static u_char *ngx_http_playarr_metrics_decimal(u_char *p, double v);
 #if (NGX_HTTP_PLAYARR_METRICS_INT128)
@@ -88,20 +117,22 @@ static size_t ngx_http_playarr_metrics_labels_size(
 static u_char *ngx_http_playarr_metrics_label_pairs(u_char *p,
     ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values);
 static void ngx_http_playarr_metrics_le_text(
-    ngx_http_playarr_metrics_writer_t *w,
+    ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels);
 static ngx_int_t ngx_http_playarr_metrics_header(
-    ngx_http_playarr_metrics_writer_t *w, ngx_str_t *name, ngx_str_t *help,
+    ngx_http_playarr_metrics_render_t *w, ngx_str_t *name, ngx_str_t *help,
     const char *type);
 static ngx_int_t ngx_http_playarr_metrics_family_text(
-    ngx_http_playarr_metrics_writer_t *w,
+    ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc);
 static ngx_int_t ngx_http_playarr_metrics_self_text(
-    ngx_http_playarr_metrics_writer_t *w,
-    ngx_http_playarr_metrics_main_conf_t *pmcf);
+    ngx_http_playarr_metrics_render_t *w);
 static ngx_int_t ngx_http_playarr_metrics_family_json(
-    ngx_http_playarr_metrics_writer_t *w,
+    ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc);
+static ngx_chain_t *ngx_http_playarr_metrics_whole(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format,
+    off_t *len);
 static u_char *ngx_http_playarr_metrics_json_value(u_char *p,
     ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values,
     ngx_str_t *le, const char *suffix, double v);
@@ -120,12 +151,14 @@ static const char  *ngx_http_playarr_metrics_reasons[] = {
 };
 
 
+/* room for n bytes: in the current buffer, one sent before, or a new one */
+
 static u_char *
-ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_render_t *w,
     size_t n)
 {
     ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    ngx_chain_t  *cl, **ll;
 
     b = w->buf;
 
@@ -133,18 +166,39 @@ ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_writer_t *w,
         return b->last;
     }
 
-    b = ngx_create_temp_buf(w->request->pool,
-                            ngx_max(n, NGX_HTTP_PLAYARR_METRICS_CHUNK));
-    if (b == NULL) {
-        return NULL;
+    cl = NULL;
+
+    for (ll = w->free; ll && *ll; ll = &(*ll)->next) {
+        b = (*ll)->buf;
+
+        if ((size_t) (b->end - b->start) >= n) {
+            cl = *ll;
+            *ll = cl->next;
+
+            b->pos = b->start;
+            b->last = b->start;
+            b->flush = 0;
+            break;
+        }
     }
 
-    cl = ngx_alloc_chain_link(w->request->pool);
     if (cl == NULL) {
-        return NULL;
+        b = ngx_create_temp_buf(w->request->pool,
+                                ngx_max(n, NGX_HTTP_PLAYARR_METRICS_CHUNK));
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->tag = w->tag;
+
+        cl = ngx_alloc_chain_link(w->request->pool);
+        if (cl == NULL) {
+            return NULL;
+        }
+
+        cl->buf = b;
     }
 
-    cl->buf = b;
     cl->next = NULL;
 
     *w->last = cl;
@@ -160,18 +214,50 @@ ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_writer_t *w,
     (w)->buf->last = (p)
 
 
+/* the last buffer of the body, and the chain of a whole body */
+
 static ngx_chain_t *
-ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_render_t *w,
     off_t *len)
 {
-    if (w->buf == NULL && ngx_http_playarr_metrics_reserve(w, 1) == NULL) {
-        return NULL;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = w->buf;
+
+    if (b && b->last == b->pos) {
+        /* nothing in it: a buffer that only marks the end */
+        b->temporary = 0;
+
+    } else if (b == NULL) {
+        b = ngx_calloc_buf(w->request->pool);
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->tag = w->tag;
+
+        cl = ngx_alloc_chain_link(w->request->pool);
+        if (cl == NULL) {
+            return NULL;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+
+        *w->last = cl;
+        w->last = &cl->next;
+        w->buf = b;
     }
 
-    w->buf->last_buf = (w->request == w->request->main) ? 1 : 0;
-    w->buf->last_in_chain = 1;
+    b->last_buf = (w->request == w->request->main) ? 1 : 0;
+    b->last_in_chain = 1;
 
-    *len = w->len;
+    w->done = 1;
+
+    if (len) {
+        *len = w->len;
+    }
 
     return w->out;
 }
@@ -672,7 +758,7 @@ ngx_http_playarr_metrics_label_pairs(u_char *p,
 /* the end of each bucket line but its count: ,le="0.005"}  */
 
 static void
-ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels)
 {
     u_char      *p;
@@ -710,7 +796,7 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_writer_t *w,
 
 
 static ngx_int_t
-ngx_http_playarr_metrics_header(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_header(ngx_http_playarr_metrics_render_t *w,
     ngx_str_t *name, ngx_str_t *help, const char *type)
 {
     u_char  *p;
@@ -743,7 +829,7 @@ ngx_http_playarr_metrics_header(ngx_http_playarr_metrics_writer_t *w,
  */
 
 static ngx_int_t
-ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
     u_char                             *p, *lab;
@@ -755,16 +841,28 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
     values = w->values;
 
-    if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
-                                ngx_http_playarr_metrics_types[fc->type])
-        != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+
+        if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
+                                    ngx_http_playarr_metrics_types[fc->type])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        w->layout = NULL;
+        w->series = fc->shared->head;
+        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
     }
 
-    w->layout = NULL;
+    for (s = w->series; s; s = s->sibling) {
 
-    for (s = fc->shared->head; s; s = s->sibling) {
+        if (w->len >= w->stop
+            || w->walked++ >= NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
+        {
+            w->series = s;
+            return NGX_AGAIN;
+        }
 
         if (s->hidden) {
             continue;
@@ -871,8 +969,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_writer_t *w,
 
 
 static ngx_int_t
-ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
-    ngx_http_playarr_metrics_main_conf_t *pmcf)
+ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_render_t *w)
 {
     u_char                                  *p;
     size_t                                   size;
@@ -881,7 +978,7 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
-    store = pmcf->store;
+    store = w->store;
     fc = store->families.elts;
 
     ngx_str_set(&name, "playarr_metrics_build_info");
@@ -1021,34 +1118,6 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_writer_t *w,
 }
 
 
-ngx_chain_t *
-ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len)
-{
-    ngx_uint_t                               i;
-    ngx_http_playarr_metrics_writer_t        w;
-    ngx_http_playarr_metrics_family_conf_t  *fc;
-
-    ngx_memzero(&w, sizeof(ngx_http_playarr_metrics_writer_t));
-    w.request = r;
-    w.last = &w.out;
-
-    fc = pmcf->store->families.elts;
-
-    for (i = 0; i < pmcf->store->families.nelts; i++) {
-        if (ngx_http_playarr_metrics_family_text(&w, &fc[i]) != NGX_OK) {
-            return NULL;
-        }
-    }
-
-    if (ngx_http_playarr_metrics_self_text(&w, pmcf) != NGX_OK) {
-        return NULL;
-    }
-
-    return ngx_http_playarr_metrics_finish(&w, len);
-}
-
-
 /*
  * prom-client's register.getMetricsAsJSON(): an array of families, each
  * {"name", "help", "type", "values": [{"value", "labels"}...],
@@ -1119,37 +1188,54 @@ ngx_http_playarr_metrics_json_value(u_char *p,
 
 
 static ngx_int_t
-ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
+ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
     u_char                             *p;
     ngx_str_t                           le, *values;
-    ngx_uint_t                          i, first;
+    ngx_uint_t                          i;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
 
     values = w->values;
 
-    p = ngx_http_playarr_metrics_reserve(w, 2 * fc->name.len
-                                            + 6 * fc->help.len + 64);
-    if (p == NULL) {
-        return NGX_ERROR;
+    if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+
+        p = ngx_http_playarr_metrics_reserve(w, 2 * fc->name.len
+                                                + 6 * fc->help.len + 64);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* the families are the elements of one array */
+
+        *p++ = w->family ? ',' : '[';
+
+        p = ngx_cpymem(p, "{\"name\":\"", 9);
+        p = ngx_cpymem(p, fc->name.data, fc->name.len);
+        p = ngx_cpymem(p, "\",\"help\":\"", 10);
+        p = ngx_http_playarr_metrics_escape_json(p, fc->help.data,
+                                                 fc->help.len);
+        p = ngx_cpymem(p, "\",\"type\":\"", 10);
+        p = ngx_cpymem(p, ngx_http_playarr_metrics_types[fc->type],
+                       ngx_strlen(ngx_http_playarr_metrics_types[fc->type]));
+        p = ngx_cpymem(p, "\",\"values\":[", 12);
+
+        ngx_http_playarr_metrics_commit(w, p);
+
+        w->first = 1;
+        w->series = fc->shared->head;
+        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
     }
 
-    p = ngx_cpymem(p, "{\"name\":\"", 9);
-    p = ngx_cpymem(p, fc->name.data, fc->name.len);
-    p = ngx_cpymem(p, "\",\"help\":\"", 10);
-    p = ngx_http_playarr_metrics_escape_json(p, fc->help.data, fc->help.len);
-    p = ngx_cpymem(p, "\",\"type\":\"", 10);
-    p = ngx_cpymem(p, ngx_http_playarr_metrics_types[fc->type],
-                   ngx_strlen(ngx_http_playarr_metrics_types[fc->type]));
-    p = ngx_cpymem(p, "\",\"values\":[", 12);
+    for (s = w->series; s; s = s->sibling) {
 
-    ngx_http_playarr_metrics_commit(w, p);
-
-    first = 1;
-
-    for (s = fc->shared->head; s; s = s->sibling) {
+        if (w->len >= w->stop
+            || w->walked++ >= NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
+        {
+            w->series = s;
+            return NGX_AGAIN;
+        }
 
         if (s->hidden) {
             continue;
@@ -1164,11 +1250,11 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
                 return NGX_ERROR;
             }
 
-            if (!first) {
+            if (!w->first) {
                 *p++ = ',';
             }
 
-            first = 0;
+            w->first = 0;
 
             p = ngx_http_playarr_metrics_json_value(p, fc, values, NULL, NULL,
                                 ngx_http_playarr_metrics_double(s->values[0]));
@@ -1186,11 +1272,11 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
                 return NGX_ERROR;
             }
 
-            if (!first) {
+            if (!w->first) {
                 *p++ = ',';
             }
 
-            first = 0;
+            w->first = 0;
 
             if (i < s->layout->n) {
                 le.data = w->lebuf;
@@ -1238,46 +1324,162 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_writer_t *w,
 }
 
 
+/*
+ * A renderer of the whole body, prometheus or JSON, step by step; the
+ * tag marks its buffers for ngx_chain_update_chains().
+ */
+
+ngx_http_playarr_metrics_render_t *
+ngx_http_playarr_metrics_render_create(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_store_t *store, ngx_uint_t format,
+    ngx_buf_tag_t tag)
+{
+    ngx_http_playarr_metrics_render_t  *w;
+
+    w = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_render_t));
+    if (w == NULL) {
+        return NULL;
+    }
+
+    w->request = r;
+    w->store = store;
+    w->format = format;
+    w->tag = tag;
+    w->last = &w->out;
+
+    return w;
+}
+
+
+/*
+ * One step: whole series from the cursor on, until about limit bytes (0:
+ * no limit), in buffers taken from *free when they are large enough.
+ * NGX_AGAIN: *out holds the step, possibly nothing, and more is to come;
+ * NGX_OK: *out ends with the last buffer of the body.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
+    ngx_chain_t **free, size_t limit, ngx_chain_t **out)
+{
+    u_char                                  *p;
+    ngx_int_t                                rc;
+    ngx_uint_t                               n;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    *out = NULL;
+
+    if (w->done) {
+        return NGX_OK;
+    }
+
+    w->free = free;
+    w->stop = limit ? w->len + (off_t) limit : NGX_MAX_OFF_T_VALUE;
+    w->walked = 0;
+
+    fc = w->store->families.elts;
+    n = w->store->families.nelts;
+
+    rc = NGX_OK;
+
+    while (w->family < n) {
+
+        if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+            rc = ngx_http_playarr_metrics_family_json(w, &fc[w->family]);
+
+        } else {
+            rc = ngx_http_playarr_metrics_family_text(w, &fc[w->family]);
+        }
+
+        if (rc != NGX_OK) {
+            break;
+        }
+
+        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_START;
+        w->family++;
+    }
+
+    if (rc == NGX_OK) {
+
+        if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+            p = ngx_http_playarr_metrics_reserve(w, 2);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (n == 0) {
+                *p++ = '[';
+            }
+
+            *p++ = ']';
+            ngx_http_playarr_metrics_commit(w, p);
+
+        } else if (ngx_http_playarr_metrics_self_text(w) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_playarr_metrics_finish(w, NULL) == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+
+    } else if (w->buf) {
+        /* a step is sent whole, never kept back by a filter */
+        w->buf->flush = 1;
+    }
+
+    *out = w->out;
+
+    w->out = NULL;
+    w->last = &w->out;
+    w->buf = NULL;
+    w->free = NULL;
+
+    return rc;
+}
+
+
+static ngx_chain_t *
+ngx_http_playarr_metrics_whole(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format,
+    off_t *len)
+{
+    ngx_chain_t                        *out;
+    ngx_http_playarr_metrics_render_t  *w;
+
+    w = ngx_http_playarr_metrics_render_create(r, pmcf->store, format, NULL);
+    if (w == NULL) {
+        return NULL;
+    }
+
+    if (ngx_http_playarr_metrics_render(w, NULL, 0, &out) != NGX_OK) {
+        return NULL;
+    }
+
+    *len = w->len;
+
+    return out;
+}
+
+
+/* the whole body at once, in one chain (subrequests, tests) */
+
+ngx_chain_t *
+ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len)
+{
+    return ngx_http_playarr_metrics_whole(r, pmcf,
+                                          NGX_HTTP_PLAYARR_METRICS_PROMETHEUS,
+                                          len);
+}
+
+
 ngx_chain_t *
 ngx_http_playarr_metrics_json(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len)
 {
-    u_char                                  *p;
-    ngx_uint_t                               i;
-    ngx_http_playarr_metrics_writer_t        w;
-    ngx_http_playarr_metrics_family_conf_t  *fc;
-
-    ngx_memzero(&w, sizeof(ngx_http_playarr_metrics_writer_t));
-    w.request = r;
-    w.last = &w.out;
-
-    fc = pmcf->store->families.elts;
-
-    for (i = 0; i < pmcf->store->families.nelts; i++) {
-        p = ngx_http_playarr_metrics_reserve(&w, 1);
-        if (p == NULL) {
-            return NULL;
-        }
-
-        *p++ = i ? ',' : '[';
-        ngx_http_playarr_metrics_commit(&w, p);
-
-        if (ngx_http_playarr_metrics_family_json(&w, &fc[i]) != NGX_OK) {
-            return NULL;
-        }
-    }
-
-    p = ngx_http_playarr_metrics_reserve(&w, 2);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    if (pmcf->store->families.nelts == 0) {
-        *p++ = '[';
-    }
-
-    *p++ = ']';
-    ngx_http_playarr_metrics_commit(&w, p);
-
-    return ngx_http_playarr_metrics_finish(&w, len);
+    return ngx_http_playarr_metrics_whole(r, pmcf,
+                                          NGX_HTTP_PLAYARR_METRICS_JSON, len);
 }

@@ -11,6 +11,24 @@
 #include <ngx_http_playarr_metrics_module.h>
 
 
+/* what one step of an export renders, and sends before the next one */
+#define NGX_HTTP_PLAYARR_METRICS_STEP  (256 * 1024)
+
+#define NGX_HTTP_PLAYARR_METRICS_TAG                                          \
+    ((ngx_buf_tag_t) &ngx_http_playarr_metrics_module)
+
+
+/* an export being sent: the renderer and its buffers */
+
+typedef struct {
+    ngx_http_playarr_metrics_render_t  *render;
+    ngx_chain_t                        *out;
+    ngx_chain_t                        *free;
+    ngx_chain_t                        *busy;
+    ngx_uint_t                          done;     /* last buffer rendered */
+} ngx_http_playarr_metrics_export_t;
+
+
 static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
     ngx_str_t *allow);
 static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
@@ -18,6 +36,12 @@ static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_no_store(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
     ngx_uint_t methods, ngx_str_t *allow);
+static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format);
+static void ngx_http_playarr_metrics_export_write(ngx_http_request_t *r);
+static ngx_http_playarr_metrics_export_t *ngx_http_playarr_metrics_export_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_export_cleanup(void *data);
 static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_read_body(ngx_http_request_t *r,
@@ -161,12 +185,18 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
 }
 
 
+/*
+ * playarr_metrics_export: the body is rendered a step at a time, each step
+ * once the previous one is sent, from the write event handler; its length
+ * is not known in advance (chunked in HTTP/1.1, closed in HTTP/1.0).
+ */
+
 ngx_int_t
 ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
 {
-    off_t                                  len;
     ngx_int_t                              rc;
-    ngx_chain_t                           *out;
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_playarr_metrics_export_t     *ex;
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
@@ -180,17 +210,11 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     if (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
-        out = ngx_http_playarr_metrics_json(r, pmcf, &len);
         r->headers_out.content_type = ngx_http_playarr_metrics_json_type;
 
     } else {
-        out = ngx_http_playarr_metrics_prometheus(r, pmcf, &len);
         r->headers_out.content_type =
                                      ngx_http_playarr_metrics_prometheus_type;
-    }
-
-    if (out == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (ngx_http_playarr_metrics_no_store(r) != NGX_OK) {
@@ -200,6 +224,73 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
+
+    if (r != r->main) {
+        return ngx_http_playarr_metrics_export_whole(r, pmcf, plcf->format);
+    }
+
+    ex = NULL;
+
+    if (r->method != NGX_HTTP_HEAD) {
+        ex = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_export_t));
+        if (ex == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ex->render = ngx_http_playarr_metrics_render_create(r, pmcf->store,
+                                                 plcf->format,
+                                                 NGX_HTTP_PLAYARR_METRICS_TAG);
+        if (ex->render == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_playarr_metrics_export_cleanup;
+        cln->data = ex;
+    }
+
+    r->headers_out.content_length_n = -1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only || ex == NULL) {
+        return rc;
+    }
+
+    r->main->count++;
+    r->write_event_handler = ngx_http_playarr_metrics_export_write;
+
+    ngx_http_playarr_metrics_export_write(r);
+
+    return NGX_DONE;
+}
+
+
+/* a subrequest: the whole body in one chain, its length known */
+
+static ngx_int_t
+ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format)
+{
+    off_t         len;
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    if (format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+        out = ngx_http_playarr_metrics_json(r, pmcf, &len);
+
+    } else {
+        out = ngx_http_playarr_metrics_prometheus(r, pmcf, &len);
+    }
+
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->headers_out.content_length_n = len;
 
     rc = ngx_http_send_header(r);
@@ -209,6 +300,147 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_output_filter(r, out);
+}
+
+
+/*
+ * The write event handler of an export: sends what is pending, then
+ * renders one step if all of it went out.  A full socket waits for the
+ * next write event, under send_timeout; one step done, the handler comes
+ * back on the next cycle of the event loop, after the events of other
+ * connections, so that a large body never holds the worker for long.
+ */
+
+static void
+ngx_http_playarr_metrics_export_write(ngx_http_request_t *r)
+{
+    ngx_int_t                           rc;
+    ngx_uint_t                          step;
+    ngx_event_t                        *wev;
+    ngx_connection_t                   *c;
+    ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_playarr_metrics_export_t  *ex;
+
+    c = r->connection;
+    wev = c->write;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                      "client timed out");
+        c->timedout = 1;
+
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    if (wev->delayed) {
+        /* limit_rate: the write filter's timer brings the next event */
+
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
+
+        return;
+    }
+
+    ex = ngx_http_playarr_metrics_export_ctx(r);
+
+    if (ex == NULL) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    step = 0;
+
+    for ( ;; ) {
+
+        if (ex->out || ex->busy) {
+            rc = ngx_http_output_filter(r, ex->out);
+
+            if (rc == NGX_ERROR) {
+                ngx_http_finalize_request(r, NGX_ERROR);
+                return;
+            }
+
+            ngx_chain_update_chains(r->pool, &ex->free, &ex->busy, &ex->out,
+                                    NGX_HTTP_PLAYARR_METRICS_TAG);
+
+            if (ex->done) {
+                /* what is left to send, ngx_http_writer() sends */
+                ngx_http_finalize_request(r, rc);
+                return;
+            }
+
+            if (ex->busy) {
+                break;
+            }
+        }
+
+        if (step) {
+            ngx_post_event(wev, &ngx_posted_next_events);
+            return;
+        }
+
+        rc = ngx_http_playarr_metrics_render(ex->render, &ex->free,
+                                             NGX_HTTP_PLAYARR_METRICS_STEP,
+                                             &ex->out);
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+
+        ex->done = (rc == NGX_OK);
+        step = 1;
+    }
+
+    /* the socket is full */
+
+    if (!wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
+}
+
+
+/*
+ * The export of a request: its pool cleanup, found by the handler as
+ * ngx_pool_run_cleanup_file() finds a file (the module's request context
+ * is the log phase's).  The buffers are the pool's and go with it, the
+ * body sent whole or the client gone.
+ */
+
+static ngx_http_playarr_metrics_export_t *
+ngx_http_playarr_metrics_export_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_playarr_metrics_export_cleanup) {
+            return cln->data;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_playarr_metrics_export_cleanup(void *data)
+{
+    ngx_http_playarr_metrics_export_t  *ex = data;
+
+    ex->out = NULL;
+    ex->free = NULL;
+    ex->busy = NULL;
 }
 
 

@@ -55,6 +55,11 @@
 #define NGX_HTTP_PLAYARR_METRICS_UPSTREAM     2
 
 
+/* the body of an export, rendered step by step (format.c) */
+typedef struct ngx_http_playarr_metrics_render_s
+    ngx_http_playarr_metrics_render_t;
+
+
 typedef struct {
     ngx_http_playarr_metrics_family_conf_t  *family;
     ngx_uint_t                               op;
@@ -151,6 +156,12 @@ ngx_chain_t *ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);
 ngx_chain_t *ngx_http_playarr_metrics_json(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);
+ngx_http_playarr_metrics_render_t *ngx_http_playarr_metrics_render_create(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_store_t *store,
+    ngx_uint_t format, ngx_buf_tag_t tag);
+ngx_int_t ngx_http_playarr_metrics_render(
+    ngx_http_playarr_metrics_render_t *w, ngx_chain_t **free, size_t limit,
+    ngx_chain_t **out);
 
 
 extern const char   *ngx_http_playarr_metrics_types[];
