@@ -8,8 +8,17 @@ response must be a 200 with a Content-Length; anything else (a refused or
 closed connection, another status) is fatal, so the count nginx served is
 exactly the count asked for.
 
-  client.py --port P -n N [--conns K] [--warm W] [--check-metrics PATH]
+  client.py --port P -n N [--conns K] [--warm W]
+            [--check-metrics PATH [--format playarr|vts|lua-prometheus]]
+            [--scrape PATH [--scrapes K]]
   client.py --print-mix          the mix, one "PATH USER" a line (for wrk)
+
+--check-metrics then reads the exporter at PATH and fails unless it counted
+exactly W + N requests: the module's playarr_http_requests_total and the
+_count of playarr_http_request_duration_seconds (lua-prometheus is given
+the same names by bench/peers), or each of vts's two filters.  --scrape
+then times K scrapes of PATH on one keep-alive connection (first and last
+byte; Content-Length or chunked bodies) and prints them as key=value.
 
 The mix is deterministic: request number i (0-based, after the warm-up)
 is MIX[i % len(MIX)] with USERS[i % len(USERS)]; both lengths are prime,
@@ -196,40 +205,168 @@ def run(port, conns, reqs, timeout):
     sel.close()
 
 
-def check_metrics(port, path, expected):
-    """The sum of playarr_http_requests_total must be expected."""
-    s = connect(port, time.monotonic() + 10)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
-               % (path, HOST)).encode("ascii"))
-    data = b""
-    while True:
-        chunk = s.recv(1 << 20)
+def get(sock, path, close=False):
+    """GET path on sock: (status, headers, body, seconds to the first byte,
+    seconds to the last).  Content-Length and chunked bodies."""
+    h = "GET %s HTTP/1.1\r\nHost: %s\r\n" % (path, HOST)
+    if close:
+        h += "Connection: close\r\n"
+    t0 = time.perf_counter()
+    sock.sendall((h + "\r\n").encode("ascii"))
+    buf = bytearray()
+    first = None
+
+    def more():
+        nonlocal first
+        chunk = sock.recv(1 << 20)
+        if first is None:
+            first = time.perf_counter() - t0
         if not chunk:
-            break
-        data += chunk
-    s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        fail("%s: %r" % (path, head[:80]))
+            fail("%s: connection closed in the response" % path)
+        buf.extend(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        more()
+    end = buf.index(b"\r\n\r\n")
+    head = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    del buf[:end + 4]
+    m = re.match(r"HTTP/1\.1 (\d{3}) ", head[0] + " ")
+    if not m:
+        fail("bad status line: %r" % head[0])
+    hdrs = {}
+    for line in head[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            while b"\r\n" not in buf:
+                more()
+            eol = buf.index(b"\r\n")
+            size = int(bytes(buf[:eol]).split(b";")[0], 16)
+            while len(buf) < eol + 2 + size + 2:
+                more()
+            body += buf[eol + 2:eol + 2 + size]
+            del buf[:eol + 2 + size + 2]
+            if size == 0:
+                break
+    elif "content-length" in hdrs:
+        length = int(hdrs["content-length"])
+        while len(buf) < length:
+            more()
+        body = buf[:length]
+    else:
+        fail("%s: response without a length" % path)
+
+    return (int(m.group(1)), hdrs, bytes(body), first,
+            time.perf_counter() - t0)
+
+
+def sum_lines(text, prefix, must=""):
+    """(sum of the values, count) of the lines that start with prefix and
+    contain must"""
     total = 0.0
-    series = 0
-    hist = 0
-    overflow = False
-    for line in body.decode("utf-8", "replace").splitlines():
-        if line.startswith("playarr_http_requests_total{"):
+    n = 0
+    for line in text.splitlines():
+        if line.startswith(prefix) and must in line:
             total += float(line.rsplit(" ", 1)[1])
-            series += 1
-            if "__overflow__" in line:
-                overflow = True
-        elif line.startswith("playarr_http_request_duration_seconds_count{"):
-            hist += 1
+            n += 1
+    return total, n
+
+
+def check_metrics(port, path, expected, fmt):
+    """The requests the exporter at path counted must be expected: the
+    module's and lua-prometheus' playarr_http_requests_total (the bench
+    configures lua-prometheus with the module's names), or each of vts's
+    two filters (uris::, users::)"""
+    s = connect(port, time.monotonic() + 10)
+    st, _, body, _, _ = get(s, path, close=True)
+    s.close()
+    if st != 200:
+        fail("%s: status %d" % (path, st))
+    text = body.decode("utf-8", "replace")
+
+    if fmt == "vts":
+        counts = []
+        for group in ("uris::", "users::"):
+            total, n = sum_lines(text, "nginx_vts_filter_requests_total{",
+                                 'filter="%s' % group)
+            if int(total) != expected:
+                fail("%s: vts filter %s counts %d requests, expected %d"
+                     % (path, group, total, expected))
+            counts.append(n // 5)
+        hist, _ = sum_lines(
+            text, "nginx_vts_filter_request_duration_seconds_count{",
+            'filter="uris::')
+        if int(hist) != expected:
+            fail("%s: vts uris:: histogram counts %d, expected %d"
+                 % (path, hist, expected))
+        print("metrics: requests_total=%d uri_nodes=%d user_nodes=%d"
+              % (expected, counts[0], counts[1]))
+        return
+
+    total, series = sum_lines(text, "playarr_http_requests_total{")
+    hsum, hist = sum_lines(text,
+                           "playarr_http_request_duration_seconds_count{")
     if int(total) != expected:
         fail("%s: playarr_http_requests_total sums to %d, expected %d"
              % (path, total, expected))
-    if overflow:
+    if int(hsum) != expected:
+        fail("%s: playarr_http_request_duration_seconds_count sums to %d,"
+             " expected %d" % (path, hsum, expected))
+    if fmt == "playarr" and "__overflow__" in text:
         fail("%s: overflow series present" % path)
+    if fmt == "lua-prometheus":
+        errors, n = sum_lines(text, "nginx_metric_errors_total")
+        if n != 1 or errors != 0:
+            fail("%s: nginx_metric_errors_total is not 0" % path)
     print("metrics: requests_total=%d counter_series=%d histogram_series=%d"
           % (total, series, hist))
+
+
+def scrape(port, path, n):
+    """n scrapes of path, one at a time on one keep-alive connection"""
+    s = connect(port, time.monotonic() + 10)
+    first = []
+    last = []
+    size = lines = 0
+    for i in range(n):
+        st, hdrs, body, ttfb, total = get(s, path)
+        if st != 200:
+            fail("%s: status %d" % (path, st))
+        first.append(ttfb)
+        last.append(total)
+        if i == 0:
+            size = len(body)
+            lines = body.count(b"\n")
+            shm = shm_used(hdrs, body)
+    s.close()
+
+    def med(v):
+        v = sorted(v)
+        k = len(v) // 2
+        return v[k] if len(v) % 2 else (v[k - 1] + v[k]) / 2
+
+    print("scrapes=%d bytes=%d lines=%d ttfb_med_ms=%.2f ttfb_max_ms=%.2f "
+          "total_med_ms=%.2f total_max_ms=%.2f shm_used=%s"
+          % (n, size, lines, 1e3 * med(first), 1e3 * max(first),
+             1e3 * med(last), 1e3 * max(last), shm))
+
+
+SHM_USED = re.compile(
+    rb'^(?:playarr_metrics_zone_used_bytes\{[^}]*\}'
+    rb'|nginx_vts_main_shm_usage_bytes\{shared="used_size"\}) (\d+)$', re.M)
+
+
+def shm_used(hdrs, body):
+    """The shared memory the exporter uses, in bytes, when it says: the
+    module's and vts's own metrics, the header bench/peers adds for
+    lua-prometheus; "-" otherwise"""
+    if "x-bench-shm-used" in hdrs:
+        return hdrs["x-bench-shm-used"]
+    m = SHM_USED.search(body)
+    return m.group(1).decode() if m else "-"
 
 
 def main():
@@ -244,6 +381,12 @@ def main():
                     help="seconds without any response before giving up")
     ap.add_argument("--check-metrics", metavar="PATH",
                     help="then GET PATH and check the request count")
+    ap.add_argument("--format", default="playarr",
+                    choices=("playarr", "vts", "lua-prometheus"),
+                    help="whose exposition --check-metrics reads")
+    ap.add_argument("--scrape", metavar="PATH",
+                    help="then GET PATH --scrapes times, timed")
+    ap.add_argument("--scrapes", type=int, default=5)
     ap.add_argument("--print-mix", action="store_true")
     a = ap.parse_args()
 
@@ -264,7 +407,10 @@ def main():
     run(a.port, a.conns, mix, a.timeout)
 
     if a.check_metrics:
-        check_metrics(a.port, a.check_metrics, a.warm + a.n)
+        check_metrics(a.port, a.check_metrics, a.warm + a.n, a.format)
+
+    if a.scrape:
+        scrape(a.port, a.scrape, a.scrapes)
 
 
 if __name__ == "__main__":
