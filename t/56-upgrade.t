@@ -74,26 +74,9 @@ sub pidfile {
 
 sub children {
     my ($ppid, $re) = @_;
-    my @kids;
 
-    opendir my $dh, '/proc' or die "opendir /proc: $!";
-
-    for my $p (grep { /^\d+$/ } readdir $dh) {
-        open my $fh, '<', "/proc/$p/stat" or next;
-        my $stat = <$fh> // '';
-        close $fh;
-        next unless $stat =~ /\)\s+\S+\s+(\d+)/ && $1 == $ppid;
-
-        open my $ch, '<', "/proc/$p/cmdline" or next;
-        local $/;
-        my $cmd = <$ch> // '';
-        close $ch;
-        push @kids, $p + 0 if $cmd =~ $re;
-    }
-
-    closedir $dh;
-
-    return @kids;
+    return map { $_->[0] } grep { $_->[1] =~ $re }
+           PlayarrTest::_proc_children($ppid);
 }
 
 sub wait_until {
