@@ -95,6 +95,8 @@ typedef struct {
 } ngx_http_playarr_metrics_label_t;
 
 
+static ngx_int_t ngx_http_playarr_metrics_append(
+    ngx_http_playarr_metrics_render_t *w, ngx_buf_t *b);
 static u_char *ngx_http_playarr_metrics_reserve(
     ngx_http_playarr_metrics_render_t *w, size_t n);
 static ngx_chain_t *ngx_http_playarr_metrics_finish(
@@ -185,18 +187,11 @@ ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_render_t *w,
     if (cl == NULL) {
         b = ngx_create_temp_buf(w->request->pool,
                                 ngx_max(n, NGX_HTTP_PLAYARR_METRICS_CHUNK));
-        if (b == NULL) {
+        if (b == NULL || ngx_http_playarr_metrics_append(w, b) != NGX_OK) {
             return NULL;
         }
 
-        b->tag = w->tag;
-
-        cl = ngx_alloc_chain_link(w->request->pool);
-        if (cl == NULL) {
-            return NULL;
-        }
-
-        cl->buf = b;
+        return b->last;
     }
 
     cl->next = NULL;
@@ -206,6 +201,32 @@ ngx_http_playarr_metrics_reserve(ngx_http_playarr_metrics_render_t *w,
     w->buf = b;
 
     return b->last;
+}
+
+
+/* a new buffer of the module's tag, at the end of the body */
+
+static ngx_int_t
+ngx_http_playarr_metrics_append(ngx_http_playarr_metrics_render_t *w,
+    ngx_buf_t *b)
+{
+    ngx_chain_t  *cl;
+
+    b->tag = w->tag;
+
+    cl = ngx_alloc_chain_link(w->request->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *w->last = cl;
+    w->last = &cl->next;
+    w->buf = b;
+
+    return NGX_OK;
 }
 
 
@@ -220,8 +241,7 @@ static ngx_chain_t *
 ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_render_t *w,
     off_t *len)
 {
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    ngx_buf_t  *b;
 
     b = w->buf;
 
@@ -231,23 +251,9 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_render_t *w,
 
     } else if (b == NULL) {
         b = ngx_calloc_buf(w->request->pool);
-        if (b == NULL) {
+        if (b == NULL || ngx_http_playarr_metrics_append(w, b) != NGX_OK) {
             return NULL;
         }
-
-        b->tag = w->tag;
-
-        cl = ngx_alloc_chain_link(w->request->pool);
-        if (cl == NULL) {
-            return NULL;
-        }
-
-        cl->buf = b;
-        cl->next = NULL;
-
-        *w->last = cl;
-        w->last = &cl->next;
-        w->buf = b;
     }
 
     b->last_buf = (w->request == w->request->main) ? 1 : 0;

@@ -57,6 +57,10 @@ ngx_array_t *fuzz_playarr_families(void);
 /* Playarr's route templates, from docs/playarr-routes.conf (ngx_str_t) */
 ngx_array_t *fuzz_playarr_templates(void);
 
+/* a store of those families (a copy), not bound to a zone; NULL: failed */
+ngx_http_playarr_metrics_store_t *fuzz_store_new(ngx_pool_t *pool,
+    ngx_array_t *families, ngx_uint_t max_series);
+
 /* a zone and a store bound to it, with Playarr's families; NULL: failed */
 ngx_http_playarr_metrics_store_t *fuzz_store_create(ngx_pool_t *pool,
     ngx_uint_t pages, ngx_uint_t max_series);

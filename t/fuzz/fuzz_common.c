@@ -274,16 +274,12 @@ fuzz_playarr_templates(void)
 
 
 ngx_http_playarr_metrics_store_t *
-fuzz_store_create(ngx_pool_t *pool, ngx_uint_t pages, ngx_uint_t max_series)
+fuzz_store_new(ngx_pool_t *pool, ngx_array_t *families, ngx_uint_t max_series)
 {
     ngx_int_t                                n;
     ngx_uint_t                               i;
-    ngx_array_t                             *families;
-    ngx_shm_zone_t                          *shm_zone;
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_family_conf_t  *fc;
-
-    families = fuzz_playarr_families();
 
     store = ngx_pcalloc(pool, sizeof(ngx_http_playarr_metrics_store_t));
     if (store == NULL) {
@@ -310,6 +306,7 @@ fuzz_store_create(ngx_pool_t *pool, ngx_uint_t pages, ngx_uint_t max_series)
 
     for (i = 0; i < store->families.nelts; i++) {
         fc[i].shared = NULL;
+        fc[i].replaced = NULL;
 
         if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
             continue;
@@ -321,6 +318,21 @@ fuzz_store_create(ngx_pool_t *pool, ngx_uint_t pages, ngx_uint_t max_series)
         }
 
         fc[i].layout = n;
+    }
+
+    return store;
+}
+
+
+ngx_http_playarr_metrics_store_t *
+fuzz_store_create(ngx_pool_t *pool, ngx_uint_t pages, ngx_uint_t max_series)
+{
+    ngx_shm_zone_t                    *shm_zone;
+    ngx_http_playarr_metrics_store_t  *store;
+
+    store = fuzz_store_new(pool, fuzz_playarr_families(), max_series);
+    if (store == NULL) {
+        return NULL;
     }
 
     shm_zone = ngx_pcalloc(pool, sizeof(ngx_shm_zone_t));

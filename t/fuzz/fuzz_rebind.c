@@ -143,63 +143,43 @@ static ngx_http_playarr_metrics_store_t *
 fuzz_rebind(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *running,
     const uint8_t *change, size_t nchange, ngx_uint_t fail, ngx_int_t *rc)
 {
-    ngx_int_t                                n;
     ngx_uint_t                               i;
+    ngx_array_t                              families;
     ngx_shm_zone_t                          *shm_zone;
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
-    store = ngx_pcalloc(pool, sizeof(ngx_http_playarr_metrics_store_t));
-    if (store == NULL) {
-        fuzz_fatal("no memory");
-    }
+    /* the running families, changed where change[] says so */
 
-    store->name = running->name;
-    store->max_series = running->max_series;
+    families = running->families;
 
-    if (ngx_array_init(&store->families, pool, running->families.nelts,
-                       sizeof(ngx_http_playarr_metrics_family_conf_t))
-        != NGX_OK
-        || ngx_array_init(&store->layouts, pool, 4, sizeof(ngx_array_t *))
-           != NGX_OK)
-    {
-        fuzz_fatal("no memory");
-    }
-
-    fc = ngx_array_push_n(&store->families, running->families.nelts);
+    fc = ngx_pnalloc(pool, families.nelts * families.size);
     if (fc == NULL) {
         fuzz_fatal("no memory");
     }
 
-    ngx_memcpy(fc, running->families.elts,
-               running->families.nelts * running->families.size);
+    ngx_memcpy(fc, families.elts, families.nelts * families.size);
+    families.elts = fc;
 
-    for (i = 0; i < store->families.nelts; i++) {
-        fc[i].shared = NULL;
-        fc[i].replaced = NULL;
-
-        if (i < nchange && (change[i] & 1)) {
-            if (fc[i].nlabels) {
-                fc[i].nlabels--;
-
-            } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_COUNTER) {
-                fc[i].type = NGX_HTTP_PLAYARR_METRICS_GAUGE;
-
-            } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_GAUGE) {
-                fc[i].type = NGX_HTTP_PLAYARR_METRICS_COUNTER;
-            }
-        }
-
-        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    for (i = 0; i < families.nelts && i < nchange; i++) {
+        if (!(change[i] & 1)) {
             continue;
         }
 
-        n = ngx_http_playarr_metrics_store_layout(store, pool, fc[i].buckets);
-        if (n == NGX_ERROR) {
-            fuzz_fatal("no memory");
-        }
+        if (fc[i].nlabels) {
+            fc[i].nlabels--;
 
-        fc[i].layout = n;
+        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_COUNTER) {
+            fc[i].type = NGX_HTTP_PLAYARR_METRICS_GAUGE;
+
+        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_GAUGE) {
+            fc[i].type = NGX_HTTP_PLAYARR_METRICS_COUNTER;
+        }
+    }
+
+    store = fuzz_store_new(pool, &families, running->max_series);
+    if (store == NULL) {
+        fuzz_fatal("no memory");
     }
 
     shm_zone = ngx_pcalloc(pool, sizeof(ngx_shm_zone_t));
