@@ -36,6 +36,8 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_EXT      2
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR     3
 
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE     64
+
 /* slots in a node's first literal table; at most a quarter is used */
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLOTS    4
 
@@ -100,18 +102,25 @@ typedef struct {
 } ngx_http_playarr_metrics_route_ext_t;
 
 
+/*
+ * A node and its literal table each start a cache line, and what the
+ * match reads of a node on its way down, the first eight fields, is in
+ * the node's first line.
+ */
+
 struct ngx_http_playarr_metrics_route_node_s {
+    ngx_uint_t                               inner;   /* any child but "*" */
+    ngx_uint_t                               nlits;
     ngx_http_playarr_metrics_route_lit_t    *lits;
-    ngx_http_playarr_metrics_route_ext_t    *exts;    /* longest first */
+    ngx_uint_t                               shift;   /* 64 - log2(slots) */
+    ngx_uint_t                               more;    /* exts, param, "*" */
+    ngx_uint_t                               nexts;
     ngx_http_playarr_metrics_route_node_t   *param;
     ngx_uint_t                               route;   /* template ends here */
+
+    ngx_http_playarr_metrics_route_ext_t    *exts;    /* longest first */
     ngx_uint_t                               star;    /* "*" template */
-    ngx_uint_t                               nlits;
     ngx_uint_t                               mask;    /* lits slots - 1 */
-    ngx_uint_t                               shift;   /* 64 - log2(slots) */
-    ngx_uint_t                               nexts;
-    ngx_uint_t                               inner;   /* any child but "*" */
-    ngx_uint_t                               more;    /* exts, param, "*" */
 
     /* a literal child's own segment: lowercase words, and their hash */
     uint64_t                                *name;
@@ -140,6 +149,8 @@ static char *ngx_http_playarr_metrics_route_segment(u_char *p, u_char *last,
 static char *ngx_http_playarr_metrics_route_bytes(u_char *p, u_char *last);
 static ngx_http_playarr_metrics_route_node_t *
     ngx_http_playarr_metrics_route_node(ngx_pool_t *pool);
+static void *ngx_http_playarr_metrics_route_calloc(ngx_pool_t *pool,
+    size_t size);
 static ngx_http_playarr_metrics_route_node_t *
     ngx_http_playarr_metrics_route_add_literal(ngx_pool_t *pool,
     ngx_http_playarr_metrics_route_node_t *node, u_char *p, size_t len);
@@ -488,7 +499,8 @@ ngx_http_playarr_metrics_route_node(ngx_pool_t *pool)
 {
     ngx_http_playarr_metrics_route_node_t  *node;
 
-    node = ngx_pcalloc(pool, sizeof(ngx_http_playarr_metrics_route_node_t));
+    node = ngx_http_playarr_metrics_route_calloc(pool,
+                                 sizeof(ngx_http_playarr_metrics_route_node_t));
     if (node == NULL) {
         return NULL;
     }
@@ -497,6 +509,22 @@ ngx_http_playarr_metrics_route_node(ngx_pool_t *pool)
     node->star = NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
 
     return node;
+}
+
+
+/* zeroed memory that starts a cache line */
+
+static void *
+ngx_http_playarr_metrics_route_calloc(ngx_pool_t *pool, size_t size)
+{
+    u_char  *p;
+
+    p = ngx_pcalloc(pool, size + NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE - 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    return ngx_align_ptr(p, NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE);
 }
 
 
@@ -567,8 +595,8 @@ ngx_http_playarr_metrics_route_grow(ngx_pool_t *pool,
 
     for (bits = 0; ((ngx_uint_t) 1 << bits) < slots; bits++) { /* void */ }
 
-    lits = ngx_pcalloc(pool,
-                       slots * sizeof(ngx_http_playarr_metrics_route_lit_t));
+    lits = ngx_http_playarr_metrics_route_calloc(pool,
+                         slots * sizeof(ngx_http_playarr_metrics_route_lit_t));
     if (lits == NULL) {
         return NGX_ERROR;
     }
