@@ -33,14 +33,23 @@ typedef struct {
  * moved while their zone lives, and the cache lives with the main conf,
  * so with the zone and families it was filled from; an overflow series
  * is never kept, so that every refused request still counts as one.  A
- * set holds 4 entries, the newest first: 2048 entries of 64 bytes, 128k a
- * worker, allocated when it records its first request.  A user longer
- * than 32 bytes is not kept.
+ * set holds 4 entries, the newest first: 2048 entries of 64 bytes, each
+ * in a cache line of its own, 128k a worker, allocated when it is first
+ * needed.  A user longer than 32 bytes is not kept.
  */
 
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
+
+#define NGX_HTTP_PLAYARR_METRICS_LINE         64
+
+/* a hint that memory will be read soon: a load that never faults */
+#if (__GNUC__ || __clang__)
+#define ngx_http_playarr_metrics_prefetch_line(p)  __builtin_prefetch(p)
+#else
+#define ngx_http_playarr_metrics_prefetch_line(p)
+#endif
 
 struct ngx_http_playarr_metrics_recent_s {
     u_char                             *endpoint;      /* a template */
@@ -58,6 +67,11 @@ static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, ngx_str_t *user);
+static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
 static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
     uint32_t status, ngx_str_t *user, uint64_t *tag);
@@ -315,7 +329,9 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 /*
  * Updates carried by upstream response headers are taken out of the
- * response here, and applied when the request is logged.
+ * response here, and applied when the request is logged.  And the
+ * recent requests cache lines the request will be looked up in when it
+ * is logged are fetched here, while the response is being sent.
  */
 
 static ngx_int_t
@@ -329,6 +345,10 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
     ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+
+    if (plcf->enable && !plcf->handler && r == r->main) {
+        ngx_http_playarr_metrics_prefetch(r, plcf);
+    }
 
     if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
         return ngx_http_next_header_filter(r);
@@ -536,7 +556,6 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     ngx_uint_t                               i;
     ngx_msec_int_t                           ms;
     ngx_time_t                              *tp;
-    ngx_http_playarr_metrics_value_t        *value;
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_series_t       *series, *duration;
     ngx_http_playarr_metrics_layout_t       *layout;
@@ -561,39 +580,11 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
 
-    /* the user: the first non-empty value, as it is */
-
-    u.len = 0;
-    u.data = buf;
-
-    if (plcf->username) {
-        value = plcf->username->elts;
-
-        for (i = 0; i < plcf->username->nelts; i++) {
-            if (ngx_http_playarr_metrics_eval(r, &value[i], &u) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (u.len) {
-                break;
-            }
-        }
+    if (ngx_http_playarr_metrics_user(r, plcf, &u) != NGX_OK) {
+        return NGX_ERROR;
     }
 
-    /* the status as the access log has it */
-
-    if (r->err_status) {
-        status = (uint32_t) ngx_min(r->err_status, 999);
-
-    } else if (r->headers_out.status) {
-        status = (uint32_t) ngx_min(r->headers_out.status, 999);
-
-    } else if (r->http_version == NGX_HTTP_VERSION_9) {
-        status = 9;
-
-    } else {
-        status = 0;
-    }
+    status = ngx_http_playarr_metrics_status(r);
 
     tp = ngx_timeofday();
 
@@ -618,6 +609,9 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
                 && ngx_memcmp(set[i].user, u.data, u.len) == 0)
             {
                 hit = &set[i];
+
+                /* not to wait for the two cache lines one after the other */
+                ngx_http_playarr_metrics_prefetch_line(hit->requests);
 
                 ngx_http_playarr_metrics_observe(hit->duration,
                                                  (double) ms / 1000);
@@ -739,6 +733,105 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
 
 /*
+ * The cache lines of the recent requests cache that the log handler will
+ * read for this request, fetched ahead: when the request is logged, after
+ * the response went through the kernel, they are no longer waited for.
+ * The route match done here is kept for the log handler.  Only a hint: a
+ * status or a user that changes before the request is logged only makes
+ * the lines fetched useless.
+ */
+
+static void
+ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    u_char                                *p;
+    uint64_t                               tag;
+    ngx_str_t                              ep, u;
+    ngx_uint_t                             i;
+    ngx_http_playarr_metrics_recent_t     *set;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    if (ngx_http_playarr_metrics_user(r, plcf, &u) != NGX_OK
+        || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
+    {
+        return;
+    }
+
+    set = ngx_http_playarr_metrics_recent(pmcf, &ep,
+                                          ngx_http_playarr_metrics_status(r),
+                                          &u, &tag);
+    if (set == NULL) {
+        return;
+    }
+
+    p = (u_char *) set;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+        ngx_http_playarr_metrics_prefetch_line(p);
+        p += sizeof(ngx_http_playarr_metrics_recent_t);
+    }
+}
+
+
+/* the user: the first non-empty value, as it is */
+
+static ngx_int_t
+ngx_http_playarr_metrics_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, ngx_str_t *user)
+{
+    ngx_uint_t                         i;
+    ngx_http_playarr_metrics_value_t  *value;
+
+    user->len = 0;
+    user->data = (u_char *) "";
+
+    if (plcf->username == NULL) {
+        return NGX_OK;
+    }
+
+    value = plcf->username->elts;
+
+    for (i = 0; i < plcf->username->nelts; i++) {
+        if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (user->len) {
+            break;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the status as the access log has it */
+
+static uint32_t
+ngx_http_playarr_metrics_status(ngx_http_request_t *r)
+{
+    if (r->err_status) {
+        return (uint32_t) ngx_min(r->err_status, 999);
+    }
+
+    if (r->headers_out.status) {
+        return (uint32_t) ngx_min(r->headers_out.status, 999);
+    }
+
+    if (r->http_version == NGX_HTTP_VERSION_9) {
+        return 9;
+    }
+
+    return 0;
+}
+
+
+/*
  * The set of the recent requests cache where an endpoint, status and user
  * would be, and their tag; NULL if there is no cache.  The endpoint is the
  * text of a template, or ngx_http_playarr_metrics_unknown: it lives as
@@ -749,16 +842,23 @@ static ngx_http_playarr_metrics_recent_t *
 ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_str_t *ep, uint32_t status, ngx_str_t *user, uint64_t *tag)
 {
+    size_t    size;
     uint32_t  h;
 
     if (pmcf->recent == NULL) {
-        pmcf->recent = ngx_pcalloc(ngx_cycle->pool,
-                                   NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
-                                   * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
-                                   * sizeof(ngx_http_playarr_metrics_recent_t));
+        size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
+               * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
+               * sizeof(ngx_http_playarr_metrics_recent_t);
+
+        /* an entry is a cache line */
+
+        pmcf->recent = ngx_pmemalign(ngx_cycle->pool, size,
+                                     NGX_HTTP_PLAYARR_METRICS_LINE);
         if (pmcf->recent == NULL) {
             return NULL;
         }
+
+        ngx_memzero(pmcf->recent, size);
     }
 
     *tag = (uint64_t) ep->len | (uint64_t) status << 32
