@@ -42,8 +42,6 @@ typedef struct {
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
 
-#define NGX_HTTP_PLAYARR_METRICS_LINE         64
-
 /* a hint that memory will be read soon: a load that never faults */
 #if (__GNUC__ || __clang__)
 #define ngx_http_playarr_metrics_prefetch_line(p)  __builtin_prefetch(p)
@@ -853,7 +851,7 @@ ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
         /* an entry is a cache line */
 
         pmcf->recent = ngx_pmemalign(ngx_cycle->pool, size,
-                                     NGX_HTTP_PLAYARR_METRICS_LINE);
+                                     NGX_CPU_CACHE_LINE);
         if (pmcf->recent == NULL) {
             return NULL;
         }

@@ -36,8 +36,6 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_EXT      2
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR     3
 
-#define NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE     64
-
 /* slots in a node's first literal table; at most a quarter is used */
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLOTS    4
 
@@ -519,12 +517,12 @@ ngx_http_playarr_metrics_route_calloc(ngx_pool_t *pool, size_t size)
 {
     u_char  *p;
 
-    p = ngx_pcalloc(pool, size + NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE - 1);
+    p = ngx_pcalloc(pool, size + NGX_CPU_CACHE_LINE - 1);
     if (p == NULL) {
         return NULL;
     }
 
-    return ngx_align_ptr(p, NGX_HTTP_PLAYARR_METRICS_ROUTE_LINE);
+    return ngx_align_ptr(p, NGX_CPU_CACHE_LINE);
 }
 
 
