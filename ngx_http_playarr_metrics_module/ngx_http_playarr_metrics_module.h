@@ -12,6 +12,11 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+/* the module's own symbols are not exported: see the store's header */
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility push(hidden)
+#endif
+
 #include <ngx_http_playarr_metrics_store.h>
 #include <ngx_http_playarr_metrics_route.h>
 #include <ngx_http_playarr_metrics_token.h>
@@ -167,6 +172,11 @@ ngx_int_t ngx_http_playarr_metrics_render(
 extern const char   *ngx_http_playarr_metrics_types[];
 extern const char   *ngx_http_playarr_metrics_sources[];
 extern ngx_module_t  ngx_http_playarr_metrics_module;
+
+
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_HTTP_PLAYARR_METRICS_MODULE_H_INCLUDED_ */

@@ -12,6 +12,12 @@
 #include <ngx_core.h>
 
 
+/* the module's own symbols are not exported: see the store's header */
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility push(hidden)
+#endif
+
+
 #define NGX_HTTP_PLAYARR_METRICS_NO_ROUTE  ((ngx_uint_t) -1)
 
 /* the longest template, in bytes, and the most segments it may have */
@@ -53,6 +59,11 @@ ngx_str_t *ngx_http_playarr_metrics_routes_template(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
 ngx_uint_t ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+
+
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_HTTP_PLAYARR_METRICS_ROUTE_H_INCLUDED_ */

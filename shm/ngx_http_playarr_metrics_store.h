@@ -12,6 +12,17 @@
 #include <ngx_core.h>
 
 
+/*
+ * The module's own symbols are not exported: nginx finds a dynamic module
+ * through ngx_modules[] alone, and calls between the module's files (the
+ * hot path's among them) are then direct, not through the PLT, and may be
+ * inlined.
+ */
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility push(hidden)
+#endif
+
+
 #define NGX_HTTP_PLAYARR_METRICS_COUNTER      0
 #define NGX_HTTP_PLAYARR_METRICS_GAUGE        1
 #define NGX_HTTP_PLAYARR_METRICS_HISTOGRAM    2
@@ -227,6 +238,11 @@ ngx_http_playarr_metrics_double(ngx_atomic_uint_t bits)
 
     return v;
 }
+
+
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_HTTP_PLAYARR_METRICS_STORE_H_INCLUDED_ */
