@@ -101,6 +101,9 @@ static u_char *ngx_http_playarr_metrics_reserve(
     ngx_http_playarr_metrics_render_t *w, size_t n);
 static ngx_chain_t *ngx_http_playarr_metrics_finish(
     ngx_http_playarr_metrics_render_t *w, off_t *len);
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_step_over(
+    ngx_http_playarr_metrics_render_t *w,
+    ngx_http_playarr_metrics_series_t *s);
 static u_char *ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
 static u_char *ngx_http_playarr_metrics_decimal(u_char *p, double v);
 #if (NGX_HTTP_PLAYARR_METRICS_INT128)
@@ -233,6 +236,27 @@ ngx_http_playarr_metrics_append(ngx_http_playarr_metrics_render_t *w,
 #define ngx_http_playarr_metrics_commit(w, p)                                 \
     (w)->len += (p) - (w)->buf->last;                                         \
     (w)->buf->last = (p)
+
+
+/*
+ * Whether this step has rendered its bytes or walked its series, before
+ * series s; then the walk of the family resumes at s in the next step.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_playarr_metrics_step_over(ngx_http_playarr_metrics_render_t *w,
+    ngx_http_playarr_metrics_series_t *s)
+{
+    if (w->len < w->stop
+        && w->walked++ < NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
+    {
+        return 0;
+    }
+
+    w->series = s;
+
+    return 1;
+}
 
 
 /* the last buffer of the body, and the chain of a whole body */
@@ -863,10 +887,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
 
     for (s = w->series; s; s = s->sibling) {
 
-        if (w->len >= w->stop
-            || w->walked++ >= NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
-        {
-            w->series = s;
+        if (ngx_http_playarr_metrics_step_over(w, s)) {
             return NGX_AGAIN;
         }
 
@@ -1236,10 +1257,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
 
     for (s = w->series; s; s = s->sibling) {
 
-        if (w->len >= w->stop
-            || w->walked++ >= NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
-        {
-            w->series = s;
+        if (ngx_http_playarr_metrics_step_over(w, s)) {
             return NGX_AGAIN;
         }
 

@@ -43,9 +43,10 @@ static ngx_http_playarr_metrics_layout_t *
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *buckets);
 static ngx_inline uint32_t ngx_http_playarr_metrics_key_hash(uint32_t seed,
     u_char *key, size_t len);
-static ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_lookup(
-    ngx_http_playarr_metrics_sh_t *sh, ngx_http_playarr_metrics_family_t *f,
-    u_char *key, size_t len, uint32_t hash);
+static ngx_inline ngx_http_playarr_metrics_series_t *
+    ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
+    ngx_http_playarr_metrics_family_t *f, u_char *key, size_t len,
+    uint32_t hash);
 static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_series_add(
     ngx_http_playarr_metrics_store_t *store,
@@ -613,7 +614,7 @@ ngx_http_playarr_metrics_key_hash(uint32_t seed, u_char *key, size_t len)
 }
 
 
-static ngx_http_playarr_metrics_series_t *
+static ngx_inline ngx_http_playarr_metrics_series_t *
 ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
     ngx_http_playarr_metrics_family_t *f, u_char *key, size_t len,
     uint32_t hash)
@@ -657,16 +658,9 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
 
     hash = ngx_http_playarr_metrics_key_hash(f->seed, key, len);
 
-    for (s = sh->table[hash & sh->mask]; s; s = s->next) {
-
-        if (s->hash == hash
-            && s->family == f
-            && s->len == len
-            && ngx_memcmp(ngx_http_playarr_metrics_series_key(s), key, len)
-               == 0)
-        {
-            return s;
-        }
+    s = ngx_http_playarr_metrics_lookup(sh, f, key, len, hash);
+    if (s) {
+        return s;
     }
 
     return ngx_http_playarr_metrics_series_add(store, fc, layout, key, len,
