@@ -108,7 +108,8 @@ FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
     -DFUZZ_SCHEMA='"$(TOP)/docs/playarr/metrics.json"' \
     -DFUZZ_ROUTES='"$(TOP)/docs/playarr-routes.conf"'
 FUZZ_MODULE_SRCS := $(wildcard shm/*.c) \
-    $(addprefix $(MODULE)/$(MODULE:_module=)_,route.c update.c format.c)
+    $(addprefix $(MODULE)/$(MODULE:_module=)_,route.c update.c format.c \
+                                              file.c)
 FUZZ_SUPPORT_SRCS := $(addprefix t/fuzz/,ngx_stubs.c fuzz_common.c \
                                          fuzz_check.c)
 

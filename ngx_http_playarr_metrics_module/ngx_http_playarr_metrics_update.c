@@ -9,9 +9,14 @@
 #include <ngx_http.h>
 
 #include <ngx_http_playarr_metrics_module.h>
+#include <ngx_http_playarr_metrics_file.h>
 
 #include <math.h>
 #include <jansson.h>
+
+
+/* a schema file larger than this is not one (Playarr's is 7 kB) */
+#define NGX_HTTP_PLAYARR_METRICS_SCHEMA_MAX  (4 * 1024 * 1024)
 
 
 static const char  *ngx_http_playarr_metrics_ops[] = {
@@ -65,20 +70,34 @@ ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf, ngx_array_t *families,
     ngx_str_t *path)
 {
     json_t                                  *root, *metrics, *entry;
+    ngx_str_t                                data;
     ngx_uint_t                               i;
     const char                              *key;
     json_error_t                             jerr;
-    ngx_file_info_t                          fi;
     ngx_http_playarr_metrics_family_conf_t  *fc, *all;
 
-    if (ngx_file_info(path->data, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "invalid schema \"%s\": " ngx_file_info_n
+    switch (ngx_http_playarr_metrics_file_read(cf, cf->log, NGX_LOG_EMERG,
+                                     "invalid schema", path->data,
+                                     NGX_HTTP_PLAYARR_METRICS_SCHEMA_MAX,
+                                     &data, NULL))
+    {
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, NGX_ENOENT,
+                           "invalid schema \"%s\": " ngx_open_file_n
                            " failed", path->data);
+        return NGX_CONF_ERROR;
+
+    default:
         return NGX_CONF_ERROR;
     }
 
-    root = json_load_file((char *) path->data, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb((char *) data.data, data.len, JSON_REJECT_DUPLICATES,
+                      &jerr);
+
+    ngx_free(data.data);
 
     if (root == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

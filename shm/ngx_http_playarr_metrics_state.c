@@ -7,6 +7,9 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http_playarr_metrics_store.h>
+#include <ngx_http_playarr_metrics_file.h>
+
+#include <openssl/rand.h>
 
 
 /*
@@ -23,6 +26,13 @@
 #define NGX_HTTP_PLAYARR_METRICS_STATE_MAGIC    "PLAYARRM"
 #define NGX_HTTP_PLAYARR_METRICS_STATE_VERSION  1
 #define NGX_HTTP_PLAYARR_METRICS_STATE_BOM      0x01020304
+
+/*
+ * The largest state file read: a snapshot holds less than its zone, but
+ * one written by a zone of another size is read too
+ */
+#define NGX_HTTP_PLAYARR_METRICS_STATE_ZONES    4
+#define NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP  (64 * 1024 * 1024)
 
 
 typedef struct {
@@ -48,8 +58,8 @@ static void *ngx_http_playarr_metrics_state_get(
     ngx_http_playarr_metrics_state_buf_t *b, size_t len);
 static ngx_int_t ngx_http_playarr_metrics_state_family(
     ngx_http_playarr_metrics_store_t *store,
-    ngx_http_playarr_metrics_state_buf_t *b, const char *from,
-    ngx_log_t *log);
+    ngx_http_playarr_metrics_state_buf_t *b, ngx_uint_t apply,
+    const char *from, ngx_log_t *log);
 static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_state_find(
     ngx_http_playarr_metrics_store_t *store, u_char *def, size_t len,
@@ -241,7 +251,7 @@ ngx_int_t
 ngx_http_playarr_metrics_state_load(ngx_http_playarr_metrics_store_t *store,
     u_char *data, size_t len, const char *from, ngx_log_t *log)
 {
-    ngx_uint_t                                i;
+    ngx_uint_t                                i, apply;
     ngx_http_playarr_metrics_state_buf_t      b;
     ngx_http_playarr_metrics_state_header_t   h;
 
@@ -289,17 +299,31 @@ ngx_http_playarr_metrics_state_load(ngx_http_playarr_metrics_store_t *store,
         return NGX_DECLINED;
     }
 
-    b.start = data;
-    b.pos = data + sizeof(h);
-    b.end = data + len;
+    /*
+     * Walked twice: first only checked, so that a snapshot whose checksum
+     * is right but whose structure is not restores nothing at all
+     */
 
-    for (i = 0; i < h.nfamilies; i++) {
-        if (ngx_http_playarr_metrics_state_family(store, &b, from, log)
-            != NGX_OK)
-        {
+    for (apply = 0; apply < 2; apply++) {
+        b.start = data;
+        b.pos = data + sizeof(h);
+        b.end = data + len;
+
+        for (i = 0; i < h.nfamilies; i++) {
+            if (ngx_http_playarr_metrics_state_family(store, &b, apply, from,
+                                                      log)
+                != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "%s is corrupt, metrics start from zero",
+                              from);
+                return NGX_DECLINED;
+            }
+        }
+
+        if (b.pos != b.end) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "%s is corrupt, only part of it was restored",
-                          from);
+                          "%s is corrupt, metrics start from zero", from);
             return NGX_DECLINED;
         }
     }
@@ -310,8 +334,8 @@ ngx_http_playarr_metrics_state_load(ngx_http_playarr_metrics_store_t *store,
 
 static ngx_int_t
 ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
-    ngx_http_playarr_metrics_state_buf_t *b, const char *from,
-    ngx_log_t *log)
+    ngx_http_playarr_metrics_state_buf_t *b, ngx_uint_t apply,
+    const char *from, ngx_log_t *log)
 {
     u_char                                  *def, *key, *hidden, *p;
     uint16_t                                 klen;
@@ -342,7 +366,14 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
 
     fc = ngx_http_playarr_metrics_state_find(store, def, dlen, &same);
 
-    if (fc == NULL) {
+    if (!apply) {
+        /* the check: the keys of a known family, nothing said */
+
+        if (fc && (!same || fc->type != type)) {
+            fc = NULL;
+        }
+
+    } else if (fc == NULL) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "%s: family \"%s\" is no longer configured, dropped",
                       from, def);
@@ -402,6 +433,10 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
             return NGX_ERROR;
         }
 
+        if (!apply) {
+            continue;
+        }
+
         layout = NULL;
 
         if (nle) {
@@ -429,6 +464,7 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     }
 
     if (skipped) {
+        /* only the applying walk skips */
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "%s: family \"%s\" changed its buckets, %ui series "
                       "could not be restored", from, def, skipped);
@@ -572,37 +608,94 @@ ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
 }
 
 
-/* the state file: written to a temporary file, then renamed over it */
+/*
+ * The state file: written to a new temporary file of a random name in its
+ * directory, then renamed over it.  The directory is writable by the
+ * worker user, and the master saves as root at exit: the temporary file
+ * is created O_EXCL|O_NOFOLLOW (a link or a file planted there is never
+ * opened), and what was opened is checked to be the new, regular file of
+ * this process's user before anything is written.
+ */
 
 ngx_int_t
 ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
     ngx_str_t *path, ngx_log_t *log)
 {
-    u_char    *data, *temp;
+    u_char    *data;
     size_t     len;
-    ssize_t    n;
-    ngx_fd_t   fd;
-    ngx_err_t  err;
+    ngx_int_t  rc;
 
     data = ngx_http_playarr_metrics_state_dump(store, &len, log);
     if (data == NULL) {
         return NGX_ERROR;
     }
 
-    temp = ngx_alloc(path->len + sizeof(".NNNNNNNNNNNN"), log);
+    rc = ngx_http_playarr_metrics_state_write(path, data, len, log);
+
+    ngx_free(data);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
+    size_t len, ngx_log_t *log)
+{
+    u_char           *temp;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_err_t         err;
+    ngx_uint_t        tries;
+    ngx_file_info_t   fi;
+    u_char            rnd[8];
+
+    temp = ngx_alloc(path->len + sizeof(".tmp.") + 2 * sizeof(rnd), log);
     if (temp == NULL) {
-        ngx_free(data);
         return NGX_ERROR;
     }
 
-    ngx_sprintf(temp, "%V.%P%Z", path, ngx_pid);
+    fd = NGX_INVALID_FILE;
 
-    fd = ngx_open_file(temp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
-                       NGX_FILE_OWNER_ACCESS);
+    for (tries = 0; tries < 8; tries++) {
+        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "RAND_bytes() failed for state file \"%V\"",
+                          path);
+            goto failed;
+        }
+
+        *ngx_hex_dump(ngx_sprintf(temp, "%V.tmp.", path), rnd, sizeof(rnd))
+            = '\0';
+
+        fd = ngx_open_file(temp, NGX_FILE_WRONLY|NGX_FILE_NOFOLLOW,
+                           O_CREAT|O_EXCL,
+                           NGX_FILE_OWNER_ACCESS);
+
+        if (fd != NGX_INVALID_FILE || ngx_errno != NGX_EEXIST) {
+            break;
+        }
+    }
 
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       ngx_open_file_n " \"%s\" failed", temp);
+        goto failed;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      ngx_fd_info_n " \"%s\" failed", temp);
+        goto close;
+    }
+
+    if (!ngx_is_file(&fi) || fi.st_nlink != 1 || fi.st_uid != geteuid()
+        || ngx_file_size(&fi) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "state file \"%s\" is not the file just created, "
+                      "not written", temp);
+        (void) ngx_close_file(fd);
         goto failed;
     }
 
@@ -612,14 +705,14 @@ ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
     if (n != (ssize_t) len || fsync(fd) == -1) {
         ngx_log_error(NGX_LOG_ERR, log, n == -1 ? err : ngx_errno,
                       ngx_write_fd_n " \"%s\" failed", temp);
-        (void) ngx_close_file(fd);
-        (void) ngx_delete_file(temp);
-        goto failed;
+        goto close;
     }
 
     if (ngx_close_file(fd) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       ngx_close_file_n " \"%s\" failed", temp);
+        (void) ngx_delete_file(temp);
+        goto failed;
     }
 
     if (ngx_rename_file(temp, path->data) == NGX_FILE_ERROR) {
@@ -631,90 +724,76 @@ ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
     }
 
     ngx_free(temp);
-    ngx_free(data);
 
     return NGX_OK;
+
+close:
+
+    (void) ngx_close_file(fd);
+    (void) ngx_delete_file(temp);
 
 failed:
 
     ngx_free(temp);
-    ngx_free(data);
 
     return NGX_ERROR;
 }
 
 
-/* at start: a missing file is a first start, anything else is said */
+/*
+ * At start: a missing file is a first start, anything else is said.  The
+ * file is read as every file the module reads (a link, a FIFO or a file
+ * far larger than any snapshot of this zone is refused with a warning);
+ * a snapshot is restored whole or not at all.
+ */
 
 void
 ngx_http_playarr_metrics_state_restore(ngx_http_playarr_metrics_store_t *store,
     ngx_str_t *path, ngx_log_t *log)
 {
-    u_char           *data, *from;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_file_info_t   fi;
+    u_char     *from;
+    size_t      max;
+    ngx_str_t   data;
 
-    fd = ngx_open_file(path->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    max = (size_t) (store->shpool->end - (u_char *) store->shpool);
+    max = ngx_max(NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP,
+                  NGX_HTTP_PLAYARR_METRICS_STATE_ZONES * max);
 
-    if (fd == NGX_INVALID_FILE) {
-        if (ngx_errno != NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                          ngx_open_file_n " \"%V\" failed, "
-                          "metrics start from zero", path);
-        }
+    switch (ngx_http_playarr_metrics_file_read(NULL, log, NGX_LOG_WARN,
+                                               "playarr_metrics_state_file",
+                                               path->data, max, &data, NULL))
+    {
+    case NGX_OK:
+        break;
 
+    case NGX_DECLINED:
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "state file \"%V\" not restored, "
+                      "metrics start from zero", path);
         return;
     }
 
-    data = NULL;
-    from = NULL;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      ngx_fd_info_n " \"%V\" failed", path);
-        goto done;
-    }
-
-    data = ngx_alloc(ngx_file_size(&fi) + 1, log);
     from = ngx_alloc(path->len + sizeof("state file \"\""), log);
 
-    if (data == NULL || from == NULL) {
-        goto done;
+    if (from == NULL) {
+        ngx_free(data.data);
+        return;
     }
 
     ngx_sprintf(from, "state file \"%V\"%Z", path);
 
-    n = ngx_read_fd(fd, data, ngx_file_size(&fi));
-
-    if (n != ngx_file_size(&fi)) {
-        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
-                      ngx_read_fd_n " \"%V\" failed, "
-                      "metrics start from zero", path);
-        goto done;
-    }
-
-    if (ngx_http_playarr_metrics_state_load(store, data, n, (char *) from,
-                                            log)
+    if (ngx_http_playarr_metrics_state_load(store, data.data, data.len,
+                                            (char *) from, log)
         == NGX_OK)
     {
         ngx_log_error(NGX_LOG_NOTICE, log, 0, "%s restored", from);
     }
 
-done:
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      ngx_close_file_n " \"%V\" failed", path);
-    }
-
-    if (data) {
-        ngx_free(data);
-    }
-
-    if (from) {
-        ngx_free(from);
-    }
+    ngx_free(data.data);
+    ngx_free(from);
 }
 
 

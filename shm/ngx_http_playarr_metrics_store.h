@@ -208,6 +208,8 @@ ngx_int_t ngx_http_playarr_metrics_state_load(
     const char *from, ngx_log_t *log);
 ngx_int_t ngx_http_playarr_metrics_state_save(
     ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
+    size_t len, ngx_log_t *log);
 void ngx_http_playarr_metrics_state_restore(
     ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
 ngx_int_t ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid,
