@@ -287,7 +287,8 @@ for my $m (@backslash) {
 # --- near misses: Express routes none of them to those handlers -------------
 
 my @through = ('/api/titles/tt1', '/metricsx', '/metrics;x', '/metrics.json',
-               '/metrics%23x', '/metrics%5C', '/api/titles?q=a\\b');
+               '/metrics%23x', '/metrics%5C', '/api/settings/metrics%5C',
+               '/api/titles?q=a\\b');
 
 for my $p (@through) {
     my $r = $t->get($p);
