@@ -18,7 +18,9 @@
 #  - a FIFO, a link, a 10 MiB file as the schema: nginx -t fails at once
 #    with an [emerg] naming the file, the directive's line and why;
 #  - a state file with a right checksum but a wrong structure restores
-#    nothing at all, with one [warn].
+#    nothing at all, with one [warn];
+#  - a full disk at the save (a small tmpfs as the state directory): an
+#    [error] with ENOSPC, the previous file kept, no temporary file left.
 #
 # Every nginx -t runs under timeout(1), every start has the harness's own
 # deadline: a hang fails the test instead of hanging it.
@@ -466,6 +468,75 @@ for my $c (@hostile) {
 
             $t->stop;
         }
+    }
+}
+
+
+# --- a full disk at the save: the previous file stays ----------------------
+
+my $MOUNTED;
+
+END { system('umount', $MOUNTED) if $MOUNTED }
+
+{
+    my $f = PlayarrTest->new(http => http_block());
+    my $dir = $f->path('state');
+    my $file = $f->path('state/metrics.state');
+
+    mkdir $dir or die "mkdir: $!";
+
+    my $mounted = system('mount', '-t', 'tmpfs', '-o',
+                         "size=256k,mode=0700,uid=$UID,gid=$GID",
+                         'tmpfs', $dir) == 0;
+    $MOUNTED = $dir if $mounted;
+
+    SKIP: {
+        skip 'cannot mount a tmpfs for the state directory', 8
+            unless $mounted;
+
+        $f->start;
+        $f->get('/api/titles/tt1', headers => { 'X-User' => "user$_" })
+            for 1 .. 60;
+        my $kept = snapshot($f->metrics(name => 'full disk: first run'));
+        $f->stop;
+
+        my $old = $f->read_file('state/metrics.state');
+        ok(length $old > 3 * 4096, 'full disk: a state file of a few pages');
+
+        $f->start;
+        $f->get('/api/titles/tt1', headers => { 'X-User' => 'alice' })
+            for 1 .. 5;
+
+        # every page taken but one: the save's first write() is short
+        my $filler = "$dir/filler";
+        open my $fh, '>', $filler or die "open $filler: $!";
+        binmode $fh;
+        my $n = 0;
+        $n += 4096 while syswrite($fh, "\0" x 4096);
+        close $fh;
+        truncate $filler, $n - 4096 or die "truncate: $!";
+
+        my $mark = $f->log_mark;
+        $f->stop;
+
+        like($f->log_since($mark),
+             qr/\[error\].*write\(\) "\Q$file\E\.tmp\.[0-9a-f]{16}" failed \(28: No space left on device\)/,
+             'full disk: the save says write() failed, ENOSPC');
+        is($f->read_file('state/metrics.state'), $old,
+           'full disk: the previous state file is as it was');
+        is_deeply([temp_left($f)], [],
+                  'full disk: no temporary file left');
+
+        unlink $filler;
+        $f->start;
+        is_deeply(snapshot($f->metrics(name => 'full disk: restored')),
+                  $kept, 'full disk: the next start restores the last save');
+        $f->stop;
+    }
+
+    if ($mounted) {
+        is(system('umount', $dir), 0, 'full disk: tmpfs unmounted');
+        $MOUNTED = undef;
     }
 }
 
