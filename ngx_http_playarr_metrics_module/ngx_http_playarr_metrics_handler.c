@@ -34,6 +34,8 @@ static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *error, ngx_int_t index);
 static ngx_int_t ngx_http_playarr_metrics_no_store(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_subrequest(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
 static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
     ngx_uint_t methods, ngx_str_t *allow);
 static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
@@ -149,8 +151,34 @@ ngx_http_playarr_metrics_no_store(ngx_http_request_t *r)
 
 
 /*
- * What a handler without a body does first: the method, the body thrown
- * away, the token.  NGX_DECLINED: go on; anything else: the answer.
+ * nginx runs no access phase for a subrequest (SSI, addition, mirror,
+ * njs): the allow/deny or auth_request that guards a location with
+ * "playarr_metrics_auth off" would not apply to it.  Such a location
+ * refuses subrequests.  With the token, a subrequest is let in on the
+ * token it carries (the headers of its main request), as a request is.
+ * NGX_DECLINED: go on; NGX_HTTP_FORBIDDEN: refused.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_subrequest(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    if (r == r->main || plcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "playarr metrics: subrequest forbidden, the location has "
+                  "\"playarr_metrics_auth off\"");
+
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
+/*
+ * What a handler without a body does first: a subrequest refused, the
+ * method, the body thrown away, the token.  NGX_DECLINED: go on;
+ * anything else: the answer.
  */
 
 static ngx_int_t
@@ -161,6 +189,15 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    rc = ngx_http_playarr_metrics_subrequest(r, plcf);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     if (!(r->method & methods)) {
         return ngx_http_playarr_metrics_not_allowed(r, allow);
     }
@@ -170,9 +207,6 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
     if (rc != NGX_OK) {
         return rc;
     }
-
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     if (plcf->auth) {
         rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
@@ -501,14 +535,22 @@ ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_str_t                              err;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    rc = ngx_http_playarr_metrics_subrequest(r, plcf);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     if (!(r->method & NGX_HTTP_POST)) {
         return ngx_http_playarr_metrics_not_allowed(r,
                                                &ngx_http_playarr_metrics_post);
     }
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     if (r->headers_in.content_length_n > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {
 

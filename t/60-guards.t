@@ -1,0 +1,254 @@
+#!/usr/bin/perl
+
+# The guards of the handlers and of the token file (issue 15, DESIGN.md
+# sections 6 and 10), tried from the attacker's side:
+# 1. subrequests (SSI include virtual, add_after_body, mirror) run no
+#    access phase: a location guarded by nginx (playarr_metrics_auth off
+#    plus deny/allow/auth_request) refuses them with 403; the token, the
+#    metrics and pushes do not leak through a public page.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use Test::More;
+use Time::HiRes qw(time sleep);
+use PlayarrTest;
+
+plan skip_all => 'module not built: ' . PlayarrTest::module_path()
+    unless -e PlayarrTest::module_path();
+
+my $SCHEMA = <<'EOF';
+{"metrics": {
+    "guard_probe": {"type": "counter", "name": "playarr_guard_probe_total",
+                    "help": "Pushed by the guard tests",
+                    "labelNames": ["via"]}
+}}
+EOF
+
+# the directory of the token file is the workers' (they regenerate it)
+sub token_dir {
+    my ($t) = @_;
+    my ($uid, $gid) = $t->worker_ids;
+    my $dir = $t->path('tok');
+
+    mkdir $dir or die "mkdir $dir: $!";
+    chown $uid, $gid, $dir or die "chown $dir: $!";
+    chmod 0700, $dir or die "chmod $dir: $!";
+
+    return $dir;
+}
+
+sub bearer { [ Authorization => "Bearer $_[0]" ] }
+
+sub json_push {
+    my ($token) = @_;
+    return [ ($token ? @{ bearer($token) } : ()),
+             'Content-Type' => 'application/json' ];
+}
+
+
+# === 1. subrequests ======================================================
+
+{
+    my $t = PlayarrTest->new(http => <<'EOF');
+    playarr_metrics_zone playarr:1m;
+    playarr_metrics_token_file %%DIR%%/tok/metrics.token;
+    playarr_metrics_schema %%DIR%%/schema.json;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        # guarded by nginx's access phase only
+        location = /metrics-denied {
+            playarr_metrics_export;
+            playarr_metrics_auth off;
+            deny all;
+        }
+        location = /json-denied {
+            playarr_metrics_export json;
+            playarr_metrics_auth off;
+            deny all;
+        }
+        location = /metrics-local {
+            playarr_metrics_export;
+            playarr_metrics_auth off;
+            allow 127.0.0.2;
+            deny all;
+        }
+        location = /admin-denied {
+            playarr_metrics_token_admin;
+            playarr_metrics_auth off;
+            deny all;
+        }
+        location = /admin-authreq {
+            playarr_metrics_token_admin;
+            playarr_metrics_auth off;
+            auth_request /_refuse;
+        }
+        location = /_refuse {
+            internal;
+            return 403;
+        }
+        location = /push-denied {
+            playarr_metrics_push;
+            playarr_metrics_auth off;
+            deny all;
+        }
+
+        # guarded by the token
+        location = /metrics { playarr_metrics_export; }
+        location = /admin { playarr_metrics_token_admin; }
+
+        # public
+        location /pub/ {
+            root %%DIR%%/www;
+            default_type text/html;
+            ssi on;
+        }
+        location = /add/after.html {
+            root %%DIR%%/www;
+            default_type text/html;
+            add_after_body /admin-denied;
+        }
+        location = /add/before.html {
+            root %%DIR%%/www;
+            default_type text/html;
+            add_before_body /metrics-denied;
+        }
+        location = /mirror/push {
+            root %%DIR%%/www;
+            mirror /push-denied;
+        }
+        location = /mirror/regenerate {
+            root %%DIR%%/www;
+            mirror /admin-denied;
+        }
+    }
+EOF
+
+    token_dir($t);
+    $t->write_file('schema.json', $SCHEMA);
+    mkdir $t->path($_) for qw(www www/pub www/add www/mirror);
+
+    my %page = (
+        metrics => '/metrics-denied',
+        json    => '/json-denied',
+        local   => '/metrics-local',
+        admin   => '/admin-denied',
+        authreq => '/admin-authreq',
+        push    => '/push-denied',
+        bearer  => '/metrics',
+        tokbear => '/admin',
+    );
+
+    for my $p (sort keys %page) {
+        $t->write_file("www/pub/$p.shtml",
+                       "<html><body>\nBEGIN\n"
+                       . "<!--# include virtual=\"$page{$p}\" -->"
+                       . "END\n</body></html>\n");
+    }
+
+    $t->write_file("www/add/$_.html", "<html><body>page $_</body></html>\n")
+        for qw(after before);
+
+    $t->start;
+
+    my $token = $t->read_token('tok/metrics.token');
+    like($token, qr/\A[0-9a-f]{64}\z/, 'subrequests: a token');
+
+    # what a metrics body or the token would show
+    my $leak = qr/\Q$token\E|# TYPE|playarr_metrics_build_info|"value"/;
+
+    # the guards hold for the client itself
+    for my $p (qw(/metrics-denied /json-denied /metrics-local /admin-denied
+                  /admin-authreq))
+    {
+        my $r = $t->get($p);
+        is($r->{status}, 403, "direct GET $p: 403");
+        unlike($r->{raw}, $leak, "direct GET $p: nothing shown");
+    }
+
+    # and for its subrequests
+    for my $p (qw(metrics json local admin authreq push)) {
+        my $r = $t->get("/pub/$p.shtml");
+        my ($inc) = ($r->{body} // '') =~ /BEGIN\n(.*)END/s;
+
+        is($r->{status}, 200, "SSI include of $page{$p}: the page is served");
+        ok(defined $inc, "SSI include of $page{$p}: the include ran");
+        unlike($r->{body}, $leak, "SSI include of $page{$p}: nothing leaks")
+            or diag($r->{body});
+        like($inc // '', qr/403 Forbidden/,
+             "SSI include of $page{$p}: the subrequest got 403");
+    }
+
+    for my $p (qw(after before)) {
+        my $r = $t->get("/add/$p.html");
+        is($r->{status}, 200, "add_${p}_body: the page is served");
+        like($r->{body}, qr/page $p/, "add_${p}_body: the page itself");
+        unlike($r->{body}, $leak, "add_${p}_body: nothing leaks")
+            or diag($r->{body});
+        like($r->{body}, qr/403 Forbidden/, "add_${p}_body: 403 added");
+    }
+
+    # a mirror subrequest has the method and the body of the client's
+    my $mark = $t->log_mark;
+    my $r = $t->request('POST', '/mirror/push', headers => json_push(),
+                        body => '{"metric":"guard_probe","op":"inc",'
+                                . '"labels":{"via":"mirror"}}');
+    ok($r->{status} >= 400, "mirror of a push: the page refuses POST"
+                            . " ($r->{status})");
+
+    $r = $t->request('POST', '/mirror/regenerate', body => '');
+    ok($r->{status} >= 400, "mirror of a regeneration ($r->{status})");
+    unlike($r->{raw}, $leak, 'mirror of a regeneration: nothing shown');
+
+    # the mirrors are background subrequests: wait for their log lines
+    ok($t->wait_for_log(qr/(?:subrequest forbidden.*){2}/s, 5, $mark),
+       'mirrors: both subrequests refused and logged');
+
+    is($t->read_token('tok/metrics.token'), $token,
+       'mirror of a regeneration: the token did not change');
+
+    my $m = $t->metrics(token => $token, name => 'after the mirrors');
+    is(PlayarrTest::sample($m, 'playarr_guard_probe_total',
+                           { via => 'mirror' }),
+       undef, 'mirror of a push: nothing applied');
+
+    # with the token, a subrequest is let in on its client's token
+    $r = $t->get('/pub/bearer.shtml');
+    unlike($r->{body}, $leak, 'SSI include of /metrics, no token: no leak');
+    like($r->{body}, qr/Missing or invalid Authorization header/,
+         'SSI include of /metrics, no token: the 401 answer');
+
+    $r = $t->get('/pub/bearer.shtml', headers => bearer('0' x 64));
+    unlike($r->{body}, $leak, 'SSI include of /metrics, wrong token: no leak');
+
+    $r = $t->get('/pub/bearer.shtml', headers => bearer($token));
+    my ($inc) = ($r->{body} // '') =~ /BEGIN\n(.*)END/s;
+    like($inc // '', qr/^# TYPE playarr_metrics_build_info/m,
+         'SSI include of /metrics with the token: the metrics');
+    $t->promtool_ok($inc // '', 'SSI include of /metrics: valid exposition');
+
+    $r = $t->get('/pub/tokbear.shtml', headers => bearer($token));
+    like($r->{body}, qr/\{"value":"\Q$token\E"\}/,
+         'SSI include of the token page with the token: the token');
+
+    $r = $t->get('/pub/tokbear.shtml');
+    unlike($r->{body}, $leak, 'SSI include of the token page, no token');
+
+    like($t->error_log_text,
+         qr/\[error\].*playarr metrics: subrequest forbidden, the location has "playarr_metrics_auth off"/,
+         'the refusal is logged at error');
+
+    $t->stop;
+
+    unlike($t->error_log_text . ($t->read_file('access.log') // ''),
+           qr/\Q$token\E/, 'subrequests: the token is in no log');
+}
+
+
+done_testing;
