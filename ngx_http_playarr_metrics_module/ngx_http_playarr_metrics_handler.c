@@ -526,8 +526,11 @@ ngx_http_playarr_metrics_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
- * playarr_metrics_push: POST of one update or an array of them.  The body
- * is read first, so that every answer leaves the connection clean.
+ * playarr_metrics_push: POST of one update or an array of them.  The
+ * token is checked on the headers, before a byte of the body is read: a
+ * client without it costs no body buffer, no temporary file and no
+ * count in the rejected updates.  Then the body is read whole, so that
+ * every later answer leaves the connection clean.
  */
 
 ngx_int_t
@@ -550,6 +553,13 @@ ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
     if (!(r->method & NGX_HTTP_POST)) {
         return ngx_http_playarr_metrics_not_allowed(r,
                                                &ngx_http_playarr_metrics_post);
+    }
+
+    if (plcf->auth) {
+        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     if (r->headers_in.content_length_n > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {
@@ -599,18 +609,11 @@ ngx_http_playarr_metrics_push(ngx_http_request_t *r)
     ngx_str_t                              body, err, *type;
     ngx_uint_t                             reason;
     ngx_array_t                            updates;
-    ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+    /* the token, if demanded, was checked before the body was read */
 
-    if (plcf->auth) {
-        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     type = r->headers_in.content_type ? &r->headers_in.content_type->value
                                       : NULL;

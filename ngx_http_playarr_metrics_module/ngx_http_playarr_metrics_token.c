@@ -843,6 +843,18 @@ ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
     ngx_int_t         rc;
     ngx_table_elt_t  *h;
 
+    /*
+     * The body is not read: it is thrown away as it comes, and, as for
+     * nginx's own early answers, a client that expects "100 Continue"
+     * is not invited to send it.
+     */
+
+    r->expect_tested = 1;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
     if (challenge) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {

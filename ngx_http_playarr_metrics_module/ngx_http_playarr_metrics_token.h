@@ -47,8 +47,10 @@ ngx_int_t ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
 
 /*
  * Request time: NGX_OK when the request carries the current token.
- * Otherwise the error answer of DESIGN section 6 has been sent, and the
- * returned value is what the content handler returns.
+ * Otherwise the request body is discarded (no "100 Continue"), the error
+ * answer of DESIGN section 6 has been sent, and the returned value is
+ * what the content handler returns.  Only the request's headers are
+ * looked at: it can be called before the body is read.
  */
 ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);

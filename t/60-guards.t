@@ -5,7 +5,10 @@
 # 1. subrequests (SSI include virtual, add_after_body, mirror) run no
 #    access phase: a location guarded by nginx (playarr_metrics_auth off
 #    plus deny/allow/auth_request) refuses them with 403; the token, the
-#    metrics and pushes do not leak through a public page.
+#    metrics and pushes do not leak through a public page;
+# 2. a push is authenticated from its headers, before its body is read:
+#    an anonymous 2 MiB POST gets 401 (not 413), moves no counter, and
+#    gets its answer before it has sent its body.
 
 use strict;
 use warnings;
@@ -19,6 +22,8 @@ use PlayarrTest;
 
 plan skip_all => 'module not built: ' . PlayarrTest::module_path()
     unless -e PlayarrTest::module_path();
+
+my $MiB = 1024 * 1024;
 
 my $SCHEMA = <<'EOF';
 {"metrics": {
@@ -248,6 +253,141 @@ EOF
 
     unlike($t->error_log_text . ($t->read_file('access.log') // ''),
            qr/\Q$token\E/, 'subrequests: the token is in no log');
+}
+
+
+# === 2. a push is authenticated before its body is read ==================
+
+{
+    my $t = PlayarrTest->new(http => <<'EOF');
+    playarr_metrics_zone playarr:1m;
+    playarr_metrics_token_file %%DIR%%/metrics.token;
+    playarr_metrics_schema %%DIR%%/schema.json;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        location = /metrics { playarr_metrics_export; }
+        location = /push {
+            client_max_body_size 8m;
+            client_body_buffer_size 16k;
+            playarr_metrics_push;
+        }
+    }
+EOF
+
+    $t->write_file('schema.json', $SCHEMA);
+    $t->start;
+
+    my $token = $t->read_token('metrics.token');
+    my %rej = (source => 'push', reason => 'too_large');
+
+    my $too_large = sub {
+        my $m = $t->metrics(token => $token, name => $_[0]);
+        return PlayarrTest::sample($m, 'playarr_metrics_updates_rejected_total',
+                                   \%rej) // 0;
+    };
+
+    my $big = ' ' x (2 * $MiB);
+    my $mid = '{"metric":"guard_probe","op":"inc","labels":{"via":"anon"}}';
+    $mid .= ' ' x (900 * 1024 - length $mid);
+
+    my $before = $too_large->('before');
+    my $mark = $t->log_mark;
+
+    my $r = $t->request('POST', '/push', headers => json_push(),
+                        body => $big);
+    is($r->{status}, 401, 'anonymous 2 MiB push: 401, not 413');
+    like(PlayarrTest::header($r, 'WWW-Authenticate') // '',
+         qr/^Bearer realm="playarr-metrics"$/, 'anonymous 2 MiB: challenge');
+
+    $r = $t->request('POST', '/push', headers => json_push('0' x 64),
+                     body => $big);
+    is($r->{status}, 401, 'wrong token, 2 MiB push: 401');
+
+    $r = $t->request('POST', '/push',
+                     headers => [ @{ json_push() },
+                                  'Transfer-Encoding' => 'chunked' ],
+                     body => sprintf("%x\r\n%s\r\n0\r\n\r\n",
+                                     length $big, $big));
+    is($r->{status}, 401, 'anonymous chunked 2 MiB push: 401');
+
+    $r = $t->request('POST', '/push', headers => json_push(), body => $mid);
+    is($r->{status}, 401, 'anonymous 900 KiB push: 401');
+
+    is($too_large->('after the anonymous pushes'), $before,
+       'anonymous pushes: too_large not counted');
+    unlike($t->log_since($mark), qr/buffered to a temporary file/,
+           'anonymous pushes: no body buffered to a temporary file');
+    unlike($t->log_since($mark), qr/larger than 1 MiB/,
+           'anonymous pushes: no "larger than 1 MiB" warning');
+
+    # the answer comes while the client still holds back its body
+    {
+        my $c = $t->connect(timeout => 5);
+        $c->write("POST /push HTTP/1.1\r\nHost: localhost\r\n"
+                  . "Content-Type: application/json\r\n"
+                  . "Content-Length: " . (512 * 1024) . "\r\n\r\n"
+                  . (' ' x 1024));
+        my $t0 = time;
+        my $resp;
+        my $deadline = $t0 + 3;
+
+        until ($resp = PlayarrTest::parse_response($c->{buf}, 'POST')) {
+            last unless $c->_fill($deadline);
+        }
+
+        is($resp ? $resp->{status} : 'no answer', 401,
+           'anonymous push, body held back: 401 before the body is sent');
+        ok(time - $t0 < 2, sprintf 'answered in %.0f ms', 1000 * (time - $t0));
+        $c->close;
+    }
+
+    # no "100 Continue" invites the body of a refused request
+    {
+        my $c = $t->connect(timeout => 5);
+        $c->write("POST /push HTTP/1.1\r\nHost: localhost\r\n"
+                  . "Content-Type: application/json\r\n"
+                  . "Expect: 100-continue\r\n"
+                  . "Content-Length: " . (2 * $MiB) . "\r\n\r\n");
+        my $deadline = time + 3;
+        1 while $c->{buf} !~ /\r\n\r\n/ && $c->_fill($deadline);
+        my ($line) = $c->{buf} =~ /\A([^\r\n]*)/;
+
+        is($line, 'HTTP/1.1 401 Unauthorized',
+           'anonymous push with Expect: 100-continue: 401 straight away');
+        $c->close;
+    }
+
+    # a keep-alive connection goes on after a refused push with a body
+    {
+        my $c = $t->connect;
+        my $r1 = $c->request('POST', '/push', headers => json_push(),
+                             body => ' ' x 65536);
+        my $r2 = $c->request('GET', '/metrics', headers => bearer($token));
+        is($r1->{status}, 401, 'keep-alive: the refused push');
+        is($r2->{status}, 200, 'keep-alive: the next request on the same '
+                               . 'connection');
+        $c->close;
+    }
+
+    # with the token, the limits are as before
+    $r = $t->request('POST', '/push', headers => json_push($token),
+                     body => $big);
+    is($r->{status}, 413, 'authenticated 2 MiB push: 413');
+    is($too_large->('after the authenticated push'), $before + 1,
+       'authenticated 2 MiB push: too_large counted');
+
+    $r = $t->request('POST', '/push', headers => json_push($token),
+                     body => $mid);
+    is($r->{status}, 204, 'authenticated 900 KiB push: applied');
+
+    my $m = $t->metrics(token => $token, name => 'final');
+    is(PlayarrTest::sample($m, 'playarr_guard_probe_total', { via => 'anon' }),
+       1, 'only the authenticated push applied');
+
+    $t->stop;
 }
 
 
