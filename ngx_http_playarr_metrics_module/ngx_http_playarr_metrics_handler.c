@@ -48,6 +48,8 @@ static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
+static ngx_int_t ngx_http_playarr_metrics_admin(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);
 
@@ -742,13 +744,20 @@ ngx_http_playarr_metrics_read_body(ngx_http_request_t *r, ngx_str_t *body)
 /*
  * playarr_metrics_token_admin, for Playarr's Settings > Metrics page:
  * GET shows the token, POST replaces it.
+ *
+ * Under the zone's mutex, from reading or writing the token to handing
+ * the answer to the connection: another worker's POST cannot replace
+ * the token in between.  So every token answered was the file's when it
+ * was sent, and of concurrent POSTs the last answered is the file's.
+ * The answer is a short buffer sent at once (over HTTP/1.x); other
+ * workers wait at most the two fsync() of a regeneration.
  */
 
 ngx_int_t
 ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
-    ngx_str_t                              err;
+    ngx_slab_pool_t                       *shpool;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     rc = ngx_http_playarr_metrics_begin(r,
@@ -759,6 +768,28 @@ ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
     }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (pmcf->shm_zone == NULL) {
+        return ngx_http_playarr_metrics_admin(r, pmcf);
+    }
+
+    shpool = (ngx_slab_pool_t *) pmcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    rc = ngx_http_playarr_metrics_admin(r, pmcf);
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_admin(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_str_t  err;
 
     if (r->method == NGX_HTTP_POST) {
         if (ngx_http_playarr_metrics_token_regenerate(r, &pmcf->token)

@@ -57,7 +57,8 @@ ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
 
 /*
  * Request time: writes a new token (temp file + rename), updates tk;
- * NGX_OK or NGX_ERROR (logged).
+ * NGX_OK or NGX_ERROR (logged).  Not serialised here: the caller holds a
+ * lock across workers.
  */
 ngx_int_t ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);

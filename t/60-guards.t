@@ -8,7 +8,9 @@
 #    metrics and pushes do not leak through a public page;
 # 2. a push is authenticated from its headers, before its body is read:
 #    an anonymous 2 MiB POST gets 401 (not 413), moves no counter, and
-#    gets its answer before it has sent its body.
+#    gets its answer before it has sent its body;
+# 3. concurrent regenerations are serialised: every token answered was
+#    the file's when it was sent, the last one answered is the file's.
 
 use strict;
 use warnings;
@@ -16,6 +18,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Select;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
@@ -386,6 +389,141 @@ EOF
     my $m = $t->metrics(token => $token, name => 'final');
     is(PlayarrTest::sample($m, 'playarr_guard_probe_total', { via => 'anon' }),
        1, 'only the authenticated push applied');
+
+    $t->stop;
+}
+
+
+# === 3. concurrent regenerations =========================================
+
+{
+    my $N = 20;
+    my $ROUNDS = 20;
+
+    my $t = PlayarrTest->new(http => <<'EOF');
+    playarr_metrics_zone playarr:1m;
+    playarr_metrics_token_file %%DIR%%/tok/metrics.token;
+
+    server {
+        listen 127.0.0.1:%%PORT%% reuseport;
+        server_name localhost;
+        add_header X-Worker-Pid $pid always;
+
+        location = /metrics { playarr_metrics_export; }
+        location = /regenerate {
+            playarr_metrics_token_admin;
+            playarr_metrics_auth off;
+            allow 127.0.0.1;
+            deny all;
+        }
+    }
+EOF
+
+    token_dir($t);
+    $t->start;
+
+    my $file = $t->path('tok/metrics.token');
+    my (%pids, $late, $last_ok, $count_ok, $distinct_ok, $rounds_ok);
+
+    # One process sends the N requests at once, then loops: it reads the
+    # answers that have arrived, then the file.  Under the lock, a token
+    # is sent before the next one is renamed into place: when the file
+    # shows B, every token answered before B was written is already in
+    # its socket, and is read by the next iteration.  A token seen in the
+    # file before B and read three iterations or more after B appeared
+    # (one of margin) was sent when it was dead.
+    for my $round (1 .. $ROUNDS) {
+        my @c = map { $t->connect } 1 .. $N;
+        my %conn = map { ($c[$_]{sock} => $c[$_]) } 0 .. $#c;
+        my $sel = IO::Select->new(map { $_->{sock} } @c);
+        my (%recv, %seen, @order, @got);
+        my ($it, $prev) = (0, '');
+        my $deadline = time + 20;
+
+        $_->write("POST /regenerate HTTP/1.1\r\nHost: localhost\r\n"
+                  . "Content-Length: 0\r\n\r\n") for @c;
+
+        while ($sel->count && time < $deadline) {
+            $it++;
+
+            for my $s ($sel->can_read(0)) {
+                my $c = $conn{$s};
+                my $more = $c->_fill(time + 1);
+                my $r = PlayarrTest::parse_response($c->{buf}, 'POST');
+
+                next unless $r || !$more;
+                $sel->remove($s);
+                next unless $r;
+
+                push @got, $r;
+                $pids{ PlayarrTest::header($r, 'X-Worker-Pid') // '?' }++;
+
+                my ($tok) = ($r->{body} // '') =~ /"value":"([0-9a-f]{64})"/;
+                $recv{$tok} = $it if $r->{status} == 200 && $tok;
+            }
+
+            if (open my $fh, '<', $file) {
+                local $/;
+                my $x = <$fh> // '';
+                close $fh;
+                $x =~ s/\s+//g;
+
+                if ($x ne $prev && length $x == 64) {
+                    $seen{$x} //= $it;
+                    push @order, $x;
+                    $prev = $x;
+                }
+            }
+        }
+
+        $_->close for @c;
+
+        my $ok200 = grep { $_->{status} == 200 } @got;
+        $count_ok++ if $ok200 == $N;
+        $distinct_ok++ if keys %recv == $ok200;
+
+        # the file's token came with the last answers read
+        my $final = $t->read_token('tok/metrics.token');
+        my $max = 0;
+        $max < $_ and $max = $_ for values %recv;
+        $last_ok++ if ($recv{$final} // -1) == $max;
+
+        for my $i (0 .. $#order) {
+            my $A = $order[$i];
+            next unless exists $recv{$A};
+
+            for my $B (@order[$i + 1 .. $#order]) {
+                if ($recv{$A} >= $seen{$B} + 3) {
+                    $late++;
+                    diag("round $round: a token answered "
+                         . ($recv{$A} - $seen{$B})
+                         . " iterations after the next one was in the file");
+                    last;
+                }
+            }
+        }
+
+        # the final token works in every worker, the others in none
+        my ($resp, undef, $all) = $t->hit_all_workers(sub {
+            $t->get('/metrics', headers => bearer($final));
+        });
+        my @dead = grep { $_ ne $final } keys %recv;
+        my $dead = $t->get('/metrics', headers => bearer($dead[0] // 'x'));
+        $rounds_ok++ if $all && !grep({ $_->{status} != 200 } @$resp)
+                        && $dead->{status} == 401;
+    }
+
+    ok(keys %pids >= 2, 'concurrent regenerations: both workers answered ('
+                        . join(' ', map { "$_: $pids{$_}" } sort keys %pids)
+                        . ')');
+    is($count_ok // 0, $ROUNDS, "every round: $N answers 200");
+    is($distinct_ok // 0, $ROUNDS, "every round: $N distinct tokens");
+    is($last_ok // 0, $ROUNDS,
+       'every round: the file holds the token answered last');
+    is($late // 0, 0, 'no token was answered after a later one was in '
+                      . 'the file');
+    is($rounds_ok // 0, $ROUNDS,
+       'every round: the file\'s token works in every worker, another not');
 
     $t->stop;
 }
