@@ -18,6 +18,10 @@
 /* a schema file larger than this is not one (Playarr's is 7 kB) */
 #define NGX_HTTP_PLAYARR_METRICS_SCHEMA_MAX  (4 * 1024 * 1024)
 
+/* bytes of a string of an update quoted in an error, of an error logged */
+#define NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX   128
+#define NGX_HTTP_PLAYARR_METRICS_LOG_MAX     512
+
 
 static const char  *ngx_http_playarr_metrics_ops[] = {
     "inc", "dec", "set", "observe", "reset", NULL
@@ -32,6 +36,8 @@ static ngx_int_t ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool,
 static ngx_int_t ngx_http_playarr_metrics_update(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, json_t *u,
     ngx_http_playarr_metrics_update_t *update, ngx_str_t *err);
+static const char *ngx_http_playarr_metrics_quote(ngx_pool_t *pool,
+    const char *s);
 static ngx_int_t ngx_http_playarr_metrics_error(ngx_pool_t *pool,
     ngx_str_t *err, const char *fmt, ...);
 
@@ -394,6 +400,7 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     size_t                              i, n;
     json_t                             *root, *u;
     ngx_int_t                           rc;
+    const char                         *q;
     json_error_t                        jerr;
     ngx_http_playarr_metrics_update_t  *update;
 
@@ -402,9 +409,17 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
 
     if (root == NULL) {
+
+        /* jansson's text quotes the input */
+
+        q = ngx_http_playarr_metrics_quote(pool, jerr.text);
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_playarr_metrics_error(pool, err,
                                   "malformed JSON: %s at line %d column %d",
-                                  jerr.text, jerr.line, jerr.column);
+                                  q, jerr.line, jerr.column);
     }
 
     n = json_is_array(root) ? json_array_size(root) : 1;
@@ -451,7 +466,7 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
     size_t                                   len;
     json_t                                  *metric, *op, *labels, *value, *v;
     ngx_uint_t                               i;
-    const char                              *name, *s, *k;
+    const char                              *name, *s, *k, *q;
     ngx_http_playarr_metrics_family_conf_t  *fc;
     u_char                                   num[NGX_INT64_LEN];
 
@@ -464,10 +479,13 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
         if (ngx_strcmp(k, "metric") != 0 && ngx_strcmp(k, "op") != 0
             && ngx_strcmp(k, "labels") != 0 && ngx_strcmp(k, "value") != 0)
         {
+            q = ngx_http_playarr_metrics_quote(pool, k);
+            if (q == NULL) {
+                return NGX_ERROR;
+            }
+
             return ngx_http_playarr_metrics_error(pool, err,
-                                                  "unknown field \"%s\"",
-                                                  ngx_strlen(k) > 64
-                                                  ? "(too long)" : k);
+                                                  "unknown field \"%s\"", q);
         }
     }
 
@@ -493,11 +511,14 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
         }
     }
 
-    if (i == store->families.nelts || ngx_strlen(name) > 256) {
+    if (i == store->families.nelts) {
+        q = ngx_http_playarr_metrics_quote(pool, name);
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_playarr_metrics_error(pool, err,
-                                              "unknown metric \"%s\"",
-                                              ngx_strlen(name) > 256
-                                              ? "(too long)" : name);
+                                              "unknown metric \"%s\"", q);
     }
 
     fc = &fc[i];
@@ -598,10 +619,14 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
             }
 
             if (i == fc->nlabels) {
+                q = ngx_http_playarr_metrics_quote(pool, k);
+                if (q == NULL) {
+                    return NGX_ERROR;
+                }
+
                 return ngx_http_playarr_metrics_error(pool, err,
                                    "unknown label \"%s\" for \"%V\"",
-                                   ngx_strlen(k) > 64 ? "(too long)" : k,
-                                   &fc->name);
+                                   q, &fc->name);
             }
         }
     }
@@ -714,6 +739,12 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
 }
 
 
+/*
+ * The text goes into a JSON answer and into the error log: every string
+ * of the update in it went through quote(), and what else could be raw
+ * is escaped all the same.
+ */
+
 static ngx_int_t
 ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
     const char *fmt, ...)
@@ -727,17 +758,76 @@ ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
     len = ngx_vslprintf(buf, buf + NGX_MAX_ERROR_STR, fmt, args) - buf;
     va_end(args);
 
-    /* jansson quotes the input, maybe cut in a character: valid UTF-8 */
-
-    p = ngx_pnalloc(pool, 3 * len);
+    p = ngx_pnalloc(pool, 4 * len + 3);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    err->len = ngx_http_playarr_metrics_utf8_copy(p, buf, len, 3 * len);
+    err->len = ngx_http_playarr_metrics_escape(p, buf, len, len, 0) - p;
     err->data = p;
 
     return NGX_DECLINED;
+}
+
+
+/* a string of an update, to quote in an error */
+
+static const char *
+ngx_http_playarr_metrics_quote(ngx_pool_t *pool, const char *s)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(pool, 4 * NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX + 4);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    last = ngx_http_playarr_metrics_escape(p, (u_char *) s, ngx_strlen(s),
+                                           NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX,
+                                           1);
+    *last = '\0';
+
+    return (const char *) p;
+}
+
+
+/*
+ * Text from a client or an upstream, as nginx escapes what it logs of a
+ * request: a control character or a byte above 0x7e, and with quotes a
+ * '"' or a '\\' too, becomes \xHH, so that no such text can end a log
+ * line, forge another or close a quoted string.  At most max bytes of src
+ * are taken, "..." marks a cut; dst has room for 4 * max + 3 bytes.
+ */
+
+u_char *
+ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
+    size_t max, ngx_uint_t quotes)
+{
+    u_char          c;
+    size_t          i, n;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    n = ngx_min(len, max);
+
+    for (i = 0; i < n; i++) {
+        c = src[i];
+
+        if (c < 0x20 || c > 0x7e || (quotes && (c == '"' || c == '\\'))) {
+            *dst++ = '\\';
+            *dst++ = 'x';
+            *dst++ = hex[c >> 4];
+            *dst++ = hex[c & 0x0f];
+            continue;
+        }
+
+        *dst++ = c;
+    }
+
+    if (len > max) {
+        dst = ngx_cpymem(dst, "...", 3);
+    }
+
+    return dst;
 }
 
 
@@ -747,8 +837,11 @@ void
 ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err)
 {
+    u_char                         *p;
     ngx_atomic_uint_t               now, last;
     ngx_http_playarr_metrics_sh_t  *sh;
+    u_char                          buf[4 * NGX_HTTP_PLAYARR_METRICS_LOG_MAX
+                                        + 3];
 
     sh = store->sh;
 
@@ -760,8 +853,13 @@ ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     if (now - last >= 60
         && ngx_atomic_cmp_set(&sh->rejected.logged[source], last, now))
     {
+        p = ngx_http_playarr_metrics_escape(buf, err->data, err->len,
+                                            NGX_HTTP_PLAYARR_METRICS_LOG_MAX,
+                                            0);
+
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "playarr_metrics rejected an update from %s: %V",
-                      ngx_http_playarr_metrics_sources[source], err);
+                      "playarr_metrics rejected an update from %s: %*s",
+                      ngx_http_playarr_metrics_sources[source],
+                      (size_t) (p - buf), buf);
     }
 }

@@ -16,10 +16,11 @@
  * with the operation the type allows, a finite value (not negative for a
  * counter) and exactly the family's labels, in its order, each a string
  * of at most 128 bytes without NUL (or an integer, in decimal), as the
- * JSON has them; a refused one has an error that is UTF-8 (it goes into
- * a JSON answer) and an index inside the batch.  After applying, every
- * series holds what a model of the operations says, a reset family shows
- * nothing until set again.
+ * JSON has them; a refused one has an error of printable ASCII only (it
+ * goes into a JSON answer and into the log: section 10) and an index
+ * inside the batch; every log line is printable ASCII.  After applying,
+ * every series holds what a model of the operations says, a reset family
+ * shows nothing until set again.
  *
  * The zone size, playarr_metrics_max_series and, for one input in 16, an
  * allocation that fails, come from a hash of the input.
@@ -58,6 +59,8 @@ static void fuzz_apply(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates);
 static void fuzz_check_model(ngx_http_playarr_metrics_store_t *store,
     fuzz_model_t *m, ngx_uint_t n);
+static void fuzz_printable(const char *what, u_char *p, size_t len);
+static void fuzz_log_line(ngx_uint_t level, u_char *msg, size_t len);
 
 
 static const char  *fuzz_ops[] = {
@@ -69,6 +72,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void) fuzz_playarr_families();
     (void) fuzz_min_pages();
+
+    fuzz_log_hook = fuzz_log_line;
 
     return 0;
 }
@@ -142,10 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_fatal("a refusal without a reason");
         }
 
-        if (!fuzz_utf8_valid(err.data, err.len)) {
-            fuzz_fatal("the reason of a refusal is not UTF-8: \"%.*s\"",
-                       (int) err.len, err.data);
-        }
+        fuzz_printable("the reason of a refusal", err.data, err.len);
 
         root = json_loadb((char *) data, size, JSON_REJECT_DUPLICATES, NULL);
 
@@ -546,4 +548,25 @@ fuzz_check_model(ngx_http_playarr_metrics_store_t *store, fuzz_model_t *m,
             }
         }
     }
+}
+
+
+static void
+fuzz_printable(const char *what, u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] > 0x7e) {
+            fuzz_fatal("%s holds the byte 0x%02x: \"%.*s\"", what, p[i],
+                       (int) len, p);
+        }
+    }
+}
+
+
+static void
+fuzz_log_line(ngx_uint_t level, u_char *msg, size_t len)
+{
+    fuzz_printable("a log line", msg, len);
 }

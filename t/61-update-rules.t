@@ -1,0 +1,226 @@
+#!/usr/bin/perl
+
+# The rules every push and upstream-header update obeys (issue 15, DESIGN.md
+# section 10):
+#
+# - text of an update reaches the error log escaped: a metric name, a label
+#   name or bytes of malformed JSON carrying "\n<timestamp> [emerg] ..."
+#   cannot forge a log line, and the JSON error answer stays valid JSON.
+#
+# The upstream is a second server of the same nginx that copies request
+# headers X-Set-Metrics into X-Playarr-Metrics response headers.  A
+# rejection is logged once a minute per source: nginx is started afresh
+# for each case that looks at the log.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use JSON::PP;
+use Test::More;
+use PlayarrTest;
+
+plan skip_all => 'module not built: ' . PlayarrTest::module_path()
+    unless -e PlayarrTest::module_path();
+
+my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
+             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
+
+my $JSON = JSON::PP->new->canonical->utf8;
+
+my $t = PlayarrTest->new(http => <<"EOF");
+    playarr_metrics_zone playarr:1m;
+    playarr_metrics_token_file %%DIR%%/metrics.token;
+    playarr_metrics_schema $SCHEMA;
+
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+        server_name backend;
+        playarr_metrics off;
+
+        location / {
+            add_header X-Playarr-Metrics \$http_x_set_metrics always;
+            return 200 "backend\\n";
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        location = /metrics { playarr_metrics_export; }
+        location = /push { playarr_metrics_push; }
+
+        # not recorded itself: the HTTP families move only where meant to
+        location /api/ {
+            playarr_metrics off;
+            playarr_metrics_upstream_header X-Playarr-Metrics;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+
+        location = /hello { return 200 "hello\\n"; }
+        location = /denied { return 401; }
+        location = /oops {
+            playarr_metrics_error_type NotFound;
+            return 404;
+        }
+    }
+EOF
+
+# the module's own warning, whatever text it quotes
+$t->allow_log(qr/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d \[warn\] \d+#\d+: \*\d+ (?x:
+                 playarr_metrics\ rejected\ an\ update\ from\ (?:push|header):)/);
+
+$t->start;
+
+my $TOKEN = $t->read_token('metrics.token');
+my $body;
+
+sub push_raw {
+    my ($data) = @_;
+    return $t->request('POST', '/push',
+                       headers => [ Authorization => "Bearer $TOKEN",
+                                    'Content-Type' => 'application/json' ],
+                       body => ref $data ? $JSON->encode($data) : $data);
+}
+
+sub push_ok {
+    my ($u, $name) = @_;
+    my $r = push_raw($u);
+    is($r->{status}, 204, "$name: 204") or diag($r->{raw});
+}
+
+# a 400 whose body is JSON {"error": matching $re, "index": $index}
+sub push_bad {
+    my ($u, $index, $re, $name) = @_;
+    my $r = push_raw($u);
+    my $j = PlayarrTest::json_body($r);
+
+    is($r->{status}, 400, "$name: 400") or diag($r->{raw});
+    is(ref $j, 'HASH', "$name: the answer is JSON") or diag($r->{body});
+    like($j->{error} // '', $re, "$name: error text") or diag($r->{body});
+    is($j->{index}, $index, "$name: index " . ($index // 'none'));
+
+    return $j;
+}
+
+sub via {
+    my ($u) = @_;
+    my $r = $t->get('/api/x',
+                    headers => [ 'X-Set-Metrics' => ref $u ? $JSON->encode($u)
+                                                           : $u ]);
+    is($r->{status}, 200, 'the proxied request: 200') or diag($r->{raw});
+    return $r;
+}
+
+sub scrape {
+    my ($name) = @_;
+    $body = $t->metrics(token => $TOKEN, name => $name);
+    return $body;
+}
+
+sub val {
+    my ($name, $labels) = @_;
+    return PlayarrTest::sample($body, $name, $labels);
+}
+
+sub rejected {
+    my ($source) = @_;
+    return val('playarr_metrics_updates_rejected_total',
+               { source => $source, reason => 'invalid' }) // -1;
+}
+
+sub restart {
+    $t->stop;
+    $t->start;
+}
+
+
+# --- 5: forged error-log lines ---
+
+my $FAKE = '2020/01/01 00:00:00 [emerg] 1#1: forged';
+my $ESC = '\x0A' . $FAKE;
+
+# every line of the log since $mark: none forged, the escaped text quoted
+sub log_clean {
+    my ($mark, $want, $name) = @_;
+
+    ok($t->wait_for_log(qr/rejected an update .*\Q$want\E/, 5, $mark),
+       "$name: logged, escaped") or diag($t->log_since($mark));
+
+    my @lines = split /\n/, $t->log_since($mark);
+    my @forged = grep { !/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d \[[a-z]+\] / }
+                 @lines;
+
+    is_deeply(\@forged, [], "$name: every log line is nginx's own");
+    is_deeply([ grep { /^\Q2020\/01\/01\E/ } @lines ], [],
+              "$name: no line with the forged timestamp");
+    is_deeply([ grep { /[\x00-\x1f\x7f-\xff]/ } @lines ], [],
+              "$name: no control character or byte above 0x7e in the log");
+}
+
+{
+    my $mark = $t->log_mark;
+    my $j = push_bad({ metric => "\n$FAKE", op => 'inc' }, 0,
+                     qr/^\Qunknown metric "$ESC"\E$/,
+                     'push, forged metric name');
+    log_clean($mark, "unknown metric \"$ESC\"", 'push, forged metric name');
+
+    $mark = $t->log_mark;
+    via({ metric => "\n$FAKE", op => 'inc' });
+    log_clean($mark, "from header: unknown metric \"$ESC\"",
+              'header, forged metric name');
+}
+
+restart();
+
+{
+    my $u = { metric => 'stream_requests', op => 'inc',
+              labels => { user => "\n$FAKE value",
+                          "\n$FAKE label" => 'v' } };
+
+    my $mark = $t->log_mark;
+    push_bad($u, 0, qr/^\Qunknown label "$ESC label" for "\E
+                       \Qplayarr_stream_requests_total"\E$/x,
+             'push, forged label name and value');
+    log_clean($mark, "unknown label \"$ESC label\"",
+              'push, forged label name and value');
+
+    $mark = $t->log_mark;
+    via($u);
+    log_clean($mark, "from header: unknown label \"$ESC label\"",
+              'header, forged label name and value');
+}
+
+restart();
+
+# raw bytes in malformed JSON: jansson's error text quotes them
+{
+    my $mark = $t->log_mark;
+    my $j = push_bad("[\x1b]", undef,
+                     qr/^\Qmalformed JSON: invalid token near '\x1B' at \E/,
+                     'push, a raw ESC in malformed JSON');
+    log_clean($mark, "malformed JSON: invalid token near '\\x1B'",
+              'push, a raw ESC');
+
+    $mark = $t->log_mark;
+    via("[\x1b]");
+    log_clean($mark, "from header: malformed JSON: invalid token near "
+                     . "'\\x1B'", 'header, a raw ESC');
+
+    # not ASCII: \u escapes in JSON give UTF-8, shown byte by byte
+    push_bad({ metric => "caf\x{e9} \x{1f600}", op => 'inc' }, 0,
+             qr/^\Qunknown metric "caf\xC3\xA9 \xF0\x9F\x98\x80"\E$/,
+             'push, a metric name not ASCII');
+
+    # what is quoted of a string is cut
+    push_bad({ metric => 'x' x 300, op => 'inc' }, 0,
+             qr/^unknown metric "x{128}\.\.\."$/, 'push, a long metric name');
+}
+
+
+$t->stop;
+
+done_testing;
