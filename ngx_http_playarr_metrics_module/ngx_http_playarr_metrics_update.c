@@ -521,6 +521,15 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
                                               "unknown metric \"%s\"", q);
     }
 
+    if (i < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+
+        /* the built-in HTTP families come first: what nginx saw */
+
+        return ngx_http_playarr_metrics_error(pool, err,
+                                  "metric \"%V\" is recorded by nginx, "
+                                  "not updated", &fc[i].name);
+    }
+
     fc = &fc[i];
     update->family = fc;
 

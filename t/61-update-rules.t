@@ -1,11 +1,13 @@
 #!/usr/bin/perl
 
 # The rules every push and upstream-header update obeys (issue 15, DESIGN.md
-# section 10):
+# sections 10 and 11):
 #
 # - text of an update reaches the error log escaped: a metric name, a label
 #   name or bytes of malformed JSON carrying "\n<timestamp> [emerg] ..."
-#   cannot forge a log line, and the JSON error answer stays valid JSON.
+#   cannot forge a log line, and the JSON error answer stays valid JSON;
+# - the four built-in HTTP families are nginx's: any op on them, by name or
+#   by schema key, is refused and their values do not move.
 #
 # The upstream is a second server of the same nginx that copies request
 # headers X-Set-Metrics into X-Playarr-Metrics response headers.  A
@@ -220,6 +222,79 @@ restart();
              qr/^unknown metric "x{128}\.\.\."$/, 'push, a long metric name');
 }
 
+
+# --- 7: the built-in HTTP families are nginx's ---
+
+{
+    $t->get('/hello') for 1 .. 3;
+    $t->get('/denied') for 1 .. 2;
+    $t->get('/oops');
+
+    my @builtin = (
+        [ http_requests => 'playarr_http_requests_total', 'inc',
+          { endpoint => 'unknown_endpoint', status_code => '200',
+            username => 'anonymous' } ],
+        [ http_request_duration => 'playarr_http_request_duration_seconds',
+          'observe', { endpoint => 'unknown_endpoint',
+                       username => 'anonymous' } ],
+        [ authentication_failures => 'playarr_authentication_failures_total',
+          'inc', { endpoint => 'unknown_endpoint', username => 'anonymous' } ],
+        [ managed_errors => 'playarr_managed_errors_total', 'inc',
+          { endpoint => 'unknown_endpoint', error_type => 'NotFound',
+            username => 'anonymous' } ],
+    );
+
+    my $re = qr/^playarr_(?:http_|authentication_|managed_)/;
+    my $m = PlayarrTest::parse_metrics(scrape('the HTTP families'));
+    my %before = map { $_ => $m->{$_} } grep { /$re/ } keys %$m;
+
+    is($m->{ PlayarrTest::series_key('playarr_http_requests_total',
+                                     $builtin[0][3]) }, 3,
+       'three requests recorded');
+    is($m->{ PlayarrTest::series_key('playarr_authentication_failures_total',
+                                     $builtin[2][3]) }, 2,
+       'two authentication failures recorded');
+    is($m->{ PlayarrTest::series_key('playarr_managed_errors_total',
+                                     $builtin[3][3]) }, 1,
+       'one managed error recorded');
+
+    my $header = rejected('header');
+    my $push = rejected('push');
+    my $users = val('playarr_active_users');
+
+    for my $b (@builtin) {
+        my ($key, $name, $op, $labels) = @$b;
+        my $msg = qr/^\Qmetric "$name" is recorded by nginx, not updated\E$/;
+
+        for my $by ($key, $name) {
+            push_bad({ metric => $by, op => $op, labels => $labels,
+                       value => 1 }, 0, $msg, "$op $by");
+            push_bad({ metric => $by, op => $op,
+                       labels => { %$labels, endpoint => '/forged' },
+                       value => 1 }, 0, $msg, "$op $by, a forged endpoint");
+            push_bad({ metric => $by, op => 'reset' }, 0, $msg, "reset $by");
+            push_bad([ { metric => 'active_users', op => 'set', value => 1 },
+                       { metric => $by, op => 'reset' } ], 1, $msg,
+                     "reset $by in a batch");
+            $push += 4;
+
+            via({ metric => $by, op => $op, labels => $labels, value => 1 });
+            via({ metric => $by, op => 'reset' });
+            $header += 2;
+        }
+    }
+
+    $m = PlayarrTest::parse_metrics(scrape('after the refused updates'));
+    my %after = map { $_ => $m->{$_} } grep { /$re/ } keys %$m;
+
+    is_deeply(\%after, \%before, 'the HTTP families did not move');
+    is($m->{'playarr_active_users'}, $users,
+       'the good update in a refused batch not applied');
+
+    is(rejected('push'), $push, "updates_rejected_total{push,invalid} $push");
+    is(rejected('header'), $header,
+       "updates_rejected_total{header,invalid} $header");
+}
 
 $t->stop;
 

@@ -16,7 +16,8 @@
  * with the operation the type allows, a finite value (not negative for a
  * counter) and exactly the family's labels, in its order, each a string
  * of at most 128 bytes without NUL (or an integer, in decimal), as the
- * JSON has them; a refused one has an error of printable ASCII only (it
+ * JSON has them; never one of the built-in HTTP families
+ * (section 11); a refused one has an error of printable ASCII only (it
  * goes into a JSON answer and into the log: section 10) and an index
  * inside the batch; every log line is printable ASCII.  After applying,
  * every series holds what a model of the operations says, a reset family
@@ -244,6 +245,11 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
 
     if (k == store->families.nelts || update->family != &fc[k]) {
         fuzz_fatal("update %zu: \"%s\" is not the family applied", i, metric);
+    }
+
+    if (k < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+        fuzz_fatal("update %zu: \"%s\" is nginx's own, yet accepted", i,
+                   metric);
     }
 
     fc = update->family;
