@@ -157,7 +157,8 @@ ngx_int_t ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
     ngx_array_t *updates, ngx_str_t *err, ngx_int_t *index);
 void ngx_http_playarr_metrics_updates_apply(
-    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates);
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_uint_t source, ngx_log_t *log);
 
 ngx_chain_t *ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);

@@ -23,6 +23,14 @@
 #define NGX_HTTP_PLAYARR_METRICS_LOG_MAX     512
 
 
+/* a series a batch touches, as the updates of the batch leave it */
+typedef struct {
+    ngx_http_playarr_metrics_update_t       *update;     /* the last one */
+    double                                   value;
+    ngx_uint_t                               folded;
+} ngx_http_playarr_metrics_slot_t;
+
+
 static const char  *ngx_http_playarr_metrics_ops[] = {
     "inc", "dec", "set", "observe", "reset", NULL
 };
@@ -36,6 +44,9 @@ static ngx_int_t ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool,
 static ngx_int_t ngx_http_playarr_metrics_update(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, json_t *u,
     ngx_http_playarr_metrics_update_t *update, ngx_str_t *err);
+static ngx_int_t ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_str_t *err, ngx_int_t *index);
 static const char *ngx_http_playarr_metrics_quote(ngx_pool_t *pool,
     const char *s);
 static ngx_int_t ngx_http_playarr_metrics_error(ngx_pool_t *pool,
@@ -453,7 +464,12 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
 
     json_decref(root);
 
-    return rc;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_playarr_metrics_updates_check(pool, store, updates, err,
+                                                  index);
 }
 
 
@@ -707,13 +723,156 @@ wrong_type:
 }
 
 
+/*
+ * No update may take a value beyond the largest finite number: each is
+ * tried on the value its series holds now, as the updates of the batch
+ * before it leave it (slots: the series the batch touches, by a hash of
+ * their keys).  Another worker may still move a value before the batch
+ * applies: the store then refuses the addition (updates_apply).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_str_t *err, ngx_int_t *index)
+{
+    double                                   v;
+    uint32_t                                 hash;
+    ngx_int_t                               *reset;
+    ngx_uint_t                               i, k, n, fi, folded;
+    ngx_http_playarr_metrics_slot_t         *slots, *e;
+    ngx_http_playarr_metrics_update_t       *u;
+    ngx_http_playarr_metrics_series_t       *s;
+    ngx_http_playarr_metrics_family_t       *f;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    if (updates->nelts == 0) {
+        return NGX_OK;
+    }
+
+    u = updates->elts;
+
+    for (n = 2; n < 2 * updates->nelts; n <<= 1) { /* void */ }
+
+    slots = ngx_pcalloc(pool, n * sizeof(ngx_http_playarr_metrics_slot_t));
+    if (slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the last reset of each family in the batch */
+
+    reset = ngx_palloc(pool, store->families.nelts * sizeof(ngx_int_t));
+    if (reset == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < store->families.nelts; k++) {
+        reset[k] = -1;
+    }
+
+    fc = store->families.elts;
+
+    for (i = 0; i < updates->nelts; i++) {
+        fi = u[i].family - fc;
+        f = u[i].family->shared;
+
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+            reset[fi] = i;
+            continue;
+        }
+
+        /* a new label set past the cap goes to the overflow series */
+
+        s = ngx_http_playarr_metrics_series_find(store, u[i].family,
+                                                 u[i].key, u[i].len);
+
+        folded = (s == NULL && f->nseries >= store->max_series);
+
+        if (folded) {
+            s = f->overflow;
+        }
+
+        hash = folded ? 0 : ngx_http_playarr_metrics_hash(f->seed, u[i].key,
+                                                          u[i].len);
+        hash ^= (uint32_t) fi * 0x9e3779b9;
+
+        for (k = hash & (n - 1); /* void */ ; k = (k + 1) & (n - 1)) {
+            e = &slots[k];
+
+            if (e->update == NULL
+                || (e->update->family == u[i].family
+                    && e->folded == folded
+                    && (folded
+                        || (e->update->len == u[i].len
+                            && ngx_memcmp(e->update->key, u[i].key,
+                                          u[i].len)
+                               == 0))))
+            {
+                break;
+            }
+        }
+
+        if (e->update && e->update - u > reset[fi]) {
+            v = e->value;
+
+        } else if (reset[fi] >= 0 || s == NULL) {
+            v = 0;
+
+        } else {
+            v = ngx_http_playarr_metrics_double(s->values[0]);
+        }
+
+        switch (u[i].op) {
+
+        case NGX_HTTP_PLAYARR_METRICS_SET:
+            v = u[i].value;
+            break;
+
+        case NGX_HTTP_PLAYARR_METRICS_DEC:
+            v += -u[i].value;
+            break;
+
+        default: /* inc, observe */
+            v += u[i].value;
+        }
+
+        if (!isfinite(v)) {
+            *index = i;
+
+            return ngx_http_playarr_metrics_error(pool, err,
+                                  "\"%s\" would overflow %s\"%V\"",
+                                  ngx_http_playarr_metrics_ops[u[i].op],
+                                  (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                                  ? "the sum of " : "",
+                                  &u[i].family->name);
+        }
+
+        e->update = &u[i];
+        e->value = v;
+        e->folded = folded;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An addition the store refuses (another worker took the value close to
+ * the largest number after the check) is counted and logged as an
+ * invalid update; the others apply.
+ */
+
 void
 ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
-    ngx_array_t *updates)
+    ngx_array_t *updates, ngx_uint_t source, ngx_log_t *log)
 {
+    ngx_int_t                           rc;
+    ngx_str_t                           err;
     ngx_uint_t                          i;
     ngx_http_playarr_metrics_update_t  *u;
     ngx_http_playarr_metrics_series_t  *s;
+    u_char                              buf[NGX_HTTP_PLAYARR_METRICS_NAME_MAX
+                                            + 64];
 
     u = updates->elts;
 
@@ -730,20 +889,38 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
         switch (u[i].op) {
 
         case NGX_HTTP_PLAYARR_METRICS_INC:
-            ngx_http_playarr_metrics_add(s, u[i].value);
+            rc = ngx_http_playarr_metrics_add(s, u[i].value);
             break;
 
         case NGX_HTTP_PLAYARR_METRICS_DEC:
-            ngx_http_playarr_metrics_add(s, -u[i].value);
+            rc = ngx_http_playarr_metrics_add(s, -u[i].value);
             break;
 
         case NGX_HTTP_PLAYARR_METRICS_SET:
             ngx_http_playarr_metrics_set(s, u[i].value);
+            rc = NGX_OK;
             break;
 
         default: /* NGX_HTTP_PLAYARR_METRICS_OBSERVE */
-            ngx_http_playarr_metrics_observe(s, u[i].value);
+            rc = ngx_http_playarr_metrics_observe(s, u[i].value);
         }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        err.data = buf;
+        err.len = ngx_snprintf(buf, sizeof(buf),
+                               "\"%s\" would overflow %s\"%V\", not applied",
+                               ngx_http_playarr_metrics_ops[u[i].op],
+                               (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                               ? "the sum of " : "",
+                               &u[i].family->name)
+                  - buf;
+
+        ngx_http_playarr_metrics_reject(store, source,
+                                        NGX_HTTP_PLAYARR_METRICS_INVALID, log,
+                                        &err);
     }
 }
 

@@ -6,6 +6,9 @@
 # - text of an update reaches the error log escaped: a metric name, a label
 #   name or bytes of malformed JSON carrying "\n<timestamp> [emerg] ..."
 #   cannot forge a log line, and the JSON error answer stays valid JSON;
+# - no value goes beyond the largest finite number: an inc, dec or observe
+#   that would overflow is refused (400, reason "invalid"; a header's is
+#   counted and logged), in a batch too, and /metrics never shows +Inf;
 # - the four built-in HTTP families are nginx's: any op on them, by name or
 #   by schema key, is refused and their values do not move.
 #
@@ -220,6 +223,103 @@ restart();
     # what is quoted of a string is cut
     push_bad({ metric => 'x' x 300, op => 'inc' }, 0,
              qr/^unknown metric "x{128}\.\.\."$/, 'push, a long metric name');
+}
+
+
+# --- 6: no value beyond the largest finite number ---
+
+restart();
+scrape('a fresh zone');
+is(rejected('push'), 0, 'overflow: no push rejected yet');
+
+{
+    my %big = (user => 'big');
+
+    push_ok({ metric => 'stream_requests', op => 'inc', labels => \%big,
+              value => 1.5e308 }, 'counter inc 1.5e308');
+    push_bad({ metric => 'stream_requests', op => 'inc', labels => \%big,
+               value => 1.5e308 }, 0,
+             qr/^\Q"inc" would overflow "playarr_stream_requests_total"\E$/,
+             'counter inc 1.5e308 again');
+    push_bad([ { metric => 'stream_requests', op => 'inc',
+                 labels => { user => 'batch' }, value => 1e308 },
+               { metric => 'stream_requests', op => 'inc',
+                 labels => { user => 'other' }, value => 1e308 },
+               { metric => 'playarr_stream_requests_total', op => 'inc',
+                 labels => { user => 'batch' }, value => 1e308 } ], 2,
+             qr/would overflow/, 'a batch that overflows its own series');
+
+    scrape('after the counter overflow');
+    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+       'the counter holds 1.5e308, not +Inf');
+    unlike($body, qr/^playarr_stream_requests_total\{[^}]*\} \+Inf$/m,
+           'no +Inf counter sample');
+    ok(!defined val('playarr_stream_requests_total', { user => 'batch' }),
+       'the refused batch applied nothing');
+    is(rejected('push'), 2, 'updates_rejected_total{push,invalid} 2');
+
+    # a reset earlier in the batch leaves room
+    push_ok([ { metric => 'stream_requests', op => 'reset' },
+              { metric => 'stream_requests', op => 'inc', labels => \%big,
+                value => 1.5e308 } ], 'reset, then inc 1.5e308');
+    scrape('after reset and inc');
+    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+       'after the reset: 1.5e308');
+
+    # gauges: inc and dec are additions too; set takes any finite value
+    my %g = (provider_id => 'g');
+    push_ok({ metric => 'provider_active_connections', op => 'set',
+              labels => \%g, value => 1.5e308 }, 'gauge set 1.5e308');
+    push_bad({ metric => 'provider_active_connections', op => 'inc',
+               labels => \%g, value => 1.5e308 }, 0,
+             qr/^\Q"inc" would overflow "playarr_provider_active_connections"\E$/,
+             'gauge inc beyond');
+    push_bad({ metric => 'provider_active_connections', op => 'dec',
+               labels => \%g, value => -1.5e308 }, 0,
+             qr/^\Q"dec" would overflow "playarr_provider_active_connections"\E$/,
+             'gauge dec by a negative, beyond');
+    push_ok({ metric => 'provider_active_connections', op => 'set',
+              labels => \%g, value => -1.5e308 }, 'gauge set -1.5e308');
+    push_bad({ metric => 'provider_active_connections', op => 'dec',
+               labels => \%g, value => 1.5e308 }, 0,
+             qr/^"dec" would overflow/, 'gauge dec below');
+    push_ok({ metric => 'provider_active_connections', op => 'inc',
+              labels => \%g, value => 1.5e308 }, 'gauge inc back towards 0');
+
+    # histograms: the sum
+    my %h = (media_type => 'big');
+    push_ok({ metric => 'stream_request_duration', op => 'observe',
+              labels => \%h, value => 1.5e308 }, 'observe 1.5e308');
+    push_bad({ metric => 'stream_request_duration', op => 'observe',
+               labels => \%h, value => 1.5e308 }, 0,
+             qr/^\Q"observe" would overflow the sum of \E
+                \Q"playarr_stream_request_duration_seconds"\E$/x,
+             'observe 1.5e308 again');
+
+    scrape('after the gauge and histogram overflows');
+    is(val('playarr_provider_active_connections', \%g), 0,
+       'the gauge: -1.5e308 + 1.5e308');
+    is(val('playarr_stream_request_duration_seconds_sum', \%h), 1.5e308,
+       'the histogram _sum stays 1.5e308');
+    is(val('playarr_stream_request_duration_seconds_count', \%h), 1,
+       'the histogram _count: the refused observation not counted');
+    is(val('playarr_stream_request_duration_seconds_bucket',
+           { %h, le => '+Inf' }), 1, 'the +Inf bucket 1');
+    is(rejected('push'), 6, 'updates_rejected_total{push,invalid} 6');
+
+    # an upstream header: not applied, counted, logged
+    my $mark = $t->log_mark;
+    via({ metric => 'stream_requests', op => 'inc', labels => \%big,
+          value => 1.5e308 });
+    ok($t->wait_for_log(qr/\[warn\] .*rejected an update from header: (?x:
+                           "inc"\ would\ overflow\ "playarr_stream_requests_total")/,
+                        5, $mark),
+       'header overflow: logged') or diag($t->log_since($mark));
+
+    scrape('after the header overflow');
+    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+       'header overflow: the counter unchanged');
+    is(rejected('header'), 1, 'updates_rejected_total{header,invalid} 1');
 }
 
 
