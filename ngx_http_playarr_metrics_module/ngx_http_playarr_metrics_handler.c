@@ -674,7 +674,9 @@ ngx_http_playarr_metrics_push(ngx_http_request_t *r)
                                                    &err, index);
     }
 
-    ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates);
+    ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates,
+                                           NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                           r->connection->log);
 
     r->headers_out.status = NGX_HTTP_NO_CONTENT;
     r->headers_out.content_length_n = 0;

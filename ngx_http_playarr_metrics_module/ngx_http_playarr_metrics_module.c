@@ -433,7 +433,9 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
                                                     v[i].data, v[i].len,
                                                     &updates, &err, &index);
         if (rc == NGX_OK) {
-            ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates);
+            ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
+                                        r->connection->log);
             continue;
         }
 

@@ -146,6 +146,8 @@ ngx_int_t ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r);
 void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
+u_char *ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
+    size_t max, ngx_uint_t quotes);
 
 ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
     ngx_uint_t label);
@@ -155,7 +157,8 @@ ngx_int_t ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
     ngx_array_t *updates, ngx_str_t *err, ngx_int_t *index);
 void ngx_http_playarr_metrics_updates_apply(
-    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates);
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_uint_t source, ngx_log_t *log);
 
 ngx_chain_t *ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len);

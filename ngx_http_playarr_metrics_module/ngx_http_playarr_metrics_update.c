@@ -18,6 +18,18 @@
 /* a schema file larger than this is not one (Playarr's is 7 kB) */
 #define NGX_HTTP_PLAYARR_METRICS_SCHEMA_MAX  (4 * 1024 * 1024)
 
+/* bytes of a string of an update quoted in an error, of an error logged */
+#define NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX   128
+#define NGX_HTTP_PLAYARR_METRICS_LOG_MAX     512
+
+
+/* a series a batch touches, as the updates of the batch leave it */
+typedef struct {
+    ngx_http_playarr_metrics_update_t       *update;     /* the last one */
+    double                                   value;
+    ngx_uint_t                               folded;
+} ngx_http_playarr_metrics_slot_t;
+
 
 static const char  *ngx_http_playarr_metrics_ops[] = {
     "inc", "dec", "set", "observe", "reset", NULL
@@ -32,6 +44,11 @@ static ngx_int_t ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool,
 static ngx_int_t ngx_http_playarr_metrics_update(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, json_t *u,
     ngx_http_playarr_metrics_update_t *update, ngx_str_t *err);
+static ngx_int_t ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_str_t *err, ngx_int_t *index);
+static const char *ngx_http_playarr_metrics_quote(ngx_pool_t *pool,
+    const char *s);
 static ngx_int_t ngx_http_playarr_metrics_error(ngx_pool_t *pool,
     ngx_str_t *err, const char *fmt, ...);
 
@@ -394,6 +411,7 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     size_t                              i, n;
     json_t                             *root, *u;
     ngx_int_t                           rc;
+    const char                         *q;
     json_error_t                        jerr;
     ngx_http_playarr_metrics_update_t  *update;
 
@@ -402,9 +420,17 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
 
     if (root == NULL) {
+
+        /* jansson's text quotes the input */
+
+        q = ngx_http_playarr_metrics_quote(pool, jerr.text);
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_playarr_metrics_error(pool, err,
                                   "malformed JSON: %s at line %d column %d",
-                                  jerr.text, jerr.line, jerr.column);
+                                  q, jerr.line, jerr.column);
     }
 
     n = json_is_array(root) ? json_array_size(root) : 1;
@@ -438,7 +464,12 @@ ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
 
     json_decref(root);
 
-    return rc;
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_playarr_metrics_updates_check(pool, store, updates, err,
+                                                  index);
 }
 
 
@@ -451,7 +482,7 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
     size_t                                   len;
     json_t                                  *metric, *op, *labels, *value, *v;
     ngx_uint_t                               i;
-    const char                              *name, *s, *k;
+    const char                              *name, *s, *k, *q;
     ngx_http_playarr_metrics_family_conf_t  *fc;
     u_char                                   num[NGX_INT64_LEN];
 
@@ -464,10 +495,13 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
         if (ngx_strcmp(k, "metric") != 0 && ngx_strcmp(k, "op") != 0
             && ngx_strcmp(k, "labels") != 0 && ngx_strcmp(k, "value") != 0)
         {
+            q = ngx_http_playarr_metrics_quote(pool, k);
+            if (q == NULL) {
+                return NGX_ERROR;
+            }
+
             return ngx_http_playarr_metrics_error(pool, err,
-                                                  "unknown field \"%s\"",
-                                                  ngx_strlen(k) > 64
-                                                  ? "(too long)" : k);
+                                                  "unknown field \"%s\"", q);
         }
     }
 
@@ -493,11 +527,23 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
         }
     }
 
-    if (i == store->families.nelts || ngx_strlen(name) > 256) {
+    if (i == store->families.nelts) {
+        q = ngx_http_playarr_metrics_quote(pool, name);
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
         return ngx_http_playarr_metrics_error(pool, err,
-                                              "unknown metric \"%s\"",
-                                              ngx_strlen(name) > 256
-                                              ? "(too long)" : name);
+                                              "unknown metric \"%s\"", q);
+    }
+
+    if (i < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+
+        /* the built-in HTTP families come first: what nginx saw */
+
+        return ngx_http_playarr_metrics_error(pool, err,
+                                  "metric \"%V\" is recorded by nginx, "
+                                  "not updated", &fc[i].name);
     }
 
     fc = &fc[i];
@@ -598,10 +644,14 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
             }
 
             if (i == fc->nlabels) {
+                q = ngx_http_playarr_metrics_quote(pool, k);
+                if (q == NULL) {
+                    return NGX_ERROR;
+                }
+
                 return ngx_http_playarr_metrics_error(pool, err,
                                    "unknown label \"%s\" for \"%V\"",
-                                   ngx_strlen(k) > 64 ? "(too long)" : k,
-                                   &fc->name);
+                                   q, &fc->name);
             }
         }
     }
@@ -673,13 +723,156 @@ wrong_type:
 }
 
 
+/*
+ * No update may take a value beyond the largest finite number: each is
+ * tried on the value its series holds now, as the updates of the batch
+ * before it leave it (slots: the series the batch touches, by a hash of
+ * their keys).  Another worker may still move a value before the batch
+ * applies: the store then refuses the addition (updates_apply).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates,
+    ngx_str_t *err, ngx_int_t *index)
+{
+    double                                   v;
+    uint32_t                                 hash;
+    ngx_int_t                               *reset;
+    ngx_uint_t                               i, k, n, fi, folded;
+    ngx_http_playarr_metrics_slot_t         *slots, *e;
+    ngx_http_playarr_metrics_update_t       *u;
+    ngx_http_playarr_metrics_series_t       *s;
+    ngx_http_playarr_metrics_family_t       *f;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    if (updates->nelts == 0) {
+        return NGX_OK;
+    }
+
+    u = updates->elts;
+
+    for (n = 2; n < 2 * updates->nelts; n <<= 1) { /* void */ }
+
+    slots = ngx_pcalloc(pool, n * sizeof(ngx_http_playarr_metrics_slot_t));
+    if (slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the last reset of each family in the batch */
+
+    reset = ngx_palloc(pool, store->families.nelts * sizeof(ngx_int_t));
+    if (reset == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < store->families.nelts; k++) {
+        reset[k] = -1;
+    }
+
+    fc = store->families.elts;
+
+    for (i = 0; i < updates->nelts; i++) {
+        fi = u[i].family - fc;
+        f = u[i].family->shared;
+
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+            reset[fi] = i;
+            continue;
+        }
+
+        /* a new label set past the cap goes to the overflow series */
+
+        s = ngx_http_playarr_metrics_series_find(store, u[i].family,
+                                                 u[i].key, u[i].len);
+
+        folded = (s == NULL && f->nseries >= store->max_series);
+
+        if (folded) {
+            s = f->overflow;
+        }
+
+        hash = folded ? 0 : ngx_http_playarr_metrics_hash(f->seed, u[i].key,
+                                                          u[i].len);
+        hash ^= (uint32_t) fi * 0x9e3779b9;
+
+        for (k = hash & (n - 1); /* void */ ; k = (k + 1) & (n - 1)) {
+            e = &slots[k];
+
+            if (e->update == NULL
+                || (e->update->family == u[i].family
+                    && e->folded == folded
+                    && (folded
+                        || (e->update->len == u[i].len
+                            && ngx_memcmp(e->update->key, u[i].key,
+                                          u[i].len)
+                               == 0))))
+            {
+                break;
+            }
+        }
+
+        if (e->update && e->update - u > reset[fi]) {
+            v = e->value;
+
+        } else if (reset[fi] >= 0 || s == NULL) {
+            v = 0;
+
+        } else {
+            v = ngx_http_playarr_metrics_double(s->values[0]);
+        }
+
+        switch (u[i].op) {
+
+        case NGX_HTTP_PLAYARR_METRICS_SET:
+            v = u[i].value;
+            break;
+
+        case NGX_HTTP_PLAYARR_METRICS_DEC:
+            v += -u[i].value;
+            break;
+
+        default: /* inc, observe */
+            v += u[i].value;
+        }
+
+        if (!isfinite(v)) {
+            *index = i;
+
+            return ngx_http_playarr_metrics_error(pool, err,
+                                  "\"%s\" would overflow %s\"%V\"",
+                                  ngx_http_playarr_metrics_ops[u[i].op],
+                                  (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                                  ? "the sum of " : "",
+                                  &u[i].family->name);
+        }
+
+        e->update = &u[i];
+        e->value = v;
+        e->folded = folded;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An addition the store refuses (another worker took the value close to
+ * the largest number after the check) is counted and logged as an
+ * invalid update; the others apply.
+ */
+
 void
 ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
-    ngx_array_t *updates)
+    ngx_array_t *updates, ngx_uint_t source, ngx_log_t *log)
 {
+    ngx_int_t                           rc;
+    ngx_str_t                           err;
     ngx_uint_t                          i;
     ngx_http_playarr_metrics_update_t  *u;
     ngx_http_playarr_metrics_series_t  *s;
+    u_char                              buf[NGX_HTTP_PLAYARR_METRICS_NAME_MAX
+                                            + 64];
 
     u = updates->elts;
 
@@ -696,23 +889,47 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
         switch (u[i].op) {
 
         case NGX_HTTP_PLAYARR_METRICS_INC:
-            ngx_http_playarr_metrics_add(s, u[i].value);
+            rc = ngx_http_playarr_metrics_add(s, u[i].value);
             break;
 
         case NGX_HTTP_PLAYARR_METRICS_DEC:
-            ngx_http_playarr_metrics_add(s, -u[i].value);
+            rc = ngx_http_playarr_metrics_add(s, -u[i].value);
             break;
 
         case NGX_HTTP_PLAYARR_METRICS_SET:
             ngx_http_playarr_metrics_set(s, u[i].value);
+            rc = NGX_OK;
             break;
 
         default: /* NGX_HTTP_PLAYARR_METRICS_OBSERVE */
-            ngx_http_playarr_metrics_observe(s, u[i].value);
+            rc = ngx_http_playarr_metrics_observe(s, u[i].value);
         }
+
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        err.data = buf;
+        err.len = ngx_snprintf(buf, sizeof(buf),
+                               "\"%s\" would overflow %s\"%V\", not applied",
+                               ngx_http_playarr_metrics_ops[u[i].op],
+                               (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                               ? "the sum of " : "",
+                               &u[i].family->name)
+                  - buf;
+
+        ngx_http_playarr_metrics_reject(store, source,
+                                        NGX_HTTP_PLAYARR_METRICS_INVALID, log,
+                                        &err);
     }
 }
 
+
+/*
+ * The text goes into a JSON answer and into the error log: every string
+ * of the update in it went through quote(), and what else could be raw
+ * is escaped all the same.
+ */
 
 static ngx_int_t
 ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
@@ -727,17 +944,76 @@ ngx_http_playarr_metrics_error(ngx_pool_t *pool, ngx_str_t *err,
     len = ngx_vslprintf(buf, buf + NGX_MAX_ERROR_STR, fmt, args) - buf;
     va_end(args);
 
-    /* jansson quotes the input, maybe cut in a character: valid UTF-8 */
-
-    p = ngx_pnalloc(pool, 3 * len);
+    p = ngx_pnalloc(pool, 4 * len + 3);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    err->len = ngx_http_playarr_metrics_utf8_copy(p, buf, len, 3 * len);
+    err->len = ngx_http_playarr_metrics_escape(p, buf, len, len, 0) - p;
     err->data = p;
 
     return NGX_DECLINED;
+}
+
+
+/* a string of an update, to quote in an error */
+
+static const char *
+ngx_http_playarr_metrics_quote(ngx_pool_t *pool, const char *s)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(pool, 4 * NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX + 4);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    last = ngx_http_playarr_metrics_escape(p, (u_char *) s, ngx_strlen(s),
+                                           NGX_HTTP_PLAYARR_METRICS_QUOTE_MAX,
+                                           1);
+    *last = '\0';
+
+    return (const char *) p;
+}
+
+
+/*
+ * Text from a client or an upstream, as nginx escapes what it logs of a
+ * request: a control character or a byte above 0x7e, and with quotes a
+ * '"' or a '\\' too, becomes \xHH, so that no such text can end a log
+ * line, forge another or close a quoted string.  At most max bytes of src
+ * are taken, "..." marks a cut; dst has room for 4 * max + 3 bytes.
+ */
+
+u_char *
+ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
+    size_t max, ngx_uint_t quotes)
+{
+    u_char          c;
+    size_t          i, n;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    n = ngx_min(len, max);
+
+    for (i = 0; i < n; i++) {
+        c = src[i];
+
+        if (c < 0x20 || c > 0x7e || (quotes && (c == '"' || c == '\\'))) {
+            *dst++ = '\\';
+            *dst++ = 'x';
+            *dst++ = hex[c >> 4];
+            *dst++ = hex[c & 0x0f];
+            continue;
+        }
+
+        *dst++ = c;
+    }
+
+    if (len > max) {
+        dst = ngx_cpymem(dst, "...", 3);
+    }
+
+    return dst;
 }
 
 
@@ -747,8 +1023,11 @@ void
 ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err)
 {
+    u_char                         *p;
     ngx_atomic_uint_t               now, last;
     ngx_http_playarr_metrics_sh_t  *sh;
+    u_char                          buf[4 * NGX_HTTP_PLAYARR_METRICS_LOG_MAX
+                                        + 3];
 
     sh = store->sh;
 
@@ -760,8 +1039,13 @@ ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     if (now - last >= 60
         && ngx_atomic_cmp_set(&sh->rejected.logged[source], last, now))
     {
+        p = ngx_http_playarr_metrics_escape(buf, err->data, err->len,
+                                            NGX_HTTP_PLAYARR_METRICS_LOG_MAX,
+                                            0);
+
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "playarr_metrics rejected an update from %s: %V",
-                      ngx_http_playarr_metrics_sources[source], err);
+                      "playarr_metrics rejected an update from %s: %*s",
+                      ngx_http_playarr_metrics_sources[source],
+                      (size_t) (p - buf), buf);
     }
 }

@@ -8,6 +8,8 @@
 #include <ngx_core.h>
 #include <ngx_http_playarr_metrics_store.h>
 
+#include <math.h>
+
 
 #if (NGX_PTR_SIZE < 8)
 #error "ngx_http_playarr_metrics_module needs 64-bit atomic operations"
@@ -670,6 +672,22 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
 }
 
 
+/* the series of family fc for a key, if it exists; no lock, none created */
+
+ngx_http_playarr_metrics_series_t *
+ngx_http_playarr_metrics_series_find(ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, u_char *key, size_t len)
+{
+    uint32_t                            hash;
+    ngx_http_playarr_metrics_family_t  *f;
+
+    f = fc->shared;
+    hash = ngx_http_playarr_metrics_key_hash(f->seed, key, len);
+
+    return ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
+}
+
+
 /* a series not found without the lock: created, unless another was first */
 
 static ngx_http_playarr_metrics_series_t *
@@ -1058,7 +1076,12 @@ ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
 }
 
 
-void
+/*
+ * A value never becomes infinite or NaN by addition: NGX_DECLINED, the
+ * series unchanged, when the sum would not be a finite number.
+ */
+
+ngx_int_t
 ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
 {
     double             d;
@@ -1068,11 +1091,18 @@ ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
         old = s->values[0];
         ngx_memcpy(&d, &old, sizeof(double));
         d += v;
+
+        if (!isfinite(d)) {
+            return NGX_DECLINED;
+        }
+
         ngx_memcpy(&new, &d, sizeof(double));
 
     } while (!ngx_atomic_cmp_set(&s->values[0], old, new));
 
     s->hidden = 0;
+
+    return NGX_OK;
 }
 
 
@@ -1088,12 +1118,18 @@ ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s, double v)
 }
 
 
-void
+/* the sum first: an observation it cannot hold is not counted at all */
+
+ngx_int_t
 ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
     double v)
 {
     ngx_uint_t                          i, n;
     ngx_http_playarr_metrics_layout_t  *l;
+
+    if (ngx_http_playarr_metrics_add(s, v) != NGX_OK) {
+        return NGX_DECLINED;
+    }
 
     l = s->layout;
     n = l->n;
@@ -1106,7 +1142,7 @@ ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
 
     (void) ngx_atomic_fetch_add(&s->values[1 + i], 1);
 
-    ngx_http_playarr_metrics_add(s, v);
+    return NGX_OK;
 }
 
 

@@ -185,6 +185,9 @@ ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
     ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len);
+ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series_find(
+    ngx_http_playarr_metrics_store_t *store,
+    ngx_http_playarr_metrics_family_conf_t *fc, u_char *key, size_t len);
 
 size_t ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src,
     size_t len);
@@ -193,12 +196,12 @@ size_t ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src,
 ngx_uint_t ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
     ngx_uint_t nlabels);
 
-void ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
+ngx_int_t ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
     double v);
 void ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s,
     double v);
-void ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
-    double v);
+ngx_int_t ngx_http_playarr_metrics_observe(
+    ngx_http_playarr_metrics_series_t *s, double v);
 void ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f);
 
 u_char *ngx_http_playarr_metrics_state_dump(

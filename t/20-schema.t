@@ -97,6 +97,7 @@ sub le_list {
         location = /metrics { playarr_metrics_export; }
         location = /metrics/json { playarr_metrics_export json; }
         location = /push { playarr_metrics_push; }
+        location = /hello { return 200 "hello\\n"; }
     }
 EOF
 
@@ -172,8 +173,17 @@ EOF
     my @hist = grep { $def{$_}{type} eq 'histogram' } @keys;
     is(scalar @hist, 5, 'five histograms in metrics.json');
 
+    # (the built-in one is nginx's: a request observes it, a push cannot)
+    my %nginx = (endpoint => 'unknown_endpoint', username => 'anonymous');
+
     for my $key (@hist) {
         my $d = $def{$key};
+
+        if ($builtin{ $d->{name} }) {
+            is($t->get('/hello')->{status}, 200, "$key: a recorded request");
+            next;
+        }
+
         my %labels = map { $_ => "v_$_" } @{ $d->{labelNames} };
         my $x = push_updates($t, $token, $JSON->encode(
             { metric => $key, op => 'observe', labels => \%labels,
@@ -185,12 +195,14 @@ EOF
 
     for my $key (@hist) {
         my $d = $def{$key};
-        my %labels = map { $_ => "v_$_" } @{ $d->{labelNames} };
+        my %labels = $builtin{ $d->{name} }
+                     ? %nginx : map { $_ => "v_$_" } @{ $d->{labelNames} };
         is_deeply(le_list($body, $d->{name}, \%labels),
                   [ (map { 0 + $_ } @{ $d->{buckets} }), '+Inf' ],
                   "$key: le bounds are the schema's buckets");
         is(PlayarrTest::sample($body, "$d->{name}_count", \%labels), 1,
            "$key: _count 1");
+        next if $builtin{ $d->{name} };
         is(PlayarrTest::sample($body, "$d->{name}_sum", \%labels), 0.5,
            "$key: _sum 0.5");
     }

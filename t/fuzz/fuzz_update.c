@@ -16,10 +16,14 @@
  * with the operation the type allows, a finite value (not negative for a
  * counter) and exactly the family's labels, in its order, each a string
  * of at most 128 bytes without NUL (or an integer, in decimal), as the
- * JSON has them; a refused one has an error that is UTF-8 (it goes into
- * a JSON answer) and an index inside the batch.  After applying, every
- * series holds what a model of the operations says, a reset family shows
- * nothing until set again.
+ * JSON has them; never one of the built-in HTTP families (section 11); a
+ * refused one has an error of printable ASCII only (it goes into a JSON
+ * answer and into the log: section 10) and an index inside the batch;
+ * every log line is printable ASCII.  After applying, every series holds
+ * what a model of the operations says, a reset family shows nothing until
+ * set again, and no value is infinite or NaN (section 11): the check of
+ * the batch foresaw every overflow but those of a family's overflow
+ * series, which the store refuses, and counts as rejected.
  *
  * The zone size, playarr_metrics_max_series and, for one input in 16, an
  * allocation that fails, come from a hash of the input.
@@ -58,6 +62,8 @@ static void fuzz_apply(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *updates);
 static void fuzz_check_model(ngx_http_playarr_metrics_store_t *store,
     fuzz_model_t *m, ngx_uint_t n);
+static void fuzz_printable(const char *what, u_char *p, size_t len);
+static void fuzz_log_line(ngx_uint_t level, u_char *msg, size_t len);
 
 
 static const char  *fuzz_ops[] = {
@@ -69,6 +75,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void) fuzz_playarr_families();
     (void) fuzz_min_pages();
+
+    fuzz_log_hook = fuzz_log_line;
 
     return 0;
 }
@@ -142,10 +150,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_fatal("a refusal without a reason");
         }
 
-        if (!fuzz_utf8_valid(err.data, err.len)) {
-            fuzz_fatal("the reason of a refusal is not UTF-8: \"%.*s\"",
-                       (int) err.len, err.data);
-        }
+        fuzz_printable("the reason of a refusal", err.data, err.len);
 
         root = json_loadb((char *) data, size, JSON_REJECT_DUPLICATES, NULL);
 
@@ -242,6 +247,11 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
 
     if (k == store->families.nelts || update->family != &fc[k]) {
         fuzz_fatal("update %zu: \"%s\" is not the family applied", i, metric);
+    }
+
+    if (k < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+        fuzz_fatal("update %zu: \"%s\" is nginx's own, yet accepted", i,
+                   metric);
     }
 
     fc = update->family;
@@ -383,7 +393,8 @@ static void
 fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
     ngx_array_t *updates)
 {
-    ngx_uint_t                               i, j, k, n, b;
+    double                                   v;
+    ngx_uint_t                               i, j, k, n, b, refused;
     fuzz_model_t                            *m, *e;
     ngx_http_playarr_metrics_update_t       *u;
     ngx_http_playarr_metrics_series_t       *s;
@@ -392,6 +403,7 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
 
     u = updates->elts;
     n = 0;
+    refused = 0;
 
     m = malloc((updates->nelts + 1) * sizeof(fuzz_model_t));
     if (m == NULL) {
@@ -439,21 +451,34 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
             e->hidden = s->hidden;
         }
 
-        switch (u[i].op) {
-
-        case NGX_HTTP_PLAYARR_METRICS_INC:
-            e->value += u[i].value;
-            break;
-
-        case NGX_HTTP_PLAYARR_METRICS_DEC:
-            e->value += -u[i].value;
-            break;
-
-        case NGX_HTTP_PLAYARR_METRICS_SET:
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_SET) {
             e->value = u[i].value;
-            break;
+            e->hidden = 0;
+            continue;
+        }
 
-        default: /* observe */
+        v = e->value + ((u[i].op == NGX_HTTP_PLAYARR_METRICS_DEC)
+                        ? -u[i].value : u[i].value);
+
+        /* the store refuses what the check could not foresee */
+
+        if (!isfinite(v)) {
+            if (s != fc->shared->overflow) {
+                fuzz_fatal("update %lu would overflow \"%s\", yet accepted",
+                           i, fc->name.data);
+            }
+
+            /* folding into it showed it all the same */
+
+            refused++;
+            e->hidden = 0;
+            continue;
+        }
+
+        e->value = v;
+        e->hidden = 0;
+
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE) {
             l = s->layout;
 
             for (b = 0; b < l->n && !(u[i].value <= l->le[b]); b++) {
@@ -461,13 +486,22 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
             }
 
             e->buckets[b]++;
-            e->value += u[i].value;
         }
-
-        e->hidden = 0;
     }
 
-    ngx_http_playarr_metrics_updates_apply(store, updates);
+    ngx_http_playarr_metrics_updates_apply(store, updates,
+                                           NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                           &fuzz_log);
+
+    if (store->sh->rejected.count[NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH]
+                                 [NGX_HTTP_PLAYARR_METRICS_INVALID]
+        != refused)
+    {
+        fuzz_fatal("%lu updates refused by the store, not %lu",
+                   store->sh->rejected.count
+                       [NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH]
+                       [NGX_HTTP_PLAYARR_METRICS_INVALID], refused);
+    }
 
     fuzz_check_model(store, m, n);
 
@@ -522,6 +556,11 @@ fuzz_check_model(ngx_http_playarr_metrics_store_t *store, fuzz_model_t *m,
         s = m[j].series;
         v = ngx_http_playarr_metrics_double(s->values[0]);
 
+        if (!isfinite(v)) {
+            fuzz_fatal("a series of \"%s\" holds %.17g",
+                       m[j].family->name.data, v);
+        }
+
         if (ngx_memcmp(&v, &m[j].value, sizeof(double)) != 0
             && !(v == 0 && m[j].value == 0))
         {
@@ -546,4 +585,25 @@ fuzz_check_model(ngx_http_playarr_metrics_store_t *store, fuzz_model_t *m,
             }
         }
     }
+}
+
+
+static void
+fuzz_printable(const char *what, u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] > 0x7e) {
+            fuzz_fatal("%s holds the byte 0x%02x: \"%.*s\"", what, p[i],
+                       (int) len, p);
+        }
+    }
+}
+
+
+static void
+fuzz_log_line(ngx_uint_t level, u_char *msg, size_t len)
+{
+    fuzz_printable("a log line", msg, len);
 }
