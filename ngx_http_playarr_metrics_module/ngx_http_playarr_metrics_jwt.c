@@ -29,6 +29,9 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
 
+/* the last bytes of a cookie, its signature's, are its hash's */
+#define NGX_HTTP_PLAYARR_METRICS_JWT_HASHED       16
+
 
 typedef struct {
     uint32_t                                hash;
@@ -383,6 +386,7 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
     ngx_str_t *secret, u_char *token, size_t len,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
+    size_t                                 n;
     uint32_t                               h;
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
@@ -392,7 +396,14 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
                 == NGX_OK) ? tmp : NULL;
     }
 
-    h = ngx_http_playarr_metrics_hash(cache->seed, token, len);
+    /*
+     * The set: from the signature part, which differs from one session to
+     * the next (the compare is of the whole value): its last 96 bits
+     */
+
+    n = ngx_min(len, NGX_HTTP_PLAYARR_METRICS_JWT_HASHED);
+
+    h = ngx_http_playarr_metrics_hash(cache->seed, token + len - n, n);
 
     set = &cache->entries[(h & (NGX_HTTP_PLAYARR_METRICS_JWT_SETS - 1))
                           * NGX_HTTP_PLAYARR_METRICS_JWT_WAYS];

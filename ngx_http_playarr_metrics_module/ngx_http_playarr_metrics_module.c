@@ -1001,6 +1001,8 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
+    /* the session's user, a copy kept for the request by its variable */
+
     vv = NULL;
 
     if (pmcf->jwt_secret.len) {

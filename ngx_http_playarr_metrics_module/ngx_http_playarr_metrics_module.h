@@ -168,6 +168,8 @@ ngx_int_t ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
 ngx_uint_t ngx_http_playarr_metrics_session(ngx_http_request_t *r,
     ngx_http_playarr_metrics_jwt_claims_t **claims,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
+ngx_int_t ngx_http_playarr_metrics_session_check(ngx_http_request_t *r,
+    ngx_str_t *role, ngx_str_t *body);
 
 ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
     ngx_uint_t label);

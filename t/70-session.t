@@ -121,6 +121,12 @@ my $bob = jwt({ sub => 'bob', role => 'user', exp => $later });
     is(user_of($bob), 'bob', 'another session, another user');
     is(user_of(undef), '', 'no cookie: empty');
     is(user_of(''), '', 'an empty cookie: empty');
+
+    # longer than the cache keeps: verified at every request
+    my $long = jwt({ sub => 'lena', exp => $later, pad => 'p' x 600 });
+    ok(length $long > 800, 'a session of ' . length($long) . ' bytes');
+    is(user_of($long), 'lena', 'a long session');
+    is(user_of($long), 'lena', 'a long session again');
 }
 
 my @bad = (
@@ -220,6 +226,9 @@ for my $b (@bad) {
     my $before = PlayarrTest::parse_metrics($t->metrics);
 
     req('/api/profile', "access_token=$alice") for 1 .. 3;
+    req('/api/profile', 'access_token='
+                        . jwt({ sub => 'lena', exp => $later,
+                                pad => 'p' x 600 })) for 1 .. 2;
     req('/movie/dave/pw-S3cret/12', "access_token=$bob");
     req('/movie/erin/pw-S3cret/12');
     req('/player_api.php?username=frank&password=pw-S3cret');
@@ -238,6 +247,8 @@ for my $b (@bad) {
 
     is($d->($REQS, { endpoint => '/api/profile', status_code => 200,
                      username => 'alice' }), 3, 'the session user');
+    is($d->($REQS, { endpoint => '/api/profile', status_code => 200,
+                     username => 'lena' }), 2, 'the user of a long session');
     is($d->($REQS, { endpoint => '/movie/:username/:password/:streamId',
                      status_code => 200, username => 'bob' }), 1,
        'the session user wins over the route user');
