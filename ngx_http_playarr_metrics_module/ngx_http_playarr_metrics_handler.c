@@ -34,6 +34,8 @@ static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *error, ngx_int_t index);
 static ngx_int_t ngx_http_playarr_metrics_no_store(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_subrequest(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
 static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
     ngx_uint_t methods, ngx_str_t *allow);
 static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
@@ -46,6 +48,8 @@ static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_read_body(ngx_http_request_t *r,
     ngx_str_t *body);
+static ngx_int_t ngx_http_playarr_metrics_admin(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);
 
@@ -149,8 +153,34 @@ ngx_http_playarr_metrics_no_store(ngx_http_request_t *r)
 
 
 /*
- * What a handler without a body does first: the method, the body thrown
- * away, the token.  NGX_DECLINED: go on; anything else: the answer.
+ * nginx runs no access phase for a subrequest (SSI, addition, mirror,
+ * njs): the allow/deny or auth_request that guards a location with
+ * "playarr_metrics_auth off" would not apply to it.  Such a location
+ * refuses subrequests.  With the token, a subrequest is let in on the
+ * token it carries (the headers of its main request), as a request is.
+ * NGX_DECLINED: go on; NGX_HTTP_FORBIDDEN: refused.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_subrequest(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    if (r == r->main || plcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "playarr metrics: subrequest forbidden, the location has "
+                  "\"playarr_metrics_auth off\"");
+
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
+/*
+ * What a handler without a body does first: a subrequest refused, the
+ * method, the body thrown away, the token.  NGX_DECLINED: go on;
+ * anything else: the answer.
  */
 
 static ngx_int_t
@@ -161,6 +191,15 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    rc = ngx_http_playarr_metrics_subrequest(r, plcf);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     if (!(r->method & methods)) {
         return ngx_http_playarr_metrics_not_allowed(r, allow);
     }
@@ -170,9 +209,6 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
     if (rc != NGX_OK) {
         return rc;
     }
-
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     if (plcf->auth) {
         rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
@@ -492,8 +528,11 @@ ngx_http_playarr_metrics_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
- * playarr_metrics_push: POST of one update or an array of them.  The body
- * is read first, so that every answer leaves the connection clean.
+ * playarr_metrics_push: POST of one update or an array of them.  The
+ * token is checked on the headers, before a byte of the body is read: a
+ * client without it costs no body buffer, no temporary file and no
+ * count in the rejected updates.  Then the body is read whole, so that
+ * every later answer leaves the connection clean.
  */
 
 ngx_int_t
@@ -501,14 +540,29 @@ ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_str_t                              err;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    rc = ngx_http_playarr_metrics_subrequest(r, plcf);
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     if (!(r->method & NGX_HTTP_POST)) {
         return ngx_http_playarr_metrics_not_allowed(r,
                                                &ngx_http_playarr_metrics_post);
     }
 
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+    if (plcf->auth) {
+        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
 
     if (r->headers_in.content_length_n > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {
 
@@ -557,18 +611,11 @@ ngx_http_playarr_metrics_push(ngx_http_request_t *r)
     ngx_str_t                              body, err, *type;
     ngx_uint_t                             reason;
     ngx_array_t                            updates;
-    ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+    /* the token, if demanded, was checked before the body was read */
 
-    if (plcf->auth) {
-        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     type = r->headers_in.content_type ? &r->headers_in.content_type->value
                                       : NULL;
@@ -697,13 +744,20 @@ ngx_http_playarr_metrics_read_body(ngx_http_request_t *r, ngx_str_t *body)
 /*
  * playarr_metrics_token_admin, for Playarr's Settings > Metrics page:
  * GET shows the token, POST replaces it.
+ *
+ * Under the zone's mutex, from reading or writing the token to handing
+ * the answer to the connection: another worker's POST cannot replace
+ * the token in between.  So every token answered was the file's when it
+ * was sent, and of concurrent POSTs the last answered is the file's.
+ * The answer is a short buffer sent at once (over HTTP/1.x); other
+ * workers wait at most the two fsync() of a regeneration.
  */
 
 ngx_int_t
 ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
-    ngx_str_t                              err;
+    ngx_slab_pool_t                       *shpool;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     rc = ngx_http_playarr_metrics_begin(r,
@@ -714,6 +768,28 @@ ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r)
     }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (pmcf->shm_zone == NULL) {
+        return ngx_http_playarr_metrics_admin(r, pmcf);
+    }
+
+    shpool = (ngx_slab_pool_t *) pmcf->shm_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    rc = ngx_http_playarr_metrics_admin(r, pmcf);
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_admin(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_str_t  err;
 
     if (r->method == NGX_HTTP_POST) {
         if (ngx_http_playarr_metrics_token_regenerate(r, &pmcf->token)

@@ -196,7 +196,7 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NULL },
 
     { ngx_string("playarr_metrics_token_file"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_playarr_metrics_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -2164,7 +2164,8 @@ ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
 
-    ngx_str_t  *value;
+    ngx_str_t     *value;
+    struct group  *grp;
 
     ngx_http_playarr_metrics_note(cf, cmd);
 
@@ -2175,9 +2176,35 @@ ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
 
     pmcf->token.path = value[1];
+    pmcf->token.group = NULL;
 
     if (ngx_conf_full_name(cf->cycle, &pmcf->token.path, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 3) {
+
+        if (value[2].len <= 6
+            || ngx_strncmp(value[2].data, "group=", 6) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        /* the words of a configuration are null-terminated */
+
+        ngx_set_errno(0);
+        grp = getgrnam((const char *) value[2].data + 6);
+
+        if (grp == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               "unknown group \"%s\"", value[2].data + 6);
+            return NGX_CONF_ERROR;
+        }
+
+        pmcf->token.gid = grp->gr_gid;
+        pmcf->token.group = value[2].data + 6;
     }
 
     /* read, or created, here so that errors point at this directive */

@@ -26,6 +26,9 @@
 /* runtime complaints about the file, per worker */
 #define NGX_HTTP_PLAYARR_METRICS_TOKEN_LOG     60
 
+/* the mode of a file with "group=" */
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_GROUP   0640
+
 
 #if (NGX_DARWIN)
 #define ngx_http_playarr_metrics_file_mtim(fi)  (fi)->st_mtimespec
@@ -38,6 +41,8 @@
 
 static ngx_int_t ngx_http_playarr_metrics_token_owner(ngx_conf_t *cf,
     ngx_uid_t *uid, ngx_gid_t *gid, char **user);
+static ngx_uint_t ngx_http_playarr_metrics_token_member(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_token_t *tk, ngx_gid_t gid, char *user);
 static ngx_int_t ngx_http_playarr_metrics_token_create(ngx_conf_t *cf,
     ngx_http_playarr_metrics_token_t *tk, ngx_uid_t uid, ngx_gid_t gid);
 static ngx_int_t ngx_http_playarr_metrics_token_read(ngx_log_t *log,
@@ -110,6 +115,16 @@ ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    if (tk->group
+        && !ngx_http_playarr_metrics_token_member(cf, tk, gid, user))
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "playarr_metrics_token_file \"%s\": the worker "
+                           "processes are not in group \"%s\", a token "
+                           "they regenerate cannot be given that group",
+                           tk->path.data, tk->group);
+    }
+
     if (ngx_link_info(tk->path.data, &fi) == NGX_FILE_ERROR) {
         err = ngx_errno;
 
@@ -142,6 +157,16 @@ ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "playarr_metrics_token_file \"%s\" is not readable "
                            "by user \"%s\"", tk->path.data, user);
+    }
+
+    /* an existing file is left as it is */
+
+    if (tk->group
+        && !(fi.st_gid == tk->gid && (fi.st_mode & S_IRGRP)))
+    {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "playarr_metrics_token_file \"%s\" is not readable "
+                           "by group \"%s\"", tk->path.data, tk->group);
     }
 
     return NGX_OK;
@@ -204,19 +229,84 @@ ngx_http_playarr_metrics_token_owner(ngx_conf_t *cf, ngx_uid_t *uid,
 }
 
 
+/*
+ * Whether the workers can give a file they create the group of "group=":
+ * chown() by a process that is not root takes only a group the process
+ * is in.  A worker started by root is in the group of the "user"
+ * directive (gid) and, through initgroups(), in every group listing its
+ * user; otherwise the workers have this process's groups.
+ */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_token_member(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_token_t *tk, ngx_gid_t gid, char *user)
+{
+    int             i, n;
+    char          **m;
+    gid_t          *groups;
+    struct group   *grp;
+
+    if (user == NULL) {
+        if (getegid() == tk->gid) {
+            return 1;
+        }
+
+        n = getgroups(0, NULL);
+        if (n <= 0) {
+            return 0;
+        }
+
+        groups = ngx_palloc(cf->temp_pool, n * sizeof(gid_t));
+        if (groups == NULL) {
+            return 0;
+        }
+
+        n = getgroups(n, groups);
+
+        for (i = 0; i < n; i++) {
+            if (groups[i] == tk->gid) {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    if (gid == tk->gid) {
+        return 1;
+    }
+
+    grp = getgrgid(tk->gid);
+    if (grp == NULL) {
+        return 0;
+    }
+
+    for (m = grp->gr_mem; *m; m++) {
+        if (ngx_strcmp(*m, user) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* NGX_DECLINED: someone else created the file meanwhile */
 
 static ngx_int_t
 ngx_http_playarr_metrics_token_create(ngx_conf_t *cf,
     ngx_http_playarr_metrics_token_t *tk, ngx_uid_t uid, ngx_gid_t gid)
 {
-    ngx_fd_t   fd;
-    ngx_err_t  err;
-    u_char     buf[NGX_HTTP_PLAYARR_METRICS_TOKEN_HEX + 1];
+    ngx_fd_t    fd;
+    ngx_err_t   err;
+    ngx_uint_t  access;
+    u_char      buf[NGX_HTTP_PLAYARR_METRICS_TOKEN_HEX + 1];
+
+    access = tk->group ? NGX_HTTP_PLAYARR_METRICS_TOKEN_GROUP
+                       : NGX_FILE_OWNER_ACCESS;
 
     fd = ngx_open_file(tk->path.data, NGX_FILE_WRONLY|NGX_FILE_NOFOLLOW,
-                       NGX_FILE_CREATE_OR_OPEN|O_EXCL,
-                       NGX_FILE_OWNER_ACCESS);
+                       NGX_FILE_CREATE_OR_OPEN|O_EXCL, access);
 
     if (fd == NGX_INVALID_FILE) {
         err = ngx_errno;
@@ -230,11 +320,25 @@ ngx_http_playarr_metrics_token_create(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    if (uid != (ngx_uid_t) NGX_CONF_UNSET_UINT
+    /* the owner and the mode before the token is in the file */
+
+    if (tk->group) {
+        gid = tk->gid;
+    }
+
+    if ((uid != (ngx_uid_t) NGX_CONF_UNSET_UINT || tk->group)
         && fchown(fd, uid, gid) == -1)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "fchown() \"%s\" failed", tk->path.data);
+        goto failed;
+    }
+
+    /* the umask does not take the group's read permission away */
+
+    if (tk->group && fchmod(fd, access) == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "fchmod() \"%s\" failed", tk->path.data);
         goto failed;
     }
 
@@ -358,11 +462,12 @@ ngx_http_playarr_metrics_token_read(ngx_log_t *log,
     ngx_http_playarr_metrics_token_t *tk, ngx_file_info_t *fi,
     ngx_err_t *err, const char **fmt)
 {
-    u_char    *p, *q, *last;
-    size_t     len;
-    ssize_t    n;
-    ngx_fd_t   fd;
-    u_char     buf[NGX_HTTP_PLAYARR_METRICS_TOKEN_BUF];
+    u_char      *p, *q, *last;
+    size_t       len;
+    ssize_t      n;
+    ngx_fd_t     fd;
+    ngx_uint_t   access;
+    u_char       buf[NGX_HTTP_PLAYARR_METRICS_TOKEN_BUF];
 
     *err = 0;
     len = 0;
@@ -473,7 +578,15 @@ ngx_http_playarr_metrics_token_read(ngx_log_t *log,
 
     ngx_explicit_memzero(buf, len);
 
-    if (ngx_file_access(fi) & 0066) {
+    access = ngx_file_access(fi);
+
+    /* the group of "group=" may read it */
+
+    if (tk->group && fi->st_gid == tk->gid) {
+        access &= ~S_IRGRP;
+    }
+
+    if (access & 0066) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "playarr_metrics_token_file \"%s\" is readable or "
                       "writable by group or others", tk->path.data);
@@ -510,11 +623,15 @@ ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
     u_char           *name, *p;
     ngx_fd_t          fd;
     ngx_log_t        *log;
+    ngx_uint_t        access;
     ngx_file_info_t   fi;
     u_char            rnd[8];
     u_char            buf[NGX_HTTP_PLAYARR_METRICS_TOKEN_HEX + 1];
 
     log = r->connection->log;
+
+    access = tk->group ? NGX_HTTP_PLAYARR_METRICS_TOKEN_GROUP
+                       : NGX_FILE_OWNER_ACCESS;
 
     name = ngx_pnalloc(r->pool, tk->path.len + 1 + 2 * sizeof(rnd) + 1);
     if (name == NULL) {
@@ -535,14 +652,34 @@ ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
     *p = '\0';
 
     fd = ngx_open_file(name, NGX_FILE_WRONLY|NGX_FILE_NOFOLLOW,
-                       NGX_FILE_CREATE_OR_OPEN|O_EXCL,
-                       NGX_FILE_OWNER_ACCESS);
+                       NGX_FILE_CREATE_OR_OPEN|O_EXCL, access);
 
     if (fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       ngx_open_file_n " \"%s\" failed", name);
         ngx_explicit_memzero(buf, sizeof(buf));
         return NGX_ERROR;
+    }
+
+    /*
+     * The group of "group=", before the token is written: a worker can
+     * give it only a group it is in (warned about at start).  Failing
+     * that, the old token and its file stay.
+     */
+
+    if (tk->group) {
+        if (fchown(fd, (ngx_uid_t) -1, tk->gid) == -1) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "fchown() \"%s\" to group \"%s\" failed",
+                          name, tk->group);
+            goto failed;
+        }
+
+        if (fchmod(fd, access) == -1) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "fchmod() \"%s\" failed", name);
+            goto failed;
+        }
     }
 
     if (ngx_http_playarr_metrics_token_write(fd, buf, sizeof(buf))
@@ -842,6 +979,18 @@ ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
 {
     ngx_int_t         rc;
     ngx_table_elt_t  *h;
+
+    /*
+     * The body is not read: it is thrown away as it comes, and, as for
+     * nginx's own early answers, a client that expects "100 Continue"
+     * is not invited to send it.
+     */
+
+    r->expect_tested = 1;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
 
     if (challenge) {
         h = ngx_list_push(&r->headers_out.headers);

@@ -19,6 +19,10 @@
 typedef struct {
     ngx_str_t                 path;      /* null-terminated, absolute */
 
+    /* "group=": the file is mode 0640 and owned by this group */
+    ngx_gid_t                 gid;
+    u_char                   *group;     /* its name; NULL: no group */
+
     /* the token as this process last read it */
     u_char                    value[NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX];
     size_t                    len;
@@ -38,24 +42,29 @@ typedef struct {
 
 
 /*
- * Config time (postconfiguration, in the master): create the file when
- * missing, read and validate it; logs [emerg] and returns NGX_ERROR when
- * it cannot be used.
+ * Config time (the directive, in the master): create the file when
+ * missing (mode 0600, or 0640 owned by tk->gid when tk->group is set),
+ * read and validate it; logs [emerg] and returns NGX_ERROR when it cannot
+ * be used.
  */
 ngx_int_t ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
     ngx_http_playarr_metrics_token_t *tk);
 
 /*
  * Request time: NGX_OK when the request carries the current token.
- * Otherwise the error answer of DESIGN section 6 has been sent, and the
- * returned value is what the content handler returns.
+ * Otherwise the request body is discarded (no "100 Continue"), the error
+ * answer of DESIGN section 6 has been sent, and the returned value is
+ * what the content handler returns.  Only the request's headers are
+ * looked at: it can be called before the body is read.
  */
 ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);
 
 /*
- * Request time: writes a new token (temp file + rename), updates tk;
- * NGX_OK or NGX_ERROR (logged).
+ * Request time: writes a new token (temp file + rename; mode 0640 and
+ * tk->gid when tk->group is set), updates tk; NGX_OK or NGX_ERROR
+ * (logged).  Not serialised here: the caller holds a lock across
+ * workers.
  */
 ngx_int_t ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);

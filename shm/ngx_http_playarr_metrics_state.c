@@ -642,10 +642,10 @@ ngx_int_t
 ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
     size_t len, ngx_log_t *log)
 {
-    u_char           *temp;
+    u_char           *temp, *p;
+    size_t            rest;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_err_t         err;
     ngx_uint_t        tries;
     ngx_file_info_t   fi;
     u_char            rnd[8];
@@ -699,12 +699,24 @@ ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
         goto failed;
     }
 
-    n = ngx_write_fd(fd, data, len);
-    err = ngx_errno;
+    /*
+     * write() may write less: a full disk says ENOSPC only on the next
+     * call, and Linux writes at most 0x7ffff000 bytes at a time
+     */
 
-    if (n != (ssize_t) len || fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_ERR, log, n == -1 ? err : ngx_errno,
-                      ngx_write_fd_n " \"%s\" failed", temp);
+    for (p = data, rest = len; rest; p += n, rest -= n) {
+        n = ngx_write_fd(fd, p, rest);
+
+        if (n == -1 || n == 0) {
+            ngx_log_error(NGX_LOG_ERR, log, n == -1 ? ngx_errno : 0,
+                          ngx_write_fd_n " \"%s\" failed", temp);
+            goto close;
+        }
+    }
+
+    if (fsync(fd) == -1) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "fsync() \"%s\" failed", temp);
         goto close;
     }
 

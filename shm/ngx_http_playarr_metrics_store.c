@@ -59,6 +59,8 @@ static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_family_t *f,
     ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
     uint32_t hash);
+static void ngx_http_playarr_metrics_series_repair(
+    ngx_http_playarr_metrics_sh_t *sh, ngx_http_playarr_metrics_family_t *f);
 static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_fold(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc, const char *why);
@@ -693,6 +695,8 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
 
     ngx_shmtx_lock(&store->shpool->mutex);
 
+    ngx_http_playarr_metrics_series_repair(store->sh, f);
+
     s = ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
 
     if (s == NULL) {
@@ -751,15 +755,66 @@ ngx_http_playarr_metrics_series_create(ngx_http_playarr_metrics_store_t *store,
     s->next = sh->table[n];
     s->sibling = f->head;
 
-    /* the series is complete before anyone can reach it */
+    /*
+     * The series is complete before anyone can reach it.  It joins its
+     * family's list (render, the state file) before the hash table
+     * (lookups): a creator killed between the two stores, whose mutex the
+     * master then releases, leaves a series shown but not found, which
+     * the next creation in the family puts into the table (see _repair).
+     * The other way round, it would be counted and never shown nor saved.
+     * Killed before the first store, it leaves only room used, and
+     * nseries one too high.
+     */
+
+    ngx_memory_barrier();
+
+    f->nseries++;
+    f->head = s;
 
     ngx_memory_barrier();
 
     sh->table[n] = s;
-    f->head = s;
-    f->nseries++;
 
     return s;
+}
+
+
+/*
+ * Called with the slab mutex held, before anything is created in the
+ * family: its head may be the series of a creator killed between its two
+ * stores, in the family's list but not in the hash table, where the next
+ * lookup of its key would miss it and create a second series with the
+ * same labels.  Series are created one at a time, each at the head of
+ * its family, so only the head can be in that state; it is put into the
+ * table here.  Nothing walks it through the table yet, so its next may
+ * be set again (a series of another family may have joined the chain
+ * meanwhile); render does not read next.
+ */
+
+static void
+ngx_http_playarr_metrics_series_repair(ngx_http_playarr_metrics_sh_t *sh,
+    ngx_http_playarr_metrics_family_t *f)
+{
+    ngx_uint_t                          n;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    s = f->head;
+
+    if (s == NULL
+        || ngx_http_playarr_metrics_lookup(sh, f,
+                                        ngx_http_playarr_metrics_series_key(s),
+                                        s->len, s->hash)
+           != NULL)
+    {
+        return;
+    }
+
+    n = s->hash & sh->mask;
+    s->next = sh->table[n];
+
+    ngx_memory_barrier();
+
+    sh->table[n] = s;
 }
 
 
