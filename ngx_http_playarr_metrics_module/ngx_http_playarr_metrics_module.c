@@ -130,6 +130,8 @@ static char *ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_playarr_metrics_save_handler(ngx_event_t *ev);
 static void ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle);
@@ -142,13 +144,6 @@ static char *ngx_http_playarr_metrics_schema(ngx_conf_t *cf,
 static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_schema_family(
     ngx_http_playarr_metrics_main_conf_t *pmcf, const char *name);
-
-
-static ngx_conf_enum_t  ngx_http_playarr_metrics_auth[] = {
-    { ngx_string("off"), 0 },
-    { ngx_string("bearer"), 1 },
-    { ngx_null_string, 0 }
-};
 
 
 static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
@@ -245,11 +240,11 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NULL },
 
     { ngx_string("playarr_metrics_auth"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_slot,
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_playarr_metrics_set_auth,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_playarr_metrics_loc_conf_t, auth),
-      &ngx_http_playarr_metrics_auth },
+      0,
+      NULL },
 
     { ngx_string("playarr_metrics_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -1337,7 +1332,13 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 1);
-    ngx_conf_merge_uint_value(conf->auth, prev->auth, 1);
+    if (conf->auth == NGX_CONF_UNSET_UINT) {
+        conf->auth = prev->auth;
+        conf->auth_role = prev->auth_role;
+    }
+
+    ngx_conf_merge_uint_value(conf->auth, prev->auth,
+                              NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER);
     ngx_conf_merge_ptr_value(conf->username, prev->username, NULL);
     ngx_conf_merge_ptr_value(conf->error_type, prev->error_type, NULL);
     ngx_conf_merge_str_value(conf->upstream_header, prev->upstream_header,
@@ -1381,7 +1382,19 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
-    if (conf->handler && conf->auth && pmcf->token.path.len == 0) {
+    if (conf->handler && (conf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT)
+        && pmcf->jwt_secret.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"playarr_metrics_auth jwt\" needs "
+                      "\"playarr_metrics_jwt_secret_file\" in %V:%ui",
+                      &conf->handler_file, conf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler && (conf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER)
+        && pmcf->token.path.len == 0)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"%V\" needs \"playarr_metrics_token_file\" unless "
                       "\"playarr_metrics_auth off\" is set in %V:%ui",
@@ -1747,6 +1760,81 @@ ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_playarr_metrics_note(cf, cmd);
 
     return ngx_http_playarr_metrics_set_jwt_secret(cf, cmd, conf);
+}
+
+
+/*
+ * playarr_metrics_auth bearer|jwt|off [role=NAME]: "off" alone; bearer
+ * and jwt in any order, each once; role= with jwt
+ */
+
+static char *
+ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i, mode;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (plcf->auth != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    plcf->auth = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "off") == 0 && cf->args->nelts == 2) {
+            return NGX_CONF_OK;
+        }
+
+        mode = 0;
+
+        if (ngx_strcmp(value[i].data, "bearer") == 0) {
+            mode = NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER;
+
+        } else if (ngx_strcmp(value[i].data, "jwt") == 0) {
+            mode = NGX_HTTP_PLAYARR_METRICS_AUTH_JWT;
+
+        } else if (ngx_strncmp(value[i].data, "role=", 5) == 0
+                   && value[i].len > 5 && plcf->auth_role.data == NULL
+                   && value[i].len - 5
+                      <= NGX_HTTP_PLAYARR_METRICS_JWT_ROLE_MAX)
+        {
+            plcf->auth_role.data = value[i].data + 5;
+            plcf->auth_role.len = value[i].len - 5;
+            continue;
+        }
+
+        if (mode == 0 || (plcf->auth & mode)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        plcf->auth |= mode;
+    }
+
+    if (plcf->auth == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"role=\" needs \"jwt\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (plcf->auth_role.len
+        && !(plcf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"role=\" needs \"jwt\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

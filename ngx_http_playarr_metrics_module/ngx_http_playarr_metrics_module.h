@@ -55,6 +55,10 @@
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY   60000
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_TICK    1000
 
+/* playarr_metrics_auth: any of them lets a request in; 0 is "off" */
+#define NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER      1
+#define NGX_HTTP_PLAYARR_METRICS_AUTH_JWT         2
+
 /* what a request's session cookie is */
 #define NGX_HTTP_PLAYARR_METRICS_SESSION_NONE     0
 #define NGX_HTTP_PLAYARR_METRICS_SESSION_INVALID  1
@@ -142,6 +146,7 @@ typedef struct {
     ngx_uint_t                           handler;      /* export, ... */
     ngx_uint_t                           format;
     ngx_uint_t                           auth;
+    ngx_str_t                            auth_role;    /* of a jwt session */
     ngx_str_t                            upstream_header;
 
     ngx_str_t                            handler_name;

@@ -13,9 +13,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use Digest::SHA qw(hmac_sha256 hmac_sha512);
 use MIME::Base64 qw(encode_base64url);
-use JSON::PP;
 use POSIX ();
 use Test::More;
 use PlayarrTest;
@@ -28,20 +26,10 @@ my $DUR = 'playarr_http_request_duration_seconds';
 my $AUTH = 'playarr_authentication_failures_total';
 my $SECRET = 'playarr-secret-Xq7';
 
-# a JWT as jsonwebtoken signs it; %o overrides the header, the key and
-# the signature
+# a session signed with the secret; %o: see PlayarrTest::session_jwt
 sub jwt {
     my ($payload, %o) = @_;
-    my $json = JSON::PP->new->canonical;
-    my $h = $o{header_text}
-        // $json->encode($o{header} // { alg => 'HS256', typ => 'JWT' });
-    my $p = ref $payload ? $json->encode($payload) : $payload;
-    my $input = encode_base64url($h) . '.' . encode_base64url($p);
-    my $key = $o{key} // $SECRET;
-    my $sig = $o{sig} // ($o{hs512} ? hmac_sha512($input, $key)
-                                    : hmac_sha256($input, $key));
-
-    return "$input." . encode_base64url($sig);
+    return PlayarrTest::session_jwt($SECRET, $payload, %o);
 }
 
 my $now = time;
