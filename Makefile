@@ -97,7 +97,7 @@ endif
 # the module's files and the harnesses are instrumented for coverage.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES := route auth update render state rebind
+FUZZ_NAMES := route auth update render state rebind jwt
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
@@ -109,7 +109,7 @@ FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
     -DFUZZ_ROUTES='"$(TOP)/docs/playarr-routes.conf"'
 FUZZ_MODULE_SRCS := $(wildcard shm/*.c) \
     $(addprefix $(MODULE)/$(MODULE:_module=)_,route.c update.c format.c \
-                                              file.c)
+                                              file.c jwt.c)
 FUZZ_SUPPORT_SRCS := $(addprefix t/fuzz/,ngx_stubs.c fuzz_common.c \
                                          fuzz_check.c)
 

@@ -26,7 +26,11 @@ so every (path, user) pair occurs once per len(MIX) * len(USERS) requests.
 """
 
 import argparse
+import base64
 import errno
+import hashlib
+import hmac
+import json
 import re
 import selectors
 import socket
@@ -87,11 +91,35 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
 HOST = "127.0.0.1"
 
 
-def request_bytes(path, user):
+def request_bytes(path, user, cookie=None):
     h = "GET %s HTTP/1.1\r\nHost: %s\r\n" % (path, HOST)
     if user:
         h += "X-Playarr-User: %s\r\n" % user
+    if cookie:
+        h += "Cookie: theme=dark; %s\r\n" % cookie
     return (h + "\r\n").encode("ascii")
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def session(secret, user, exp):
+    """A Playarr session cookie's value: jsonwebtoken's HS256 JWT"""
+    h = b64url(b'{"alg":"HS256","typ":"JWT"}')
+    p = b64url(json.dumps({"sub": user, "role": "user", "exp": exp},
+                          separators=(",", ":")).encode())
+    sig = hmac.new(secret.encode(), h + b"." + p, hashlib.sha256).digest()
+    return (h + b"." + p + b"." + b64url(sig)).decode("ascii")
+
+
+def cookie_for(mode, secret, user, i):
+    """The Cookie of request i of the mix: none; "known": the user's one
+    session; "fresh": a session never seen before (its exp differs)"""
+    if mode == "none" or not user:
+        return None
+    exp = 4000000000 + (i if mode == "fresh" else 0)
+    return "access_token=%s" % session(secret, user, exp)
 
 
 def fail(msg):
@@ -388,6 +416,10 @@ def main():
                     help="then GET PATH --scrapes times, timed")
     ap.add_argument("--scrapes", type=int, default=5)
     ap.add_argument("--print-mix", action="store_true")
+    ap.add_argument("--cookie", default="none",
+                    choices=("none", "known", "fresh"),
+                    help="session cookies on the mix (see cookie_for)")
+    ap.add_argument("--jwt-secret", default="bench-jwt-secret")
     a = ap.parse_args()
 
     if a.print_mix:
@@ -400,7 +432,9 @@ def main():
 
     warm = [request_bytes(a.warm_path, "warm%05d" % i)
             for i in range(a.warm)]
-    mix = [request_bytes(MIX[i % len(MIX)], USERS[i % len(USERS)])
+    mix = [request_bytes(MIX[i % len(MIX)], USERS[i % len(USERS)],
+                         cookie_for(a.cookie, a.jwt_secret,
+                                    USERS[i % len(USERS)], i))
            for i in range(a.n)]
 
     run(a.port, a.conns, warm, a.timeout)

@@ -38,6 +38,9 @@ static ngx_int_t ngx_http_playarr_metrics_subrequest(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf);
 static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
     ngx_uint_t methods, ngx_str_t *allow);
+static ngx_int_t ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format);
 static void ngx_http_playarr_metrics_export_write(ngx_http_request_t *r);
@@ -210,14 +213,50 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
         return rc;
     }
 
-    if (plcf->auth) {
-        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+    rc = ngx_http_playarr_metrics_auth(r, plcf, pmcf);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * playarr_metrics_auth: NGX_OK, or the request was answered and this is
+ * what the handler returns.  With both bearer and jwt, a request with an
+ * Authorization header gets bearer's answer, one without gets jwt's.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_int_t  status;
+    ngx_str_t  body;
+
+    if (plcf->auth == 0) {
+        return NGX_OK;
+    }
+
+    if ((plcf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER)
+        && (r->headers_in.authorization
+            || !(plcf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT)))
+    {
+        return ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+    }
+
+    status = ngx_http_playarr_metrics_session_check(r, &plcf->auth_role,
+                                                    &body);
+    if (status == NGX_OK) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "playarr metrics session: refused, %i", status);
+
+    return ngx_http_playarr_metrics_token_answer(r, status, NULL, &body);
 }
 
 
@@ -557,11 +596,9 @@ ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
                                                &ngx_http_playarr_metrics_post);
     }
 
-    if (plcf->auth) {
-        rc = ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
-        if (rc != NGX_OK) {
-            return rc;
-        }
+    rc = ngx_http_playarr_metrics_auth(r, plcf, pmcf);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (r->headers_in.content_length_n > NGX_HTTP_PLAYARR_METRICS_BODY_MAX) {

@@ -65,10 +65,14 @@ static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_auth_failed(
+    ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
+    ngx_str_t *ep, ngx_str_t *user, ngx_str_t *claimed, u_char *buf);
 static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf);
 static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, ngx_str_t *user);
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
+    ngx_str_t *user, ngx_str_t *claimed);
 static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
 static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
@@ -80,6 +84,10 @@ static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
+    ngx_str_t *uri, ngx_uint_t seg);
+static ngx_int_t ngx_http_playarr_metrics_route_user_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 static ngx_int_t ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf);
@@ -118,6 +126,12 @@ static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_state_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_playarr_metrics_save_handler(ngx_event_t *ev);
 static void ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle);
@@ -130,13 +144,6 @@ static char *ngx_http_playarr_metrics_schema(ngx_conf_t *cf,
 static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_schema_family(
     ngx_http_playarr_metrics_main_conf_t *pmcf, const char *name);
-
-
-static ngx_conf_enum_t  ngx_http_playarr_metrics_auth[] = {
-    { ngx_string("off"), 0 },
-    { ngx_string("bearer"), 1 },
-    { ngx_null_string, 0 }
-};
 
 
 static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
@@ -233,11 +240,25 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NULL },
 
     { ngx_string("playarr_metrics_auth"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_slot,
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_playarr_metrics_set_auth,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_playarr_metrics_loc_conf_t, auth),
-      &ngx_http_playarr_metrics_auth },
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_jwt_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_jwt_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("playarr_metrics_jwt_cookie"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_jwt_cookie,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_playarr_metrics_srv_conf_t, jwt_cookie),
+      NULL },
 
     { ngx_string("playarr_metrics_max_series"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -318,6 +339,9 @@ static double  ngx_http_playarr_metrics_client_buckets[] = {
 
 static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
     ngx_string("playarr_metrics_endpoint");
+
+static ngx_str_t  ngx_http_playarr_metrics_route_user_name =
+    ngx_string("playarr_metrics_route_username");
 
 static ngx_str_t  ngx_http_playarr_metrics_unknown =
     ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
@@ -485,7 +509,7 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
 {
     ngx_str_t                            *t, uri;
-    ngx_uint_t                            n;
+    ngx_uint_t                            n, seg;
     ngx_http_playarr_metrics_srv_conf_t  *pscf;
 
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
@@ -507,6 +531,12 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
                                                   uri.len);
         if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
             t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
+
+            seg = ngx_http_playarr_metrics_routes_user(pscf->routes, n);
+
+            if (seg) {
+                ngx_http_playarr_metrics_route_segment(r, &uri, seg);
+            }
         }
     }
 
@@ -523,6 +553,115 @@ ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     ngx_http_playarr_metrics_match(r, v);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The seg-th segment of the path (empty ones are skipped, as the match
+ * skips them) is kept in the slot of $playarr_metrics_route_username, not
+ * yet valid, for its get handler.
+ */
+
+static void
+ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, ngx_str_t *uri,
+    ngx_uint_t seg)
+{
+    u_char                                *p, *q, *last;
+    ngx_http_variable_value_t             *v;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    last = uri->data + uri->len;
+
+    for (p = uri->data; p < last; p = q) {
+
+        while (p < last && *p == '/') {
+            p++;
+        }
+
+        for (q = p; q < last && *q != '/'; q++) { /* void */ }
+
+        if (q > p && --seg == 0) {
+            v = &r->variables[pmcf->route_user];
+
+            if (!v->valid) {
+                v->data = p;
+                v->len = q - p;
+            }
+
+            return;
+        }
+    }
+}
+
+
+/*
+ * $playarr_metrics_route_username: the matched template's ":username"
+ * segment, else the "username" query argument (decoded as Express does),
+ * else empty; at most a label value long.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                                *p, *q, *dst;
+    ngx_str_t                              ep, arg;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (pmcf->endpoint == NGX_ERROR) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    /* the match fills v->data when the template names the user */
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    if (v->data && v->len) {
+        v->len = ngx_min(v->len, NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+        return NGX_OK;
+    }
+
+    v->len = 0;
+    v->data = (u_char *) "";
+
+    if (r->args.len == 0
+        || ngx_http_arg(r, (u_char *) "username", 8, &arg) != NGX_OK
+        || arg.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    dst = ngx_pnalloc(r->pool, arg.len);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* "+" is a space in a query, as Express's qs has it */
+
+    p = arg.data;
+    q = dst;
+
+    ngx_unescape_uri(&q, &p, arg.len, NGX_UNESCAPE_URI);
+
+    for (p = dst; p < q; p++) {
+        if (*p == '+') {
+            *p = ' ';
+        }
+    }
+
+    v->data = dst;
+    v->len = ngx_min((size_t) (q - dst), NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
 
     return NGX_OK;
 }
@@ -552,7 +691,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     size_t                                   ulen, elen, n;
     uint32_t                                 status;
     uint64_t                                 tag;
-    ngx_str_t                                ep, s, u;
+    ngx_str_t                                ep, s, u, claimed;
     ngx_uint_t                               i;
     ngx_msec_int_t                           ms;
     ngx_time_t                              *tp;
@@ -580,11 +719,13 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, &u) != NGX_OK) {
+    status = ngx_http_playarr_metrics_status(r);
+
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    status = ngx_http_playarr_metrics_status(r);
 
     tp = ngx_timeofday();
 
@@ -665,10 +806,8 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     }
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
-        series = ngx_http_playarr_metrics_series(store,
-                                  &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
-                                  NULL, key, n);
-        ngx_http_playarr_metrics_add(series, 1);
+        ngx_http_playarr_metrics_auth_failed(store, key, n, &ep, &u,
+                                             &claimed, buf);
     }
 
     /* key: endpoint, status, user */
@@ -733,6 +872,43 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
 
 /*
+ * A 401: counted for the user the request claimed, which is not the one
+ * of its other series when that is anonymous; key, n: the key of those.
+ * The claimed user's key is written at the start of buf.
+ */
+
+static void
+ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
+    u_char *key, size_t n, ngx_str_t *ep, ngx_str_t *user,
+    ngx_str_t *claimed, u_char *buf)
+{
+    u_char                                  *p;
+    size_t                                   len;
+    ngx_http_playarr_metrics_series_t       *series;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    fc = store->families.elts;
+
+    if (claimed->len && claimed->data != user->data) {
+        p = ngx_cpymem(buf, ep->data, ep->len);
+        *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+
+        len = ngx_http_playarr_metrics_value_copy(p, claimed->data,
+                                                  claimed->len);
+        if (len) {
+            key = buf;
+            n = p + len - buf;
+        }
+    }
+
+    series = ngx_http_playarr_metrics_series(store,
+                              &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
+                              NULL, key, n);
+    ngx_http_playarr_metrics_add(series, 1);
+}
+
+
+/*
  * The cache lines of the recent requests cache that the log handler will
  * read for this request, fetched ahead: when the request is logged, after
  * the response went through the kernel, they are no longer waited for.
@@ -746,8 +922,9 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf)
 {
     u_char                                *p;
+    uint32_t                               status;
     uint64_t                               tag;
-    ngx_str_t                              ep, u;
+    ngx_str_t                              ep, u, claimed;
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_recent_t     *set;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
@@ -756,15 +933,16 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
 
     ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, &u) != NGX_OK
+    status = ngx_http_playarr_metrics_status(r);
+
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed)
+        != NGX_OK
         || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
     {
         return;
     }
 
-    set = ngx_http_playarr_metrics_recent(pmcf, &ep,
-                                          ngx_http_playarr_metrics_status(r),
-                                          &u, &tag);
+    set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
     if (set == NULL) {
         return;
     }
@@ -778,32 +956,70 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
 }
 
 
-/* the user: the first non-empty value, as it is */
+/*
+ * The user, empty for "anonymous": the first non-empty value of
+ * playarr_metrics_username, for every family.  Without that directive,
+ * the name the request gives, its session's (with a secret file) else its
+ * route's: *claimed, which labels the authentication failure of a 401;
+ * the request and its duration are then anonymous, as in Playarr, which
+ * knows a user only once its check passed.
+ */
 
 static ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, ngx_str_t *user)
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
+    ngx_str_t *user, ngx_str_t *claimed)
 {
-    ngx_uint_t                         i;
-    ngx_http_playarr_metrics_value_t  *value;
+    ngx_uint_t                             i;
+    ngx_http_variable_value_t             *vv;
+    ngx_http_playarr_metrics_value_t      *value;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     user->len = 0;
     user->data = (u_char *) "";
 
-    if (plcf->username == NULL) {
+    if (plcf->username) {
+        value = plcf->username->elts;
+
+        for (i = 0; i < plcf->username->nelts; i++) {
+            if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (user->len) {
+                break;
+            }
+        }
+
+        *claimed = *user;
+
         return NGX_OK;
     }
 
-    value = plcf->username->elts;
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    for (i = 0; i < plcf->username->nelts; i++) {
-        if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
-            return NGX_ERROR;
-        }
+    /* the session's user, a copy kept for the request by its variable */
 
-        if (user->len) {
-            break;
-        }
+    vv = NULL;
+
+    if (pmcf->jwt_secret.len) {
+        vv = ngx_http_get_indexed_variable(r, pmcf->jwt_user);
+    }
+
+    if (vv == NULL || vv->not_found || vv->len == 0) {
+        vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
+    }
+
+    if (vv == NULL || vv->not_found) {
+        *claimed = *user;
+        return NGX_OK;
+    }
+
+    claimed->len = vv->len;
+    claimed->data = vv->data;
+
+    if (status != NGX_HTTP_UNAUTHORIZED) {
+        *user = *claimed;
     }
 
     return NGX_OK;
@@ -951,7 +1167,15 @@ ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf)
 
     var->get_handler = ngx_http_playarr_metrics_endpoint_variable;
 
-    return NGX_OK;
+    var = ngx_http_add_variable(cf,
+                                &ngx_http_playarr_metrics_route_user_name, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_playarr_metrics_route_user_variable;
+
+    return ngx_http_playarr_metrics_session_add_variables(cf);
 }
 
 
@@ -983,6 +1207,8 @@ ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf)
 
     pmcf->max_series = NGX_CONF_UNSET_UINT;
     pmcf->endpoint = NGX_ERROR;
+    pmcf->jwt_user = NGX_ERROR;
+    pmcf->route_user = NGX_ERROR;
 
     return pmcf;
 }
@@ -1042,6 +1268,7 @@ ngx_http_playarr_metrics_create_srv_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     pscf->routes = NULL;
+     *     pscf->jwt_cookie = { 0, NULL };
      */
 
     return pscf;
@@ -1058,6 +1285,9 @@ ngx_http_playarr_metrics_merge_srv_conf(ngx_conf_t *cf, void *parent,
     if (conf->routes == NULL) {
         conf->routes = prev->routes;
     }
+
+    ngx_conf_merge_str_value(conf->jwt_cookie, prev->jwt_cookie,
+                             "access_token");
 
     return NGX_CONF_OK;
 }
@@ -1104,7 +1334,13 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 1);
-    ngx_conf_merge_uint_value(conf->auth, prev->auth, 1);
+    if (conf->auth == NGX_CONF_UNSET_UINT) {
+        conf->auth = prev->auth;
+        conf->auth_role = prev->auth_role;
+    }
+
+    ngx_conf_merge_uint_value(conf->auth, prev->auth,
+                              NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER);
     ngx_conf_merge_ptr_value(conf->username, prev->username, NULL);
     ngx_conf_merge_ptr_value(conf->error_type, prev->error_type, NULL);
     ngx_conf_merge_str_value(conf->upstream_header, prev->upstream_header,
@@ -1148,7 +1384,19 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
-    if (conf->handler && conf->auth && pmcf->token.path.len == 0) {
+    if (conf->handler && (conf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT)
+        && pmcf->jwt_secret.len == 0)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"playarr_metrics_auth jwt\" needs "
+                      "\"playarr_metrics_jwt_secret_file\" in %V:%ui",
+                      &conf->handler_file, conf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->handler && (conf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER)
+        && pmcf->token.path.len == 0)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"%V\" needs \"playarr_metrics_token_file\" unless "
                       "\"playarr_metrics_auth off\" is set in %V:%ui",
@@ -1193,6 +1441,16 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
     pmcf->endpoint = ngx_http_get_variable_index(cf,
                                      &ngx_http_playarr_metrics_endpoint_name);
     if (pmcf->endpoint == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    pmcf->route_user = ngx_http_get_variable_index(cf,
+                                   &ngx_http_playarr_metrics_route_user_name);
+    if (pmcf->route_user == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_playarr_metrics_session_init(cf, pmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1494,6 +1752,131 @@ ngx_http_playarr_metrics_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return ngx_conf_set_num_slot(cf, cmd, conf);
+}
+
+
+static char *
+ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    return ngx_http_playarr_metrics_set_jwt_secret(cf, cmd, conf);
+}
+
+
+/*
+ * playarr_metrics_auth bearer|jwt|off [role=NAME]: "off" alone; bearer
+ * and jwt in any order, each once; role= with jwt
+ */
+
+static char *
+ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    ngx_str_t   *value;
+    ngx_uint_t   i, mode;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (plcf->auth != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    plcf->auth = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "off") == 0 && cf->args->nelts == 2) {
+            return NGX_CONF_OK;
+        }
+
+        mode = 0;
+
+        if (ngx_strcmp(value[i].data, "bearer") == 0) {
+            mode = NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER;
+
+        } else if (ngx_strcmp(value[i].data, "jwt") == 0) {
+            mode = NGX_HTTP_PLAYARR_METRICS_AUTH_JWT;
+
+        } else if (ngx_strncmp(value[i].data, "role=", 5) == 0
+                   && value[i].len > 5 && plcf->auth_role.data == NULL
+                   && value[i].len - 5
+                      <= NGX_HTTP_PLAYARR_METRICS_JWT_ROLE_MAX)
+        {
+            plcf->auth_role.data = value[i].data + 5;
+            plcf->auth_role.len = value[i].len - 5;
+            continue;
+        }
+
+        if (mode == 0 || (plcf->auth & mode)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        plcf->auth |= mode;
+    }
+
+    if (plcf->auth == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"role=\" needs \"jwt\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (plcf->auth_role.len
+        && !(plcf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"role=\" needs \"jwt\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* a cookie name is an RFC 6265 token */
+
+static char *
+ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_srv_conf_t *pscf = conf;
+
+    u_char     *p, *last;
+    ngx_str_t  *value;
+
+    ngx_http_playarr_metrics_note(cf, cmd);
+
+    if (pscf->jwt_cookie.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    last = value[1].data + value[1].len;
+
+    for (p = value[1].data; p < last; p++) {
+        if (*p <= 0x20 || *p >= 0x7f
+            || ngx_strchr("()<>@,;:\\\"/[]?={}", *p) != NULL)
+        {
+            break;
+        }
+    }
+
+    if (value[1].len == 0 || p < last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid cookie name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    pscf->jwt_cookie = value[1];
+
+    return NGX_CONF_OK;
 }
 
 
@@ -2081,6 +2464,13 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                             ngx_http_playarr_metrics_module);
+
+    if (pmcf && pmcf->store
+        && ngx_http_playarr_metrics_session_init_process(cycle, pmcf)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (pmcf == NULL || pmcf->store == NULL || pmcf->state_file.len == 0
         || ngx_process != NGX_PROCESS_WORKER || ngx_worker != 0)

@@ -20,6 +20,7 @@
 #include <ngx_http_playarr_metrics_store.h>
 #include <ngx_http_playarr_metrics_route.h>
 #include <ngx_http_playarr_metrics_token.h>
+#include <ngx_http_playarr_metrics_jwt.h>
 
 
 #define NGX_HTTP_PLAYARR_METRICS_VERSION      "0.1.0"
@@ -53,6 +54,15 @@
 #define NGX_HTTP_PLAYARR_METRICS_BODY_MAX     (1024 * 1024)
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_EVERY   60000
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_TICK    1000
+
+/* playarr_metrics_auth: any of them lets a request in; 0 is "off" */
+#define NGX_HTTP_PLAYARR_METRICS_AUTH_BEARER      1
+#define NGX_HTTP_PLAYARR_METRICS_AUTH_JWT         2
+
+/* what a request's session cookie is */
+#define NGX_HTTP_PLAYARR_METRICS_SESSION_NONE     0
+#define NGX_HTTP_PLAYARR_METRICS_SESSION_INVALID  1
+#define NGX_HTTP_PLAYARR_METRICS_SESSION_VALID    2
 
 /* where a value is read from */
 #define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
@@ -92,6 +102,10 @@ typedef struct {
     ngx_array_t                         *buckets;      /* default, double */
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
+    ngx_int_t                            jwt_user;     /* variable index */
+    ngx_int_t                            route_user;   /* variable index */
+    ngx_str_t                            jwt_secret;
+    ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
 
     /* where a directive of the module was first used, for errors */
@@ -103,6 +117,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_playarr_metrics_routes_t   *routes;
+    ngx_str_t                            jwt_cookie;
 } ngx_http_playarr_metrics_srv_conf_t;
 
 
@@ -131,6 +146,7 @@ typedef struct {
     ngx_uint_t                           handler;      /* export, ... */
     ngx_uint_t                           format;
     ngx_uint_t                           auth;
+    ngx_str_t                            auth_role;    /* of a jwt session */
     ngx_str_t                            upstream_header;
 
     ngx_str_t                            handler_name;
@@ -148,6 +164,19 @@ void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
 u_char *ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
     size_t max, ngx_uint_t quotes);
+
+char *ngx_http_playarr_metrics_set_jwt_secret(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_playarr_metrics_session_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_playarr_metrics_session_init(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+ngx_int_t ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+ngx_uint_t ngx_http_playarr_metrics_session(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_jwt_claims_t **claims,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
+ngx_int_t ngx_http_playarr_metrics_session_check(ngx_http_request_t *r,
+    ngx_str_t *role, ngx_str_t *body);
 
 ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
     ngx_uint_t label);

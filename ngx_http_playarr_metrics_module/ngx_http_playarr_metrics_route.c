@@ -129,6 +129,7 @@ struct ngx_http_playarr_metrics_route_node_s {
 struct ngx_http_playarr_metrics_routes_s {
     ngx_http_playarr_metrics_route_node_t   *root;
     ngx_array_t                              templates;   /* of ngx_str_t */
+    ngx_array_t                              users;       /* ngx_uint_t */
     ngx_pool_t                              *pool;
 };
 
@@ -198,7 +199,9 @@ ngx_http_playarr_metrics_routes_create(ngx_pool_t *pool)
     }
 
     if (ngx_array_init(&routes->templates, pool, 16, sizeof(ngx_str_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&routes->users, pool, 16, sizeof(ngx_uint_t))
+           != NGX_OK)
     {
         return NULL;
     }
@@ -216,7 +219,7 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
     u_char                                 *p, *q, *last;
     char                                   *reason;
     ngx_str_t                               ext, *t, *prev;
-    ngx_uint_t                              n, type, depth;
+    ngx_uint_t                              n, type, depth, user, *u;
     ngx_http_playarr_metrics_route_node_t  *node, *child;
 
     if (template->len == 0 || template->data[0] != '/') {
@@ -261,6 +264,7 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
     /* check the whole template before changing the trie */
 
     depth = 0;
+    user = 0;
 
     for (p = template->data + 1; p < last; p = q + 1) {
 
@@ -286,6 +290,13 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         if (type == NGX_HTTP_PLAYARR_METRICS_ROUTE_STAR && q != last) {
             reason = "\"*\" is allowed only as the whole last segment";
             goto invalid;
+        }
+
+        if (user == 0 && type == NGX_HTTP_PLAYARR_METRICS_ROUTE_PARAM
+            && q - p == sizeof(":username") - 1
+            && ngx_strncmp(p, ":username", q - p) == 0)
+        {
+            user = depth;
         }
     }
 
@@ -360,6 +371,13 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
     if (t->data == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    u = ngx_array_push(&routes->users);
+    if (u == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *u = user;
 
     if (p < last) {
         node->star = n;
@@ -736,6 +754,18 @@ ngx_http_playarr_metrics_routes_template(
     t = routes->templates.elts;
 
     return &t[n];
+}
+
+
+ngx_uint_t
+ngx_http_playarr_metrics_routes_user(ngx_http_playarr_metrics_routes_t *routes,
+    ngx_uint_t n)
+{
+    ngx_uint_t  *u;
+
+    u = routes->users.elts;
+
+    return u[n];
 }
 
 

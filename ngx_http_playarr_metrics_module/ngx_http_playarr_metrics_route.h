@@ -47,6 +47,9 @@ typedef struct ngx_http_playarr_metrics_routes_s
  * slash in the path are ignored; a path not starting with "/" matches
  * nothing.  Comparing segment by segment from the left, a literal beats
  * ":name.ext" (the longer ext first), which beats ":name", which beats "*".
+ *
+ * _user() is the number (from 1) of template n's ":username" segment, the
+ * first one, or 0 if it has none.
  */
 
 ngx_http_playarr_metrics_routes_t *ngx_http_playarr_metrics_routes_create(
@@ -56,6 +59,8 @@ char *ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 ngx_uint_t ngx_http_playarr_metrics_routes_count(
     ngx_http_playarr_metrics_routes_t *routes);
 ngx_str_t *ngx_http_playarr_metrics_routes_template(
+    ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
+ngx_uint_t ngx_http_playarr_metrics_routes_user(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
 ngx_uint_t ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);

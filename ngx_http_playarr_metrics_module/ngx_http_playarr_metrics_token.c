@@ -57,8 +57,6 @@ static void ngx_http_playarr_metrics_token_set_file(
     ngx_http_playarr_metrics_token_t *tk, ngx_file_info_t *fi);
 static ngx_uint_t ngx_http_playarr_metrics_token_same_file(
     ngx_http_playarr_metrics_token_t *tk, ngx_file_info_t *fi);
-static ngx_int_t ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *challenge, ngx_str_t *body);
 static ngx_int_t ngx_http_playarr_metrics_token_parse(ngx_str_t *value,
     ngx_str_t *token);
 static ngx_uint_t ngx_http_playarr_metrics_token_is_token68(u_char *p,
@@ -973,7 +971,7 @@ ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
  * redirect.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *challenge, ngx_str_t *body)
 {

@@ -61,6 +61,14 @@ ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);
 
 /*
+ * Request time: the answer to a request refused before its body was read
+ * (thrown away as it comes, no "100 Continue"), with a JSON body and a
+ * WWW-Authenticate challenge when not NULL; returns NGX_DONE.
+ */
+ngx_int_t ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *challenge, ngx_str_t *body);
+
+/*
  * Request time: writes a new token (temp file + rename; mode 0640 and
  * tk->gid when tk->group is set), updates tk; NGX_OK or NGX_ERROR
  * (logged).  Not serialised here: the caller holds a lock across

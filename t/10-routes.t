@@ -219,6 +219,24 @@ sub delta {
     return \%d;
 }
 
+# the user a request is counted for without playarr_metrics_username
+# (DESIGN 12): the path's segment at the template's ":username", else the
+# username query argument, else anonymous
+sub route_user {
+    my ($tpl, $path) = @_;
+    my ($p, $q) = split /\?/, $path, 2;
+    my @t = grep { length } split m{/}, $tpl;
+    my @p = grep { length } split m{/}, $p;
+
+    for my $i (0 .. $#t) {
+        return $p[$i] if $t[$i] eq ':username' && defined $p[$i];
+    }
+
+    return $1 if defined $q && $q =~ /(?:^|&)username=([^&]+)/;
+
+    return undef;
+}
+
 sub key_req {
     my ($ep, $status, $user) = @_;
     return PlayarrTest::series_key($REQS,
@@ -250,10 +268,12 @@ sub endpoint_is {
 
     is($r->{status}, $status, "$name: $method $path answered $status")
         or diag($r->{error} // $r->{raw});
-    is_deeply($dr, { key_req($ep, $status) => 1 },
+    my $user = $status == 401 ? undef : route_user($ep, $path);
+
+    is_deeply($dr, { key_req($ep, $status, $user) => 1 },
               "$name: $method $path counted once as $ep")
         or diag(explain($dr));
-    is_deeply($dc, { key_count($ep) => 1 },
+    is_deeply($dc, { key_count($ep, $user) => 1 },
               "$name: one duration observation for $ep")
         or diag(explain($dc));
 
@@ -304,13 +324,17 @@ SKIP: {
         my $url = url_for($tpl);
 
         is($answered{$tpl}, 200, "$method $url answered 200");
-        is($dr->{ key_req($tpl) }, 1,
+        my $user = route_user($tpl, $url);
+
+        is($dr->{ key_req($tpl, 200, $user) }, 1,
            "$url: requests_total{endpoint=\"$tpl\",status_code=\"200\"} 1");
-        is($dc->{ key_count($tpl) }, 1,
+        is($dc->{ key_count($tpl, $user) }, 1,
            "$url: duration count for \"$tpl\" is 1");
     }
 
-    my %want = map { key_req($_->[1]) => 1 } @ROUTES;
+    my %want = map { key_req($_->[1], 200, route_user($_->[1],
+                                                      url_for($_->[1])))
+                     => 1 } @ROUTES;
     my @extra = grep { !$want{$_} } sort keys %$dr;
     ok(!@extra, scalar(@ROUTES) . ' templates: no other series counted')
         or diag("extra: @extra");

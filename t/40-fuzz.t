@@ -2,8 +2,8 @@
 
 # A short run of each libFuzzer harness of t/fuzz/ (the route matcher, the
 # Authorization parser, the update validator, the renderers, the state
-# file, a reload refused part-way), from its seed corpus:
-# PLAYARR_FUZZ_SECONDS (10) each.  `make fuzz` runs them longer.
+# file, a reload refused part-way, the session cookie verifier), from its
+# seed corpus: PLAYARR_FUZZ_SECONDS (10) each.  `make fuzz` runs them longer.
 #
 # The binaries come from `make fuzz-build` (make test builds them into
 # PLAYARR_FUZZ_DIR); run by hand, the test builds them.  A crash leaves its
@@ -23,7 +23,7 @@ use Test::More;
 my $repo = abs_path("$FindBin::Bin/..");
 my $seconds = $ENV{PLAYARR_FUZZ_SECONDS} // 10;
 my $dir = $ENV{PLAYARR_FUZZ_DIR} || "$repo/build/fuzz";
-my @names = qw(route auth update render state rebind);
+my @names = qw(route auth update render state rebind jwt);
 
 plan skip_all => 'PLAYARR_FUZZ_SECONDS=0 (the sanitizer runs of the suite '
                  . 'leave fuzzing to plain make test and make fuzz)'

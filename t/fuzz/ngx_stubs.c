@@ -528,6 +528,99 @@ ngx_hex_dump(u_char *dst, u_char *src, size_t len)
 }
 
 
+/* base64url without padding; decoding as nginx does, "=" ends the input */
+
+static u_char  fuzz_b64url[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+
+void
+ngx_encode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char  *d, *s;
+    size_t   len;
+
+    s = src->data;
+    len = src->len;
+    d = dst->data;
+
+    while (len > 2) {
+        *d++ = fuzz_b64url[(s[0] >> 2) & 0x3f];
+        *d++ = fuzz_b64url[((s[0] & 3) << 4) | (s[1] >> 4)];
+        *d++ = fuzz_b64url[((s[1] & 0x0f) << 2) | (s[2] >> 6)];
+        *d++ = fuzz_b64url[s[2] & 0x3f];
+        s += 3;
+        len -= 3;
+    }
+
+    if (len) {
+        *d++ = fuzz_b64url[(s[0] >> 2) & 0x3f];
+
+        if (len == 1) {
+            *d++ = fuzz_b64url[(s[0] & 3) << 4];
+
+        } else {
+            *d++ = fuzz_b64url[((s[0] & 3) << 4) | (s[1] >> 4)];
+            *d++ = fuzz_b64url[(s[1] & 0x0f) << 2];
+        }
+    }
+
+    dst->len = d - dst->data;
+}
+
+
+ngx_int_t
+ngx_decode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char  *d, *s, *p;
+    size_t   len, i;
+    u_char   v[4];
+
+    for (len = 0; len < src->len; len++) {
+        if (src->data[len] == '=') {
+            break;
+        }
+
+        p = (u_char *) strchr((char *) fuzz_b64url, src->data[len]);
+
+        if (src->data[len] == '\0' || p == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    s = src->data;
+    d = dst->data;
+
+    while (len) {
+        for (i = 0; i < 4 && i < len; i++) {
+            v[i] = (u_char) (strchr((char *) fuzz_b64url, s[i])
+                             - (char *) fuzz_b64url);
+        }
+
+        *d++ = (u_char) (v[0] << 2 | v[1] >> 4);
+
+        if (len > 2) {
+            *d++ = (u_char) (v[1] << 4 | v[2] >> 2);
+        }
+
+        if (len > 3) {
+            *d++ = (u_char) (v[2] << 6 | v[3]);
+        }
+
+        s += ngx_min(len, 4);
+        len -= ngx_min(len, 4);
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_explicit_memzero(void *buf, size_t n)
 {

@@ -553,6 +553,32 @@ sub write_secret {
 }
 
 
+# A session cookie's value as Playarr's jsonwebtoken signs it (HS256 over
+# base64url parts): session_jwt($secret, \%payload or $json_text, %o),
+# where header => \%h or header_text => $json replace the header, key =>
+# signs with another key, sig => $bytes is the signature as it is, and
+# hs512 => 1 signs with HMAC-SHA512
+sub session_jwt {
+    my ($secret, $payload, %o) = @_;
+
+    require Digest::SHA;
+    require JSON::PP;
+    require MIME::Base64;
+
+    my $json = JSON::PP->new->canonical;
+    my $h = $o{header_text}
+        // $json->encode($o{header} // { alg => 'HS256', typ => 'JWT' });
+    my $p = ref $payload ? $json->encode($payload) : $payload;
+    my $input = MIME::Base64::encode_base64url($h) . '.'
+                . MIME::Base64::encode_base64url($p);
+    my $key = $o{key} // $secret;
+    my $sig = $o{sig} // ($o{hs512} ? Digest::SHA::hmac_sha512($input, $key)
+                                    : Digest::SHA::hmac_sha256($input, $key));
+
+    return "$input." . MIME::Base64::encode_base64url($sig);
+}
+
+
 # --- processes -----------------------------------------------------------
 
 sub running {

@@ -1,0 +1,435 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <ngx_http_playarr_metrics_store.h>
+#include <ngx_http_playarr_metrics_jwt.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+
+/*
+ * The cache: 256 sets of 2 entries, the newest first; a cookie longer
+ * than ..._CACHE_TOKEN bytes (Playarr's are about 200) is verified every
+ * time.  About 720 bytes an entry, 360 kB a worker.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_JWT_SETS         256
+#define NGX_HTTP_PLAYARR_METRICS_JWT_WAYS         2
+#define NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN  512
+
+#define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
+
+/* the last bytes of a cookie, its signature's, are its hash's */
+#define NGX_HTTP_PLAYARR_METRICS_JWT_HASHED       16
+
+
+typedef struct {
+    uint32_t                                hash;
+    uint16_t                                len;       /* 0: unused */
+    uint16_t                                valid;
+    ngx_http_playarr_metrics_jwt_claims_t   claims;
+    u_char                    token[NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN];
+} ngx_http_playarr_metrics_jwt_entry_t;
+
+
+struct ngx_http_playarr_metrics_jwt_cache_s {
+    uint32_t                                seed;
+    ngx_http_playarr_metrics_jwt_entry_t   *entries;
+};
+
+
+static json_t *ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len,
+    u_char *buf);
+static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
+    ngx_http_playarr_metrics_jwt_claims_t *claims);
+static ngx_int_t ngx_http_playarr_metrics_jwt_string(json_t *o,
+    const char *name, u_char *dst, size_t max, size_t *len);
+static ngx_int_t ngx_http_playarr_metrics_jwt_time(json_t *o,
+    const char *name, double *t);
+
+
+/* base64url, strictly: the alphabet only, and canonical */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_base64(u_char *src, size_t len, ngx_str_t *dst)
+{
+    u_char     c;
+    size_t     i;
+    ngx_str_t  in, out;
+    u_char     again[4];
+
+    if (len == 0 || len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < len; i++) {
+        c = src[i];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    in.data = src;
+    in.len = len;
+
+    if (ngx_decode_base64url(dst, &in) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the spare bits of the last character are zero: encoded back alike */
+
+    if (len % 4) {
+        in.data = dst->data + (dst->len - dst->len % 3);
+        in.len = dst->len % 3;
+        out.data = again;
+
+        ngx_encode_base64url(&out, &in);
+
+        if (out.len != len % 4
+            || ngx_memcmp(again, src + len - len % 4, out.len) != 0)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
+    size_t len, ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    u_char       *dot1, *dot2, *last;
+    json_t       *header, *payload, *alg;
+    ngx_int_t     rc;
+    ngx_str_t     sig;
+    unsigned int  maclen;
+    u_char        mac[EVP_MAX_MD_SIZE];
+    u_char        buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
+
+    if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_MAX) {
+        return NGX_DECLINED;
+    }
+
+    last = token + len;
+
+    dot1 = ngx_strlchr(token, last, '.');
+    if (dot1 == NULL) {
+        return NGX_DECLINED;
+    }
+
+    dot2 = ngx_strlchr(dot1 + 1, last, '.');
+    if (dot2 == NULL || ngx_strlchr(dot2 + 1, last, '.') != NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* the signature first: nothing unsigned is parsed */
+
+    if ((size_t) (last - dot2 - 1)
+        != ngx_base64_encoded_length(NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN) - 1)
+    {
+        return NGX_DECLINED;
+    }
+
+    sig.data = buf;
+
+    if (ngx_http_playarr_metrics_jwt_base64(dot2 + 1, last - dot2 - 1, &sig)
+        != NGX_OK
+        || sig.len != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (HMAC(EVP_sha256(), secret->data, (int) secret->len, token,
+             dot2 - token, mac, &maclen)
+        == NULL
+        || maclen != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN
+        || CRYPTO_memcmp(mac, sig.data, maclen) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    header = ngx_http_playarr_metrics_jwt_json(token, dot1 - token, buf);
+    if (header == NULL) {
+        return NGX_DECLINED;
+    }
+
+    alg = json_object_get(header, "alg");
+
+    rc = (json_is_string(alg)
+          && ngx_strcmp(json_string_value(alg), "HS256") == 0
+          && json_string_length(alg) == 5)
+         ? NGX_OK : NGX_DECLINED;
+
+    json_decref(header);
+
+    if (rc != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    payload = ngx_http_playarr_metrics_jwt_json(dot1 + 1, dot2 - dot1 - 1,
+                                                buf);
+    if (payload == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_playarr_metrics_jwt_claims(payload, claims);
+
+    json_decref(payload);
+
+    return rc;
+}
+
+
+/* a JSON object from its base64url text; buf holds the decoded bytes */
+
+static json_t *
+ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len, u_char *buf)
+{
+    json_t        *o;
+    ngx_str_t      text;
+    json_error_t   jerr;
+
+    text.data = buf;
+
+    if (ngx_http_playarr_metrics_jwt_base64(src, len, &text) != NGX_OK) {
+        return NULL;
+    }
+
+    o = json_loadb((char *) text.data, text.len, JSON_REJECT_DUPLICATES,
+                   &jerr);
+
+    if (o == NULL) {
+        return NULL;
+    }
+
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+
+    return o;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_claims(json_t *payload,
+    ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    ngx_memzero(claims, sizeof(ngx_http_playarr_metrics_jwt_claims_t));
+
+    if (ngx_http_playarr_metrics_jwt_string(payload, "sub", claims->user,
+                                    NGX_HTTP_PLAYARR_METRICS_JWT_USER_MAX,
+                                    &claims->user_len)
+        != NGX_OK
+        || claims->user_len == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (json_object_get(payload, "role") != NULL
+        && ngx_http_playarr_metrics_jwt_string(payload, "role", claims->role,
+                                    NGX_HTTP_PLAYARR_METRICS_JWT_ROLE_MAX,
+                                    &claims->role_len)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    switch (ngx_http_playarr_metrics_jwt_time(payload, "exp", &claims->exp)) {
+    case NGX_OK:
+        claims->has_exp = 1;
+        break;
+    case NGX_DECLINED:
+        break;
+    default:
+        return NGX_DECLINED;
+    }
+
+    switch (ngx_http_playarr_metrics_jwt_time(payload, "nbf", &claims->nbf)) {
+    case NGX_OK:
+        claims->has_nbf = 1;
+        break;
+    case NGX_DECLINED:
+        break;
+    default:
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a string claim of at most max bytes, with no control characters */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_string(json_t *o, const char *name, u_char *dst,
+    size_t max, size_t *len)
+{
+    size_t       i, n;
+    json_t      *v;
+    const char  *s;
+
+    v = json_object_get(o, name);
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    s = json_string_value(v);
+    n = json_string_length(v);
+
+    if (n > max) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((u_char) s[i] < 0x20 || s[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_memcpy(dst, s, n);
+    *len = n;
+
+    return NGX_OK;
+}
+
+
+/* NGX_OK: a number; NGX_DECLINED: absent; NGX_ERROR: anything else */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, double *t)
+{
+    json_t  *v;
+
+    v = json_object_get(o, name);
+
+    if (v == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_number(v)) {
+        return NGX_ERROR;
+    }
+
+    *t = json_number_value(v);
+
+    return NGX_OK;
+}
+
+
+/* as jsonwebtoken: expired from "exp" on, valid from "nbf" on */
+
+ngx_uint_t
+ngx_http_playarr_metrics_jwt_current(
+    ngx_http_playarr_metrics_jwt_claims_t *claims, time_t now)
+{
+    if (claims->has_exp && (double) now >= claims->exp) {
+        return 0;
+    }
+
+    if (claims->has_nbf && claims->nbf > (double) now) {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+ngx_http_playarr_metrics_jwt_cache_t *
+ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
+{
+    size_t                                 size;
+    ngx_http_playarr_metrics_jwt_cache_t  *cache;
+
+    cache = ngx_palloc(pool, sizeof(ngx_http_playarr_metrics_jwt_cache_t));
+    if (cache == NULL) {
+        return NULL;
+    }
+
+    size = NGX_HTTP_PLAYARR_METRICS_JWT_SETS
+           * NGX_HTTP_PLAYARR_METRICS_JWT_WAYS
+           * sizeof(ngx_http_playarr_metrics_jwt_entry_t);
+
+    cache->entries = ngx_pcalloc(pool, size);
+    if (cache->entries == NULL) {
+        return NULL;
+    }
+
+    /* keyed: which cookies share a set is not for a client to choose */
+
+    if (RAND_bytes((u_char *) &cache->seed, sizeof(cache->seed)) != 1) {
+        cache->seed = (uint32_t) ngx_random();
+    }
+
+    return cache;
+}
+
+
+ngx_http_playarr_metrics_jwt_claims_t *
+ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
+    ngx_str_t *secret, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    size_t                                 n;
+    uint32_t                               h;
+    ngx_uint_t                             i;
+    ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
+
+    if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN) {
+        return (ngx_http_playarr_metrics_jwt_verify(secret, token, len, tmp)
+                == NGX_OK) ? tmp : NULL;
+    }
+
+    /*
+     * The set: from the signature part, which differs from one session to
+     * the next (the compare is of the whole value): its last 96 bits
+     */
+
+    n = ngx_min(len, NGX_HTTP_PLAYARR_METRICS_JWT_HASHED);
+
+    h = ngx_http_playarr_metrics_hash(cache->seed, token + len - n, n);
+
+    set = &cache->entries[(h & (NGX_HTTP_PLAYARR_METRICS_JWT_SETS - 1))
+                          * NGX_HTTP_PLAYARR_METRICS_JWT_WAYS];
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_JWT_WAYS; i++) {
+        e = &set[i];
+
+        if (e->hash == h && e->len == len
+            && ngx_memcmp(e->token, token, len) == 0)
+        {
+            return e->valid ? &e->claims : NULL;
+        }
+    }
+
+    for (i = NGX_HTTP_PLAYARR_METRICS_JWT_WAYS - 1; i; i--) {
+        set[i] = set[i - 1];
+    }
+
+    e = &set[0];
+
+    e->valid = (ngx_http_playarr_metrics_jwt_verify(secret, token, len,
+                                                    &e->claims)
+                == NGX_OK);
+    e->hash = h;
+    e->len = (uint16_t) len;
+    ngx_memcpy(e->token, token, len);
+
+    return e->valid ? &e->claims : NULL;
+}
