@@ -32,6 +32,9 @@
  * one written by a zone of another size is read too
  */
 #define NGX_HTTP_PLAYARR_METRICS_STATE_ZONES    4
+
+/* a family's name as logged: 128 bytes at most, each as \xHH at worst */
+#define NGX_HTTP_PLAYARR_METRICS_STATE_NAME     (4 * 128 + 4)
 #define NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP  (64 * 1024 * 1024)
 
 
@@ -60,6 +63,7 @@ static ngx_int_t ngx_http_playarr_metrics_state_family(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_state_buf_t *b, ngx_uint_t apply,
     const char *from, ngx_log_t *log);
+static void ngx_http_playarr_metrics_state_name(u_char *dst, u_char *def);
 static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_state_find(
     ngx_http_playarr_metrics_store_t *store, u_char *def, size_t len,
@@ -346,6 +350,7 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t  *fc;
     double               le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS];
     uint64_t             values[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 2];
+    u_char               name[NGX_HTTP_PLAYARR_METRICS_STATE_NAME];
 
     if (ngx_http_playarr_metrics_state_get(b, 4) == NULL) {
         return NGX_ERROR;
@@ -364,6 +369,10 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     ngx_memcpy(&type, b->pos - 8, 4);
     ngx_memcpy(&nseries, b->pos - 4, 4);
 
+    /* the file is the worker user's: what it names is logged escaped */
+
+    ngx_http_playarr_metrics_state_name(name, def);
+
     fc = ngx_http_playarr_metrics_state_find(store, def, dlen, &same);
 
     if (!apply) {
@@ -376,12 +385,12 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     } else if (fc == NULL) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "%s: family \"%s\" is no longer configured, dropped",
-                      from, def);
+                      from, name);
 
     } else if (!same || fc->type != type) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "%s: family \"%s\" changed its type or labels, "
-                      "it starts from zero", from, def);
+                      "it starts from zero", from, name);
         fc = NULL;
     }
 
@@ -467,10 +476,40 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
         /* only the applying walk skips */
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "%s: family \"%s\" changed its buckets, %ui series "
-                      "could not be restored", from, def, skipped);
+                      "could not be restored", from, name, skipped);
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The name of a saved family, NUL-terminated, for the log: a control
+ * character, a byte above 0x7e, '"' or '\\' as \xHH, cut at 128 bytes
+ */
+
+static void
+ngx_http_playarr_metrics_state_name(u_char *dst, u_char *def)
+{
+    u_char          c;
+    ngx_uint_t      i;
+    static u_char   hex[] = "0123456789ABCDEF";
+
+    for (i = 0; def[i] && i < 128; i++) {
+        c = def[i];
+
+        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
+            *dst++ = '\\';
+            *dst++ = 'x';
+            *dst++ = hex[c >> 4];
+            *dst++ = hex[c & 0x0f];
+            continue;
+        }
+
+        *dst++ = c;
+    }
+
+    *dst = '\0';
 }
 
 

@@ -472,6 +472,44 @@ for my $c (@hostile) {
 }
 
 
+# --- a family name that would forge a log line ----------------------------
+
+{
+    my $layout = parse_state($saved);
+    my $f = $layout->{families}[0];
+    my $forged = "forged\n2026/01/01 00:00:00 [emerg] 1#1: forged line";
+    my $def = $f->{def};
+    my $new = $def =~ s/^[^\0]*/$forged/r;
+    my $b = $saved;
+
+    # the first family's definition, its length before it
+    substr($b, $HEADER, 4 + length $def) = pack('L', length $new) . $new;
+    $b = reseal($b);
+
+    clear_state_dir($t);
+    $t->write_file('state/metrics.state', $b, 0600);
+
+    # the [emerg] of the forged text, escaped inside a [notice] line
+    $t->allow_log(qr/\[notice\].*family "forged\\x0A2026/);
+
+    my $mark = $t->log_mark;
+    my ($ok) = start_bounded($t);
+    ok($ok, 'a forged family name: nginx starts');
+
+    SKIP: {
+        skip 'a forged family name: nginx did not start', 3 unless $ok;
+
+        my $log = $t->log_since($mark);
+        unlike($log, qr/^2026\/01\/01 00:00:00 \[emerg\]/m,
+               'a forged family name: no forged line in the log');
+        like($log, qr/family "forged\\x0A2026\/01\/01 00:00:00 \[emerg\] /,
+             'a forged family name: logged escaped') or diag($log);
+        $t->metrics(name => 'a forged family name');
+        $t->stop;
+    }
+}
+
+
 # --- a full disk at the save: the previous file stays ----------------------
 
 my $MOUNTED;
