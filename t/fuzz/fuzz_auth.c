@@ -501,6 +501,15 @@ ngx_http_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
+/* a refused request's body is thrown away: there is none here */
+
+ngx_int_t
+ngx_http_discard_request_body(ngx_http_request_t *r)
+{
+    return NGX_OK;
+}
+
+
 /* the file replaced whole, as an operator or the token admin does */
 
 static void
