@@ -62,7 +62,7 @@ FUZZ_DEPS := libclang-rt-dev
 # when nothing is missing.
 DEPS := nginx nginx-dev libssl-dev libjansson-dev libpcre2-dev zlib1g-dev \
         prometheus curl perl python3-prometheus-client clang nodejs npm \
-        $(FUZZ_DEPS)
+        chromium $(FUZZ_DEPS)
 BENCH_DEPS := wrk valgrind
 # make deb: debhelper and dpkg-dev (dh_nginx comes with nginx-dev)
 DEB_DEPS := debhelper dpkg-dev nginx-dev libssl-dev libjansson-dev \
@@ -131,8 +131,8 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build deps bench-deps run test bench lint clean deb fuzz \
-        fuzz-build
+.PHONY: all build deps bench-deps browser-deps run test bench lint clean \
+        deb fuzz fuzz-build
 
 all: build
 
@@ -143,6 +143,17 @@ deps:
 
 bench-deps: deps
 	$(call apt_install,$(BENCH_DEPS))
+
+# t/66-browser.t: puppeteer-core from npm, as t/browser/package-lock.json
+# pins it, driving Debian's chromium (make deps); nothing is installed
+# outside t/browser/node_modules
+BROWSER_MODULES := t/browser/node_modules/.package-lock.json
+
+browser-deps: $(BROWSER_MODULES)
+
+$(BROWSER_MODULES): t/browser/package.json t/browser/package-lock.json
+	cd t/browser && npm ci --no-audit --no-fund
+	touch $@
 
 # Debian's tree carries conf_flags (a bash array); another tree is
 # configured with --with-compat only, which is what binary compatibility
@@ -170,7 +181,7 @@ run: deps build
 	@PORT=$(PORT) UPSTREAM_PORT=$(UPSTREAM_PORT) NGINX_BIN=$(NGINX_BIN) \
 	    BUILD=$(BUILD) bash t/lib/demo-run.sh
 
-test: deps build $(TEST_DEPS)
+test: deps build browser-deps $(TEST_DEPS)
 	$(TEST_SETUP)
 	PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) $(TEST_ENV) prove -r t/
 

@@ -553,6 +553,50 @@ sub write_secret {
 }
 
 
+# The README's configuration, docs/examples/nginx.conf, for a test to run
+# as it is: (\%parts, \@changes) where parts are main (what comes before
+# "http {"), http (its body, rewritten) and after (what follows it), and
+# changes counts, for each of its site paths, the places it was rewritten
+# to the test's own: listen 80 to %%PORT%%, Playarr (127.0.0.1:3000) to
+# %%PORT2%%, the token file to %%DIR%%/tok/, the JWT secret to
+# %%DIR%%/jwt.secret, the access log to %%DIR%%, the routes to the repo's
+sub example_http {
+    my $file = "$REPO/docs/examples/nginx.conf";
+
+    open my $fh, '<', $file or die "$file: $!";
+    local $/;
+    my $example = <$fh>;
+    close $fh;
+
+    my ($main, $http, $after) =
+        $example =~ /\A(.*?)^http \{\n(.*)^\}\n(.*)\z/ms
+        or die "no http { } block in $file\n";
+
+    my @subst = (
+        [ qr{^(\s*)listen 80;$}m => 'listen 127.0.0.1:%%PORT%%;' ],
+        [ qr{(\s)/var/log/nginx/access\.log;}
+          => '%%DIR%%/example-access.log;' ],
+        [ qr{(\s)/var/lib/nginx/playarr-metrics\.token;} =>
+          '%%DIR%%/tok/playarr-metrics.token;' ],
+        [ qr{(\s)/etc/nginx/playarr-routes\.conf;} =>
+          "$REPO/docs/playarr-routes.conf;" ],
+        [ qr{(\s)/etc/nginx/playarr-jwt\.secret;} => '%%DIR%%/jwt.secret;' ],
+        [ qr{(\s)http://127\.0\.0\.1:3000\b} => 'http://127.0.0.1:%%PORT2%%' ],
+    );
+    my @changes;
+
+    for my $s (@subst) {
+        my ($re, $to) = @$s;
+        my $n = $http =~ s/$re/$1$to/g;
+
+        push @changes, [ $re, $n ];
+    }
+
+    return ({ main => $main, http => $http, after => $after,
+              text => $example }, \@changes);
+}
+
+
 # A session cookie's value as Playarr's jsonwebtoken signs it (HS256 over
 # base64url parts): session_jwt($secret, \%payload or $json_text, %o),
 # where header => \%h or header_text => $json replace the header, key =>
