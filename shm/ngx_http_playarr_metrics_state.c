@@ -49,11 +49,18 @@ typedef struct {
     u_char                             *start;
     u_char                             *pos;
     u_char                             *end;
+    ngx_log_t                          *log;      /* NULL: says nothing */
+    size_t                              failed;   /* the size not had */
 } ngx_http_playarr_metrics_state_buf_t;
 
 
 static ngx_int_t ngx_http_playarr_metrics_state_put(
     ngx_http_playarr_metrics_state_buf_t *b, void *data, size_t len);
+static ngx_int_t ngx_http_playarr_metrics_state_series(
+    ngx_http_playarr_metrics_state_buf_t *b,
+    ngx_http_playarr_metrics_series_t *s);
+static ngx_uint_t ngx_http_playarr_metrics_state_file(ngx_str_t *path,
+    u_char *temp, u_char *data, size_t len, ngx_err_t *err);
 static void *ngx_http_playarr_metrics_state_get(
     ngx_http_playarr_metrics_state_buf_t *b, size_t len);
 static ngx_int_t ngx_http_playarr_metrics_state_family(
@@ -75,16 +82,26 @@ static ngx_int_t ngx_http_playarr_metrics_state_buckets(
     uint64_t *values);
 
 
-/* the snapshot, in memory from ngx_alloc(); NULL on failure */
+/*
+ * The snapshot, in memory from malloc(); NULL on failure.  It reads the
+ * zone without a lock, as a scrape does, and may run in a thread of
+ * nginx's pool (the periodic save): with log NULL it calls nothing that
+ * logs, and what it could not allocate is left in *len.
+ *
+ * Series are never freed nor moved while their zone lives (a reset only
+ * zeroes their values), and a family's list only grows at its head, each
+ * series published complete: the head read once, the list behind it is
+ * fixed, whatever another worker or this one creates meanwhile.
+ */
 
 u_char *
 ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
     size_t *len, ngx_log_t *log)
 {
+    size_t                                   at;
     uint32_t                                 u32;
-    uint16_t                                 u16;
-    ngx_uint_t                               i, n, nvalues;
-    ngx_http_playarr_metrics_series_t       *s;
+    ngx_uint_t                               i, n;
+    ngx_http_playarr_metrics_series_t       *s, *head;
     ngx_http_playarr_metrics_family_t       *f;
     ngx_http_playarr_metrics_state_buf_t     b;
     ngx_http_playarr_metrics_family_conf_t  *fc;
@@ -92,6 +109,8 @@ ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
 
     ngx_memzero(&b, sizeof(ngx_http_playarr_metrics_state_buf_t));
     ngx_memzero(&h, sizeof(ngx_http_playarr_metrics_state_header_t));
+
+    b.log = log;
 
     if (ngx_http_playarr_metrics_state_put(&b, &h, sizeof(h)) != NGX_OK) {
         goto failed;
@@ -101,12 +120,6 @@ ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
 
     for (i = 0; i < store->families.nelts; i++) {
         f = fc[i].shared;
-
-        n = 0;
-
-        for (s = f->head; s; s = s->sibling) {
-            n++;
-        }
 
         u32 = (uint32_t) f->def_len;
 
@@ -123,48 +136,29 @@ ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
             goto failed;
         }
 
-        u32 = (uint32_t) n;
+        /* the number of series, known once they are written */
+
+        at = b.pos - b.start;
 
         if (ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK) {
             goto failed;
         }
 
-        /* a series added meanwhile is not in the count: n at most */
+        head = f->head;
+        ngx_memory_barrier();
 
-        for (s = f->head; s && n; s = s->sibling, n--) {
-            u16 = s->len;
-            u32 = s->layout ? (uint32_t) s->layout->n : 0;
-            nvalues = s->layout ? s->layout->n + 2 : 1;
+        n = 0;
 
-            if (ngx_http_playarr_metrics_state_put(&b, &u16, 2) != NGX_OK
-                || ngx_http_playarr_metrics_state_put(&b, &s->hidden, 1)
-                   != NGX_OK
-                || ngx_http_playarr_metrics_state_put(&b, &s->overflow, 1)
-                   != NGX_OK
-                || ngx_http_playarr_metrics_state_put(&b, &u32, 4) != NGX_OK
-                || (u32 && ngx_http_playarr_metrics_state_put(&b,
-                                           s->layout->le, u32 * sizeof(double))
-                           != NGX_OK)
-                || ngx_http_playarr_metrics_state_put(&b,
-                                    ngx_http_playarr_metrics_series_key(s),
-                                    s->len)
-                   != NGX_OK
-                || ngx_http_playarr_metrics_state_put(&b,
-                                    (u_char *) s->values,
-                                    nvalues * sizeof(ngx_atomic_t))
-                   != NGX_OK)
-            {
+        for (s = head; s; s = s->sibling) {
+            if (ngx_http_playarr_metrics_state_series(&b, s) != NGX_OK) {
                 goto failed;
             }
+
+            n++;
         }
 
-        /* the count written must match: pad with nothing missing */
-
-        if (n) {
-            ngx_log_error(NGX_LOG_ALERT, log, 0,
-                          "playarr_metrics family lost series while saved");
-            goto failed;
-        }
+        u32 = (uint32_t) n;
+        ngx_memcpy(b.start + at, &u32, 4);
     }
 
     ngx_memcpy(h.magic, NGX_HTTP_PLAYARR_METRICS_STATE_MAGIC, 8);
@@ -186,9 +180,58 @@ failed:
         ngx_free(b.start);
     }
 
+    *len = b.failed;
+
     return NULL;
 }
 
+
+static ngx_int_t
+ngx_http_playarr_metrics_state_series(ngx_http_playarr_metrics_state_buf_t *b,
+    ngx_http_playarr_metrics_series_t *s)
+{
+    u_char      *p;
+    uint16_t     u16;
+    uint32_t     u32;
+    uint64_t     v;
+    ngx_uint_t   i, nvalues;
+
+    u16 = s->len;
+    u32 = s->layout ? (uint32_t) s->layout->n : 0;
+    nvalues = s->layout ? s->layout->n + 2 : 1;
+
+    if (ngx_http_playarr_metrics_state_put(b, &u16, 2) != NGX_OK
+        || ngx_http_playarr_metrics_state_put(b, &s->hidden, 1) != NGX_OK
+        || ngx_http_playarr_metrics_state_put(b, &s->overflow, 1) != NGX_OK
+        || ngx_http_playarr_metrics_state_put(b, &u32, 4) != NGX_OK
+        || (u32 && ngx_http_playarr_metrics_state_put(b, s->layout->le,
+                                                      u32 * sizeof(double))
+                   != NGX_OK)
+        || ngx_http_playarr_metrics_state_put(b,
+                                    ngx_http_playarr_metrics_series_key(s),
+                                    s->len)
+           != NGX_OK
+        || ngx_http_playarr_metrics_state_put(b, NULL,
+                                              nvalues * sizeof(uint64_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* each value read whole, as other workers keep adding to them */
+
+    p = b->pos - nvalues * sizeof(uint64_t);
+
+    for (i = 0; i < nvalues; i++) {
+        v = s->values[i];
+        p = ngx_cpymem(p, &v, sizeof(uint64_t));
+    }
+
+    return NGX_OK;
+}
+
+
+/* data NULL: room for len bytes, left to the caller to fill */
 
 static ngx_int_t
 ngx_http_playarr_metrics_state_put(ngx_http_playarr_metrics_state_buf_t *b,
@@ -202,8 +245,15 @@ ngx_http_playarr_metrics_state_put(ngx_http_playarr_metrics_state_buf_t *b,
         size = ngx_max(2 * (size_t) (b->end - b->start), used + len);
         size = ngx_max(size, 65536);
 
-        p = ngx_alloc(size, ngx_cycle->log);
+        if (b->log) {
+            p = ngx_alloc(size, b->log);
+
+        } else {
+            p = malloc(size);
+        }
+
         if (p == NULL) {
+            b->failed = size;
             return NGX_ERROR;
         }
 
@@ -217,7 +267,12 @@ ngx_http_playarr_metrics_state_put(ngx_http_playarr_metrics_state_buf_t *b,
         b->end = p + size;
     }
 
-    b->pos = ngx_cpymem(b->pos, data, len);
+    if (data) {
+        b->pos = ngx_cpymem(b->pos, data, len);
+
+    } else {
+        b->pos += len;
+    }
 
     return NGX_OK;
 }
@@ -621,20 +676,119 @@ ngx_int_t
 ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
     ngx_str_t *path, ngx_log_t *log)
 {
-    u_char    *data;
-    size_t     len;
-    ngx_int_t  rc;
+    ngx_int_t                          rc;
+    ngx_http_playarr_metrics_save_t    sv;
 
-    data = ngx_http_playarr_metrics_state_dump(store, &len, log);
-    if (data == NULL) {
+    sv.temp = ngx_alloc(NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(path), log);
+    if (sv.temp == NULL) {
         return NGX_ERROR;
     }
 
-    rc = ngx_http_playarr_metrics_state_write(path, data, len, log);
+    rc = ngx_http_playarr_metrics_state_save_quiet(store, path, &sv);
 
-    ngx_free(data);
+    if (rc != NGX_OK) {
+        ngx_http_playarr_metrics_state_save_log(path, &sv, log);
+    }
+
+    ngx_free(sv.temp);
 
     return rc;
+}
+
+
+/*
+ * The save itself, logging nothing and taking no lock: it runs in a
+ * thread of nginx's pool too.  On failure sv->step says what failed and
+ * sv->err why; sv->temp has room for the temporary file's name.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_state_save_quiet(
+    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path,
+    ngx_http_playarr_metrics_save_t *sv)
+{
+    u_char  *data;
+    size_t   len;
+
+    sv->step = NGX_HTTP_PLAYARR_METRICS_SAVE_OK;
+    sv->err = 0;
+    sv->size = 0;
+    sv->temp[0] = '\0';
+
+    data = ngx_http_playarr_metrics_state_dump(store, &len, NULL);
+
+    if (data == NULL) {
+        sv->step = NGX_HTTP_PLAYARR_METRICS_SAVE_DUMP;
+        sv->err = NGX_ENOMEM;
+        sv->size = len;
+        return NGX_ERROR;
+    }
+
+    sv->size = len;
+    sv->step = ngx_http_playarr_metrics_state_file(path, sv->temp, data, len,
+                                                   &sv->err);
+    ngx_free(data);
+
+    return sv->step == NGX_HTTP_PLAYARR_METRICS_SAVE_OK ? NGX_OK : NGX_ERROR;
+}
+
+
+/* what a failed save says, in the process that asked for it */
+
+void
+ngx_http_playarr_metrics_state_save_log(ngx_str_t *path,
+    ngx_http_playarr_metrics_save_t *sv, ngx_log_t *log)
+{
+    switch (sv->step) {
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_OK:
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_DUMP:
+        ngx_log_error(NGX_LOG_EMERG, log, sv->err,
+                      "malloc(%uz) failed", sv->size);
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "no memory for a snapshot, state file \"%V\" "
+                      "not written", path);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_RAND:
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "RAND_bytes() failed for state file \"%V\"", path);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_OPEN:
+        ngx_log_error(NGX_LOG_ERR, log, sv->err,
+                      ngx_open_file_n " \"%s\" failed", sv->temp);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_INFO:
+        ngx_log_error(NGX_LOG_ERR, log, sv->err,
+                      ngx_fd_info_n " \"%s\" failed", sv->temp);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_NOT_NEW:
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "state file \"%s\" is not the file just created, "
+                      "not written", sv->temp);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_WRITE:
+        ngx_log_error(NGX_LOG_ERR, log, sv->err,
+                      ngx_write_fd_n " \"%s\" failed", sv->temp);
+        break;
+
+    case NGX_HTTP_PLAYARR_METRICS_SAVE_CLOSE:
+        ngx_log_error(NGX_LOG_ERR, log, sv->err,
+                      ngx_close_file_n " \"%s\" failed", sv->temp);
+        break;
+
+    default: /* NGX_HTTP_PLAYARR_METRICS_SAVE_RENAME */
+        ngx_log_error(NGX_LOG_ERR, log, sv->err,
+                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
+                      sv->temp, path);
+        break;
+    }
 }
 
 
@@ -642,27 +796,53 @@ ngx_int_t
 ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
     size_t len, ngx_log_t *log)
 {
-    u_char           *temp;
+    ngx_int_t                          rc;
+    ngx_http_playarr_metrics_save_t    sv;
+
+    sv.temp = ngx_alloc(NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(path), log);
+    if (sv.temp == NULL) {
+        return NGX_ERROR;
+    }
+
+    sv.temp[0] = '\0';
+    sv.err = 0;
+    sv.size = len;
+    sv.step = ngx_http_playarr_metrics_state_file(path, sv.temp, data, len,
+                                                  &sv.err);
+
+    rc = NGX_OK;
+
+    if (sv.step != NGX_HTTP_PLAYARR_METRICS_SAVE_OK) {
+        ngx_http_playarr_metrics_state_save_log(path, &sv, log);
+        rc = NGX_ERROR;
+    }
+
+    ngx_free(sv.temp);
+
+    return rc;
+}
+
+
+/*
+ * Writes data to a new temporary file and renames it to path; logs
+ * nothing: returns the step that failed, its errno in *err
+ */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_state_file(ngx_str_t *path, u_char *temp,
+    u_char *data, size_t len, ngx_err_t *err)
+{
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_err_t         err;
     ngx_uint_t        tries;
     ngx_file_info_t   fi;
     u_char            rnd[8];
-
-    temp = ngx_alloc(path->len + sizeof(".tmp.") + 2 * sizeof(rnd), log);
-    if (temp == NULL) {
-        return NGX_ERROR;
-    }
 
     fd = NGX_INVALID_FILE;
 
     for (tries = 0; tries < 8; tries++) {
         if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "RAND_bytes() failed for state file \"%V\"",
-                          path);
-            goto failed;
+            return NGX_HTTP_PLAYARR_METRICS_SAVE_RAND;
         }
 
         *ngx_hex_dump(ngx_sprintf(temp, "%V.tmp.", path), rnd, sizeof(rnd))
@@ -678,65 +858,57 @@ ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
     }
 
     if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", temp);
-        goto failed;
+        *err = ngx_errno;
+        return NGX_HTTP_PLAYARR_METRICS_SAVE_OPEN;
     }
 
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_fd_info_n " \"%s\" failed", temp);
+        *err = ngx_errno;
         goto close;
     }
 
     if (!ngx_is_file(&fi) || fi.st_nlink != 1 || fi.st_uid != geteuid()
         || ngx_file_size(&fi) != 0)
     {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "state file \"%s\" is not the file just created, "
-                      "not written", temp);
         (void) ngx_close_file(fd);
-        goto failed;
+        return NGX_HTTP_PLAYARR_METRICS_SAVE_NOT_NEW;
     }
 
     n = ngx_write_fd(fd, data, len);
-    err = ngx_errno;
+    *err = ngx_errno;
 
     if (n != (ssize_t) len || fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_ERR, log, n == -1 ? err : ngx_errno,
-                      ngx_write_fd_n " \"%s\" failed", temp);
-        goto close;
+        if (n != -1) {
+            *err = ngx_errno;
+        }
+
+        (void) ngx_close_file(fd);
+        (void) ngx_delete_file(temp);
+        return NGX_HTTP_PLAYARR_METRICS_SAVE_WRITE;
     }
 
     if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_close_file_n " \"%s\" failed", temp);
+        *err = ngx_errno;
         (void) ngx_delete_file(temp);
-        goto failed;
+        return NGX_HTTP_PLAYARR_METRICS_SAVE_CLOSE;
     }
 
     if (ngx_rename_file(temp, path->data) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
-                      temp, path);
+        *err = ngx_errno;
         (void) ngx_delete_file(temp);
-        goto failed;
+        return NGX_HTTP_PLAYARR_METRICS_SAVE_RENAME;
     }
 
-    ngx_free(temp);
+    *err = 0;
 
-    return NGX_OK;
+    return NGX_HTTP_PLAYARR_METRICS_SAVE_OK;
 
 close:
 
     (void) ngx_close_file(fd);
     (void) ngx_delete_file(temp);
 
-failed:
-
-    ngx_free(temp);
-
-    return NGX_ERROR;
+    return NGX_HTTP_PLAYARR_METRICS_SAVE_INFO;
 }
 
 
