@@ -2127,6 +2127,7 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
 
         ctx->store = pmcf->store;
         ctx->path = &pmcf->state_file;
+        ctx->sv.keep = 1;
 
         task->handler = ngx_http_playarr_metrics_save_thread;
         task->event.handler = ngx_http_playarr_metrics_save_done;

@@ -163,6 +163,11 @@ typedef struct {
     ngx_err_t                           err;
     size_t                              size;       /* of the snapshot */
     u_char                             *temp;       /* _SAVE_TEMP_LEN */
+
+    /* the snapshot's buffer, kept from one save to the next */
+    ngx_uint_t                          keep;
+    u_char                             *buf;
+    size_t                              buf_size;
 } ngx_http_playarr_metrics_save_t;
 
 #define NGX_HTTP_PLAYARR_METRICS_SAVE_OK       0
