@@ -22,6 +22,9 @@
       body's size and lines, the serving worker's cpu time per scrape and
       its VmRSS/VmHWM before, after the first scrape and after all (its
       VmHWM is reset to VmRSS first, where /proc/PID/clear_refs allows)
+  render.py watch FILE --seconds S
+      counts the times FILE is replaced (a rename over it: another inode
+      or mtime) in S seconds, polling every 20 ms; prints saves=N
   render.py latency --port P --path PATH --metrics METRICS --seconds S
                     --rate R --conns K [--scrape-every T] [--pid-path PID]
       K connections, each sending a request every 1/R s (one at a time),
@@ -35,6 +38,7 @@
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import socket
 import sys
@@ -454,6 +458,26 @@ def scrape_proc(port, metrics, every, seconds, start_at, conn_w, q):
     q.put(("scrape", times))
 
 
+def watch(a):
+    def ident():
+        try:
+            st = os.stat(a.file)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    last = ident()
+    saves = 0
+    t_end = time.perf_counter() + a.seconds
+    while time.perf_counter() < t_end:
+        time.sleep(0.02)
+        now = ident()
+        if now is not None and now != last:
+            saves += 1
+            last = now
+    print("saves=%d" % saves)
+
+
 def pct(v, p):
     if not v:
         return 0.0
@@ -569,6 +593,10 @@ def main():
     p.add_argument("--same-worker", action="store_true",
                    help="without scrapes, still split the load by worker")
 
+    p = sub.add_parser("watch")
+    p.add_argument("file")
+    p.add_argument("--seconds", type=float, required=True)
+
     a = ap.parse_args()
 
     if a.cmd == "schema":
@@ -584,6 +612,8 @@ def main():
         scrape(a)
     elif a.cmd == "latency":
         latency(a)
+    elif a.cmd == "watch":
+        watch(a)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,19 @@ typedef struct {
 #define ngx_http_playarr_metrics_prefetch_line(p)
 #endif
 
+#if (NGX_THREADS)
+
+/* a save in a thread of nginx's pool; done is set by the thread, last */
+typedef struct {
+    ngx_http_playarr_metrics_store_t   *store;
+    ngx_str_t                          *path;
+    ngx_uint_t                          handoff;
+    volatile ngx_uint_t                 done;
+    ngx_http_playarr_metrics_save_t     sv;
+} ngx_http_playarr_metrics_save_ctx_t;
+
+#endif
+
 struct ngx_http_playarr_metrics_recent_s {
     u_char                             *endpoint;      /* a template */
     uint64_t                            tag;           /* lengths, status */
@@ -134,6 +147,19 @@ static char *ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_playarr_metrics_save_handler(ngx_event_t *ev);
+static void ngx_http_playarr_metrics_save_check(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_log_t *log);
+static ngx_int_t ngx_http_playarr_metrics_save_start(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t handoff,
+    ngx_log_t *log);
+#if (NGX_THREADS)
+static ngx_uint_t ngx_http_playarr_metrics_notify(ngx_conf_t *cf);
+static void ngx_http_playarr_metrics_save_thread(void *data, ngx_log_t *log);
+static void ngx_http_playarr_metrics_save_done(ngx_event_t *ev);
+static void ngx_http_playarr_metrics_save_report(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_log_t *log);
+static void ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle);
+#endif
 static void ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle);
 static char *ngx_http_playarr_metrics_handler(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -296,7 +322,11 @@ ngx_module_t  ngx_http_playarr_metrics_module = {
     ngx_http_playarr_metrics_init_process,   /* init process */
     NULL,                                    /* init thread */
     NULL,                                    /* exit thread */
+#if (NGX_THREADS)
+    ngx_http_playarr_metrics_exit_process,   /* exit process */
+#else
     NULL,                                    /* exit process */
+#endif
     ngx_http_playarr_metrics_exit_master,    /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1438,6 +1468,19 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+#if (NGX_THREADS)
+
+    /* the periodic save runs in nginx's thread pool "default" */
+
+    if (pmcf->state_file.len && ngx_http_playarr_metrics_notify(cf)) {
+        pmcf->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (pmcf->thread_pool == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+#endif
+
     pmcf->endpoint = ngx_http_get_variable_index(cf,
                                      &ngx_http_playarr_metrics_endpoint_name);
     if (pmcf->endpoint == NGX_ERROR) {
@@ -2455,12 +2498,18 @@ ngx_http_playarr_metrics_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
  * minute by the first worker, so that a crash of the whole server loses
  * a minute at most.  The first worker also looks every second for a
  * binary upgrade of its master, and saves at once for the new binary.
+ * With threads, the worker's saves run in nginx's thread pool "default",
+ * one at a time, and its event loop goes on meanwhile.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
+#if (NGX_THREADS)
+    ngx_thread_task_t                     *task;
+    ngx_http_playarr_metrics_save_ctx_t   *ctx;
+#endif
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                             ngx_http_playarr_metrics_module);
@@ -2477,6 +2526,37 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
     {
         return NGX_OK;
     }
+
+#if (NGX_THREADS)
+
+    if (pmcf->thread_pool) {
+        task = ngx_thread_task_alloc(cycle->pool,
+                                 sizeof(ngx_http_playarr_metrics_save_ctx_t));
+        if (task == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx = task->ctx;
+
+        ctx->sv.temp = ngx_pnalloc(cycle->pool,
+                   NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(&pmcf->state_file));
+        if (ctx->sv.temp == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->store = pmcf->store;
+        ctx->path = &pmcf->state_file;
+        ctx->sv.keep = 1;
+
+        task->handler = ngx_http_playarr_metrics_save_thread;
+        task->event.handler = ngx_http_playarr_metrics_save_done;
+        task->event.data = pmcf;
+        task->event.log = cycle->log;
+
+        pmcf->save_task = task;
+    }
+
+#endif
 
     pmcf->save.handler = ngx_http_playarr_metrics_save_handler;
     pmcf->save.data = pmcf;
@@ -2496,13 +2576,23 @@ ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = ev->data;
 
-    ngx_file_info_t  fi;
-
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
     }
 
     ngx_add_timer(ev, NGX_HTTP_PLAYARR_METRICS_SAVE_TICK);
+
+    ngx_http_playarr_metrics_save_check(pmcf, ev->log);
+}
+
+
+/* a save for the new binary, or the periodic one, when none is running */
+
+static void
+ngx_http_playarr_metrics_save_check(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_log_t *log)
+{
+    ngx_file_info_t  fi;
 
     if (ngx_http_playarr_metrics_state_oldbin(pmcf->store->oldpid,
                                               ngx_parent, &fi)
@@ -2510,7 +2600,8 @@ ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
     {
         /*
          * the new binary starts from this save; later ones would only
-         * overwrite its own
+         * overwrite its own.  A save still running was begun before the
+         * upgrade: this one starts when it ends.
          */
 
         if (fi.st_ctim.tv_sec == pmcf->handoff.tv_sec
@@ -2519,15 +2610,8 @@ ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
             return;
         }
 
-        pmcf->handoff = fi.st_ctim;
-
-        if (ngx_http_playarr_metrics_state_save(pmcf->store,
-                                                &pmcf->state_file, ev->log)
-            == NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "playarr_metrics state saved to \"%V\" "
-                          "for the new binary", &pmcf->state_file);
+        if (ngx_http_playarr_metrics_save_start(pmcf, 1, log) != NGX_BUSY) {
+            pmcf->handoff = fi.st_ctim;
         }
 
         return;
@@ -2537,11 +2621,185 @@ ngx_http_playarr_metrics_save_handler(ngx_event_t *ev)
         return;
     }
 
-    pmcf->save_next = ngx_current_msec + pmcf->save_every;
-
-    (void) ngx_http_playarr_metrics_state_save(pmcf->store,
-                                               &pmcf->state_file, ev->log);
+    if (ngx_http_playarr_metrics_save_start(pmcf, 0, log) != NGX_BUSY) {
+        pmcf->save_next = ngx_current_msec + pmcf->save_every;
+    }
 }
+
+
+/* NGX_BUSY while a save runs, NGX_OK when one is started or done */
+
+static ngx_int_t
+ngx_http_playarr_metrics_save_start(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t handoff,
+    ngx_log_t *log)
+{
+#if (NGX_THREADS)
+    ngx_thread_task_t                    *task;
+    ngx_http_playarr_metrics_save_ctx_t  *ctx;
+
+    task = pmcf->save_task;
+
+    if (task) {
+        if (task->event.active) {
+            return NGX_BUSY;
+        }
+
+        ctx = task->ctx;
+        ctx->handoff = handoff;
+        ctx->done = 0;
+
+        if (ngx_thread_task_post(pmcf->thread_pool, task) == NGX_OK) {
+            return NGX_OK;
+        }
+
+        /* the pool's queue is full: the save is made here and now */
+    }
+#endif
+
+    if (ngx_http_playarr_metrics_state_save(pmcf->store, &pmcf->state_file,
+                                            log)
+        == NGX_OK
+        && handoff)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "playarr_metrics state saved to \"%V\" "
+                      "for the new binary", &pmcf->state_file);
+    }
+
+    return NGX_OK;
+}
+
+
+#if (NGX_THREADS)
+
+/*
+ * Whether the event method can end a thread's task in the event loop
+ * (the pool cannot run without): poll and select cannot.  An events
+ * block that comes after http is not known yet; epoll, the default, can.
+ */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_notify(ngx_conf_t *cf)
+{
+    ngx_uint_t           m;
+    ngx_event_conf_t    *ecf;
+    ngx_event_module_t  *module;
+
+    if (ngx_get_conf(cf->cycle->conf_ctx, ngx_events_module) == NULL) {
+        return 1;
+    }
+
+    ecf = ngx_event_get_conf(cf->cycle->conf_ctx, ngx_event_core_module);
+
+    for (m = 0; cf->cycle->modules[m]; m++) {
+        if (cf->cycle->modules[m]->type != NGX_EVENT_MODULE
+            || cf->cycle->modules[m]->ctx_index != ecf->use)
+        {
+            continue;
+        }
+
+        module = cf->cycle->modules[m]->ctx;
+
+        if (module->actions.notify) {
+            return 1;
+        }
+
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "the event method \"%s\" cannot end a thread's "
+                           "task: playarr_metrics_state_file is saved in "
+                           "the worker's event loop", module->name->data);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* in a thread: nothing here logs, locks or touches the event loop */
+
+static void
+ngx_http_playarr_metrics_save_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_playarr_metrics_save_ctx_t *ctx = data;
+
+    (void) ngx_http_playarr_metrics_state_save_quiet(ctx->store, ctx->path,
+                                                     &ctx->sv);
+
+    ngx_memory_barrier();
+
+    ctx->done = 1;
+}
+
+
+static void
+ngx_http_playarr_metrics_save_done(ngx_event_t *ev)
+{
+    ngx_http_playarr_metrics_main_conf_t *pmcf = ev->data;
+
+    ngx_http_playarr_metrics_save_report(pmcf, ev->log);
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    /* a save for the new binary may have waited for this one */
+
+    ngx_http_playarr_metrics_save_check(pmcf, ev->log);
+}
+
+
+static void
+ngx_http_playarr_metrics_save_report(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_log_t *log)
+{
+    ngx_http_playarr_metrics_save_ctx_t  *ctx;
+
+    ctx = pmcf->save_task->ctx;
+
+    if (ctx->sv.step != NGX_HTTP_PLAYARR_METRICS_SAVE_OK) {
+        ngx_http_playarr_metrics_state_save_log(ctx->path, &ctx->sv, log);
+        return;
+    }
+
+    if (ctx->handoff) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "playarr_metrics state saved to \"%V\" "
+                      "for the new binary", ctx->path);
+    }
+}
+
+
+/*
+ * A worker that exits has its thread pool joined first (the pool's module
+ * comes before this one): a save that was running has ended, file renamed
+ * or removed, but its end was not seen by the event loop.  It is said here.
+ */
+
+static void
+ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+    ngx_http_playarr_metrics_save_ctx_t   *ctx;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_playarr_metrics_module);
+
+    if (pmcf == NULL || pmcf->save_task == NULL
+        || !pmcf->save_task->event.active)
+    {
+        return;
+    }
+
+    ctx = pmcf->save_task->ctx;
+
+    if (ctx->done) {
+        ngx_memory_barrier();
+        ngx_http_playarr_metrics_save_report(pmcf, cycle->log);
+    }
+}
+
+#endif
 
 
 static void

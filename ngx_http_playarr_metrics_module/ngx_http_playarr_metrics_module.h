@@ -99,6 +99,10 @@ typedef struct {
     ngx_msec_t                           save_next;
     ngx_event_t                          save;
     struct timespec                      handoff;      /* ".oldbin" ctime */
+#if (NGX_THREADS)
+    ngx_thread_pool_t                   *thread_pool;  /* "default" */
+    ngx_thread_task_t                   *save_task;    /* one at a time */
+#endif
     ngx_array_t                         *buckets;      /* default, double */
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */

@@ -157,6 +157,35 @@ typedef struct {
 } ngx_http_playarr_metrics_family_conf_t;
 
 
+/* a save of the state file: what failed (_SAVE_*), for the log */
+typedef struct {
+    ngx_uint_t                          step;
+    ngx_err_t                           err;
+    size_t                              size;       /* of the snapshot */
+    u_char                             *temp;       /* _SAVE_TEMP_LEN */
+
+    /* the snapshot's buffer, kept from one save to the next */
+    ngx_uint_t                          keep;
+    u_char                             *buf;
+    size_t                              buf_size;
+} ngx_http_playarr_metrics_save_t;
+
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_OK       0
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_DUMP     1
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_RAND     2
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_OPEN     3
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_INFO     4
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_NOT_NEW  5
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_WRITE    6
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_CLOSE    7
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_RENAME   8
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_FSYNC    9
+
+/* the temporary file's name: the path, ".tmp." and 16 hex digits */
+#define NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(path)                          \
+    ((path)->len + sizeof(".tmp.") + 16)
+
+
 /* the zone as seen by one cycle, shm_zone->data */
 typedef struct {
     ngx_http_playarr_metrics_sh_t      *sh;
@@ -211,6 +240,11 @@ ngx_int_t ngx_http_playarr_metrics_state_load(
     const char *from, ngx_log_t *log);
 ngx_int_t ngx_http_playarr_metrics_state_save(
     ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_save_quiet(
+    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path,
+    ngx_http_playarr_metrics_save_t *sv);
+void ngx_http_playarr_metrics_state_save_log(ngx_str_t *path,
+    ngx_http_playarr_metrics_save_t *sv, ngx_log_t *log);
 ngx_int_t ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
     size_t len, ngx_log_t *log);
 void ngx_http_playarr_metrics_state_restore(
