@@ -21,7 +21,8 @@ plan skip_all => 'module not built: ' . PlayarrTest::module_path()
     unless -e PlayarrTest::module_path();
 
 my $REPO = PlayarrTest::repo();
-my $ROUTES_TXT = $ENV{PLAYARR_ROUTES_TXT} || '/work/shared/playarr/routes.txt';
+my $ROUTES_TXT = $ENV{PLAYARR_ROUTES_TXT}
+                 || "$REPO/docs/playarr/routes.txt";
 my $ROUTES_CONF = $ENV{PLAYARR_ROUTES_CONF}
                   || "$REPO/docs/playarr-routes.conf";
 

@@ -20,7 +20,8 @@ use PlayarrTest;
 plan skip_all => 'module not built: ' . PlayarrTest::module_path()
     unless -e PlayarrTest::module_path();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON} || '/work/shared/playarr/metrics.json';
+my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
+             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
 
 plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
 
