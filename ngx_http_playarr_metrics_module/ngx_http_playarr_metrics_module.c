@@ -52,7 +52,7 @@ typedef struct {
 struct ngx_http_playarr_metrics_recent_s {
     u_char                             *endpoint;      /* a template */
     uint64_t                            tag;           /* lengths, status */
-    ngx_http_playarr_metrics_series_t  *duration;
+    ngx_http_playarr_metrics_series_t  *duration;      /* NULL for 101 */
     ngx_http_playarr_metrics_series_t  *requests;
     u_char            user[NGX_HTTP_PLAYARR_METRICS_RECENT_USER];
 };
@@ -757,8 +757,11 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
                 /* not to wait for the two cache lines one after the other */
                 ngx_http_playarr_metrics_prefetch_line(hit->requests);
 
-                ngx_http_playarr_metrics_observe(hit->duration,
-                                                 (double) ms / 1000);
+                if (hit->duration) {
+                    ngx_http_playarr_metrics_observe(hit->duration,
+                                                     (double) ms / 1000);
+                }
+
                 ngx_http_playarr_metrics_add(hit->requests, 1);
                 break;
             }
@@ -793,9 +796,15 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     *p = NGX_HTTP_PLAYARR_METRICS_SEP;
     n = user + ulen - key;
 
+    /*
+     * A 101 has no duration: the time a websocket stayed open is not that
+     * of an answer.  Its entry in the cache (the status is in the tag)
+     * holds no duration series.
+     */
+
     duration = NULL;
 
-    if (hit == NULL) {
+    if (hit == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
         layout = NULL;
 
         if (plcf->layout != NGX_CONF_UNSET_UINT) {
