@@ -64,6 +64,10 @@ static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_in_flight_done(void *data);
+static ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+static void ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_auth_failed(
     ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
@@ -301,7 +305,7 @@ ngx_module_t  ngx_http_playarr_metrics_module = {
     ngx_http_playarr_metrics_init_process,   /* init process */
     NULL,                                    /* init thread */
     NULL,                                    /* exit thread */
-    NULL,                                    /* exit process */
+    ngx_http_playarr_metrics_exit_process,   /* exit process */
     ngx_http_playarr_metrics_exit_master,    /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -352,6 +356,9 @@ static ngx_str_t  ngx_http_playarr_metrics_unknown =
     ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+/* this worker's slot of playarr_http_requests_in_flight */
+static ngx_http_playarr_metrics_slot_t  *ngx_http_playarr_metrics_own_slot;
 
 
 /*
@@ -486,11 +493,17 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
  * $playarr_metrics_endpoint (not yet valid): unlike the module contexts,
  * r->variables survives internal redirects.  The route is matched there
  * only when asked for, so a request that is not recorded does not pay.
+ *
+ * A client request is in flight from here (once: the phase is that of
+ * the main request only) until nginx frees it, just after its log phase:
+ * whatever its location, a scrape and an open websocket included.  One
+ * finalized before this phase (a bad request line or header) never is.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
 {
+    ngx_pool_cleanup_t                    *cln;
     ngx_http_variable_value_t             *v;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
@@ -501,9 +514,63 @@ ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
     if (!v->valid && v->data == NULL) {
         v->data = r->uri.data;
         v->len = r->uri.len;
+
+        if (ngx_http_playarr_metrics_own_slot) {
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+
+            if (cln) {
+                cln->handler = ngx_http_playarr_metrics_in_flight_done;
+                (void) ngx_atomic_fetch_add(
+                                   &ngx_http_playarr_metrics_own_slot->count,
+                                   1);
+            }
+        }
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the request's pool is destroyed: it is no longer in flight */
+
+static void
+ngx_http_playarr_metrics_in_flight_done(void *data)
+{
+    if (ngx_http_playarr_metrics_own_slot) {
+        (void) ngx_atomic_fetch_add(&ngx_http_playarr_metrics_own_slot->count,
+                                    (ngx_atomic_int_t) -1);
+    }
+}
+
+
+/* a worker takes its slot when it starts, frees it when it exits */
+
+static ngx_int_t
+ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_playarr_metrics_own_slot =
+                  ngx_http_playarr_metrics_slot_claim(pmcf->store, ngx_worker,
+                                                      cycle->log);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_playarr_metrics_own_slot) {
+        ngx_http_playarr_metrics_slot_release(
+                                           ngx_http_playarr_metrics_own_slot);
+        ngx_http_playarr_metrics_own_slot = NULL;
+    }
 }
 
 
@@ -2356,8 +2423,9 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
                                             ngx_http_playarr_metrics_module);
 
     if (pmcf && pmcf->store
-        && ngx_http_playarr_metrics_session_init_process(cycle, pmcf)
-           != NGX_OK)
+        && (ngx_http_playarr_metrics_session_init_process(cycle, pmcf)
+            != NGX_OK
+            || ngx_http_playarr_metrics_in_flight_init(cycle, pmcf) != NGX_OK))
     {
         return NGX_ERROR;
     }
