@@ -32,6 +32,12 @@
      * NGX_HTTP_PLAYARR_METRICS_LE_MAX)
 
 
+/* a self metric, the one of the JSON output too */
+#define NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT    "playarr_http_requests_in_flight"
+#define NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT_HELP                               \
+    "HTTP requests being served by nginx, open websockets included"
+
+
 #if defined(__SIZEOF_INT128__)
 #define NGX_HTTP_PLAYARR_METRICS_INT128  1
 typedef unsigned __int128  ngx_http_playarr_metrics_u128_t;
@@ -1008,6 +1014,22 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_render_t *w)
     store = w->store;
     fc = store->families.elts;
 
+    ngx_str_set(&name, NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT);
+    ngx_str_set(&help, NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT_HELP);
+
+    if (ngx_http_playarr_metrics_header(w, &name, &help, "gauge") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_playarr_metrics_reserve(w, 128);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(p, NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT " %ui\n",
+                    ngx_http_playarr_metrics_in_flight(store));
+    ngx_http_playarr_metrics_commit(w, p);
+
     ngx_str_set(&name, "playarr_metrics_build_info");
     ngx_str_set(&help, "Version of ngx_http_playarr_metrics_module and "
                        "of nginx");
@@ -1426,16 +1448,23 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
     if (rc == NGX_OK) {
 
         if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
-            p = ngx_http_playarr_metrics_reserve(w, 2);
+
+            /* the one self metric that Playarr's UI reads: the last */
+
+            p = ngx_http_playarr_metrics_reserve(w, 256);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
-            if (n == 0) {
-                *p++ = '[';
-            }
+            *p++ = n ? ',' : '[';
 
-            *p++ = ']';
+            p = ngx_sprintf(p, "{\"name\":\"" NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT
+                               "\",\"help\":\""
+                               NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT_HELP
+                               "\",\"type\":\"gauge\",\"values\":"
+                               "[{\"value\":%ui,\"labels\":{}}],"
+                               "\"aggregator\":\"sum\"}]",
+                            ngx_http_playarr_metrics_in_flight(w->store));
             ngx_http_playarr_metrics_commit(w, p);
 
         } else if (ngx_http_playarr_metrics_self_text(w) != NGX_OK) {

@@ -65,7 +65,7 @@ typedef struct {
 struct ngx_http_playarr_metrics_recent_s {
     u_char                             *endpoint;      /* a template */
     uint64_t                            tag;           /* lengths, status */
-    ngx_http_playarr_metrics_series_t  *duration;
+    ngx_http_playarr_metrics_series_t  *duration;      /* NULL for 101 */
     ngx_http_playarr_metrics_series_t  *requests;
     u_char            user[NGX_HTTP_PLAYARR_METRICS_RECENT_USER];
 };
@@ -77,6 +77,10 @@ static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_in_flight_done(void *data);
+static ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+static void ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_auth_failed(
     ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
@@ -158,7 +162,7 @@ static void ngx_http_playarr_metrics_save_thread(void *data, ngx_log_t *log);
 static void ngx_http_playarr_metrics_save_done(ngx_event_t *ev);
 static void ngx_http_playarr_metrics_save_report(
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_log_t *log);
-static void ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_playarr_metrics_save_exit(ngx_cycle_t *cycle);
 #endif
 static void ngx_http_playarr_metrics_exit_master(ngx_cycle_t *cycle);
 static char *ngx_http_playarr_metrics_handler(ngx_conf_t *cf,
@@ -322,11 +326,7 @@ ngx_module_t  ngx_http_playarr_metrics_module = {
     ngx_http_playarr_metrics_init_process,   /* init process */
     NULL,                                    /* init thread */
     NULL,                                    /* exit thread */
-#if (NGX_THREADS)
     ngx_http_playarr_metrics_exit_process,   /* exit process */
-#else
-    NULL,                                    /* exit process */
-#endif
     ngx_http_playarr_metrics_exit_master,    /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -377,6 +377,9 @@ static ngx_str_t  ngx_http_playarr_metrics_unknown =
     ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+/* this worker's slot of playarr_http_requests_in_flight */
+static ngx_http_playarr_metrics_slot_t  *ngx_http_playarr_metrics_own_slot;
 
 
 /*
@@ -513,11 +516,17 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
  * $playarr_metrics_endpoint (not yet valid): unlike the module contexts,
  * r->variables survives internal redirects.  The route is matched there
  * only when asked for, so a request that is not recorded does not pay.
+ *
+ * A client request is in flight from here (once: the phase is that of
+ * the main request only) until nginx frees it, just after its log phase:
+ * whatever its location, a scrape and an open websocket included.  One
+ * finalized before this phase (a bad request line or header) never is.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
 {
+    ngx_pool_cleanup_t                    *cln;
     ngx_http_variable_value_t             *v;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
@@ -528,9 +537,67 @@ ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
     if (!v->valid && v->data == NULL) {
         v->data = r->uri.data;
         v->len = r->uri.len;
+
+        if (ngx_http_playarr_metrics_own_slot) {
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+
+            if (cln) {
+                cln->handler = ngx_http_playarr_metrics_in_flight_done;
+                (void) ngx_atomic_fetch_add(
+                                   &ngx_http_playarr_metrics_own_slot->count,
+                                   1);
+            }
+        }
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the request's pool is destroyed: it is no longer in flight */
+
+static void
+ngx_http_playarr_metrics_in_flight_done(void *data)
+{
+    if (ngx_http_playarr_metrics_own_slot) {
+        (void) ngx_atomic_fetch_add(&ngx_http_playarr_metrics_own_slot->count,
+                                    (ngx_atomic_int_t) -1);
+    }
+}
+
+
+/* a worker takes its slot when it starts, frees it when it exits */
+
+static ngx_int_t
+ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_playarr_metrics_own_slot =
+                  ngx_http_playarr_metrics_slot_claim(pmcf->store, ngx_worker,
+                                                      cycle->log);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
+{
+#if (NGX_THREADS)
+    ngx_http_playarr_metrics_save_exit(cycle);
+#endif
+
+    if (ngx_http_playarr_metrics_own_slot) {
+        ngx_http_playarr_metrics_slot_release(
+                                           ngx_http_playarr_metrics_own_slot);
+        ngx_http_playarr_metrics_own_slot = NULL;
+    }
 }
 
 
@@ -784,8 +851,11 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
                 /* not to wait for the two cache lines one after the other */
                 ngx_http_playarr_metrics_prefetch_line(hit->requests);
 
-                ngx_http_playarr_metrics_observe(hit->duration,
-                                                 (double) ms / 1000);
+                if (hit->duration) {
+                    ngx_http_playarr_metrics_observe(hit->duration,
+                                                     (double) ms / 1000);
+                }
+
                 ngx_http_playarr_metrics_add(hit->requests, 1);
                 break;
             }
@@ -820,9 +890,15 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     *p = NGX_HTTP_PLAYARR_METRICS_SEP;
     n = user + ulen - key;
 
+    /*
+     * A 101 has no duration: the time a websocket stayed open is not that
+     * of an answer.  Its entry in the cache (the status is in the tag)
+     * holds no duration series.
+     */
+
     duration = NULL;
 
-    if (hit == NULL) {
+    if (hit == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
         layout = NULL;
 
         if (plcf->layout != NGX_CONF_UNSET_UINT) {
@@ -2515,8 +2591,9 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
                                             ngx_http_playarr_metrics_module);
 
     if (pmcf && pmcf->store
-        && ngx_http_playarr_metrics_session_init_process(cycle, pmcf)
-           != NGX_OK)
+        && (ngx_http_playarr_metrics_session_init_process(cycle, pmcf)
+            != NGX_OK
+            || ngx_http_playarr_metrics_in_flight_init(cycle, pmcf) != NGX_OK))
     {
         return NGX_ERROR;
     }
@@ -2777,7 +2854,7 @@ ngx_http_playarr_metrics_save_report(
  */
 
 static void
-ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
+ngx_http_playarr_metrics_save_exit(ngx_cycle_t *cycle)
 {
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
     ngx_http_playarr_metrics_save_ctx_t   *ctx;

@@ -28,7 +28,7 @@ typedef struct {
     ngx_http_playarr_metrics_update_t       *update;     /* the last one */
     double                                   value;
     ngx_uint_t                               folded;
-} ngx_http_playarr_metrics_slot_t;
+} ngx_http_playarr_metrics_touched_t;
 
 
 static const char  *ngx_http_playarr_metrics_ops[] = {
@@ -740,7 +740,7 @@ ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
     uint32_t                                 hash;
     ngx_int_t                               *reset;
     ngx_uint_t                               i, k, n, fi, folded;
-    ngx_http_playarr_metrics_slot_t         *slots, *e;
+    ngx_http_playarr_metrics_touched_t      *slots, *e;
     ngx_http_playarr_metrics_update_t       *u;
     ngx_http_playarr_metrics_series_t       *s;
     ngx_http_playarr_metrics_family_t       *f;
@@ -754,7 +754,7 @@ ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
 
     for (n = 2; n < 2 * updates->nelts; n <<= 1) { /* void */ }
 
-    slots = ngx_pcalloc(pool, n * sizeof(ngx_http_playarr_metrics_slot_t));
+    slots = ngx_pcalloc(pool, n * sizeof(ngx_http_playarr_metrics_touched_t));
     if (slots == NULL) {
         return NGX_ERROR;
     }

@@ -16,7 +16,8 @@
 #endif
 
 
-#define NGX_HTTP_PLAYARR_METRICS_MAGIC   0x706d6574726963ULL
+/* "pmetric" and the layout of the zone: 2 since the in-flight slots */
+#define NGX_HTTP_PLAYARR_METRICS_MAGIC   0x706d657472696302ULL
 
 /* bytes of zone per expected series, to size the hash table */
 #define NGX_HTTP_PLAYARR_METRICS_PER_SERIES  256
@@ -260,6 +261,10 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
             goto failed;
         }
     }
+
+    /* the workers of this cycle are told from those of the previous ones */
+
+    store->generation = ngx_atomic_fetch_add(&store->sh->generation, 1) + 1;
 
     return NGX_OK;
 
@@ -1167,6 +1172,134 @@ ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f)
             s->values[i] = 0;
         }
     }
+}
+
+
+/*
+ * The slot of a worker that starts: a free one, the one of the worker it
+ * replaces (the master starts a worker of the same cycle and number only
+ * once the previous one is gone), or a new one.  Slots of processes that
+ * no longer exist (a worker of a previous cycle killed while it was still
+ * serving, which nobody replaces) are freed on the way.
+ */
+
+ngx_http_playarr_metrics_slot_t *
+ngx_http_playarr_metrics_slot_claim(ngx_http_playarr_metrics_store_t *store,
+    ngx_uint_t worker, ngx_log_t *log)
+{
+    ngx_pid_t                          pid;
+    ngx_uint_t                         i;
+    ngx_http_playarr_metrics_sh_t     *sh;
+    ngx_http_playarr_metrics_slot_t   *s, *slot;
+    ngx_http_playarr_metrics_slots_t  *g;
+
+    sh = store->sh;
+    slot = NULL;
+
+    ngx_shmtx_lock(&store->shpool->mutex);
+
+    for (g = sh->slots; g; g = g->next) {
+        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_SLOTS; i++) {
+            s = ngx_http_playarr_metrics_slot_at(g, i);
+            pid = (ngx_pid_t) s->pid;
+
+            if (pid
+                && !(s->generation == store->generation && s->worker == worker)
+                && (pid == ngx_pid || kill(pid, 0) == 0
+                    || ngx_errno != NGX_ESRCH))
+            {
+                continue;
+            }
+
+            if (pid) {
+                s->pid = 0;
+                s->count = 0;
+            }
+
+            if (slot == NULL) {
+                slot = s;
+            }
+        }
+    }
+
+    if (slot == NULL) {
+        g = ngx_slab_calloc_locked(store->shpool,
+                                   NGX_HTTP_PLAYARR_METRICS_SLOTS_SIZE);
+        if (g == NULL) {
+            ngx_shmtx_unlock(&store->shpool->mutex);
+
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "playarr_metrics_zone \"%V\" is full, the "
+                          "requests of this worker are not counted in "
+                          "playarr_http_requests_in_flight", &store->name);
+            return NULL;
+        }
+
+        g->next = sh->slots;
+        ngx_memory_barrier();
+        sh->slots = g;
+
+        slot = ngx_http_playarr_metrics_slot_at(g, 0);
+    }
+
+    slot->count = 0;
+    slot->generation = store->generation;
+    slot->worker = worker;
+    ngx_memory_barrier();
+    slot->pid = (ngx_atomic_t) ngx_pid;
+
+    ngx_shmtx_unlock(&store->shpool->mutex);
+
+    return slot;
+}
+
+
+/* a worker that exits: what it did not finish serving is no longer */
+
+void
+ngx_http_playarr_metrics_slot_release(ngx_http_playarr_metrics_slot_t *slot)
+{
+    slot->count = 0;
+    ngx_memory_barrier();
+    slot->pid = 0;
+}
+
+
+/* the sum of the slots of the processes that are alive */
+
+ngx_uint_t
+ngx_http_playarr_metrics_in_flight(ngx_http_playarr_metrics_store_t *store)
+{
+    ngx_pid_t                          pid;
+    ngx_uint_t                         i;
+    ngx_atomic_int_t                   n, count;
+    ngx_http_playarr_metrics_slot_t   *s;
+    ngx_http_playarr_metrics_slots_t  *g;
+
+    n = 0;
+
+    for (g = store->sh->slots; g; g = g->next) {
+        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_SLOTS; i++) {
+            s = ngx_http_playarr_metrics_slot_at(g, i);
+            pid = (ngx_pid_t) s->pid;
+
+            if (pid == 0) {
+                continue;
+            }
+
+            count = (ngx_atomic_int_t) s->count;
+
+            if (pid != ngx_pid && kill(pid, 0) == -1
+                && ngx_errno == NGX_ESRCH)
+            {
+                continue;
+            }
+
+            n += ngx_max(count, 0);
+        }
+    }
+
+    return (ngx_uint_t) n;
 }
 
 

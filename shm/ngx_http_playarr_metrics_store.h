@@ -122,6 +122,47 @@ typedef struct {
 } ngx_http_playarr_metrics_rejected_t;
 
 
+/*
+ * The requests a process is serving (DESIGN section 8), in a slot of its
+ * own in the zone: a cache line, written by that process alone.  A slot
+ * is claimed by a worker when it starts, under the slab mutex, and freed
+ * when it exits; the slot of a worker that died without exiting is taken
+ * over by the worker the master starts in its place (the same generation
+ * and worker number), or freed by the next worker that starts.  Slots
+ * come by groups of 3, chained, never freed while the zone lives: the
+ * render sums them without a lock.  A group is a small slab chunk (256
+ * bytes, aligned on its size), usually found in a page the zone already
+ * uses: the in-flight count does not take room from the series.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_SLOT_SIZE    64
+#define NGX_HTTP_PLAYARR_METRICS_SLOTS_SIZE   256
+#define NGX_HTTP_PLAYARR_METRICS_SLOTS                                        \
+    (NGX_HTTP_PLAYARR_METRICS_SLOTS_SIZE / NGX_HTTP_PLAYARR_METRICS_SLOT_SIZE \
+     - 1)
+
+typedef struct {
+    ngx_atomic_t                        pid;        /* the owner, 0: free */
+    ngx_atomic_t                        count;
+    ngx_uint_t                          generation;
+    ngx_uint_t                          worker;
+} ngx_http_playarr_metrics_slot_t;
+
+
+/* a group of slots: this header, then each slot in a line of its own */
+typedef struct ngx_http_playarr_metrics_slots_s
+    ngx_http_playarr_metrics_slots_t;
+
+struct ngx_http_playarr_metrics_slots_s {
+    ngx_http_playarr_metrics_slots_t   *next;
+};
+
+
+#define ngx_http_playarr_metrics_slot_at(g, i)                                \
+    ((ngx_http_playarr_metrics_slot_t *)                                      \
+     ((u_char *) (g) + ((i) + 1) * NGX_HTTP_PLAYARR_METRICS_SLOT_SIZE))
+
+
 /* the zone's header, shpool->data */
 typedef struct {
     ngx_uint_t                          magic;
@@ -137,6 +178,10 @@ typedef struct {
     ngx_atomic_t                        arena_free;
 
     ngx_http_playarr_metrics_rejected_t rejected;
+
+    /* requests in flight; a generation per cycle that used the zone */
+    ngx_http_playarr_metrics_slots_t   *volatile slots;
+    ngx_atomic_t                        generation;
 } ngx_http_playarr_metrics_sh_t;
 
 
@@ -194,6 +239,7 @@ typedef struct {
     ngx_uint_t                          max_series;
     ngx_str_t                           state_file;
     ngx_str_t                          *oldpid;     /* core's ".oldbin" */
+    ngx_uint_t                          generation; /* of this cycle */
 
     ngx_array_t                         families;   /* family_conf_t */
     ngx_array_t                         layouts;    /* ngx_array_t * */
@@ -253,6 +299,14 @@ ngx_int_t ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid,
     ngx_pid_t master, ngx_file_info_t *fi);
 void ngx_http_playarr_metrics_state_handoff(
     ngx_http_playarr_metrics_store_t *store, ngx_log_t *log);
+
+ngx_http_playarr_metrics_slot_t *ngx_http_playarr_metrics_slot_claim(
+    ngx_http_playarr_metrics_store_t *store, ngx_uint_t worker,
+    ngx_log_t *log);
+void ngx_http_playarr_metrics_slot_release(
+    ngx_http_playarr_metrics_slot_t *slot);
+ngx_uint_t ngx_http_playarr_metrics_in_flight(
+    ngx_http_playarr_metrics_store_t *store);
 
 size_t ngx_http_playarr_metrics_store_used(
     ngx_http_playarr_metrics_store_t *store);

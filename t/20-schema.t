@@ -50,7 +50,8 @@ is(scalar keys %def, 31, 'metrics.json holds 31 families');
 my @SELF = qw(playarr_metrics_build_info playarr_metrics_zone_size_bytes
               playarr_metrics_zone_used_bytes playarr_metrics_zone_free_bytes
               playarr_metrics_series playarr_metrics_series_refused_total
-              playarr_metrics_updates_rejected_total);
+              playarr_metrics_updates_rejected_total
+              playarr_http_requests_in_flight);
 
 my @BUILTIN = qw(playarr_http_requests_total
                  playarr_http_request_duration_seconds
@@ -162,7 +163,8 @@ EOF
     my $json = PlayarrTest::json_body($r);
     is(ref $json, 'ARRAY', '/metrics/json: an array') or diag($r->{body});
     my %jf = map { $_->{name} => $_ } @{ $json || [] };
-    is(scalar keys %jf, 31, '/metrics/json: 31 families');
+    is(scalar keys %jf, 32,
+       '/metrics/json: 31 families and playarr_http_requests_in_flight');
     for my $key (@keys) {
         my $d = $def{$key};
         is_deeply([ @{ $jf{ $d->{name} } || {} }{qw(help type aggregator)} ],

@@ -766,16 +766,37 @@ fuzz_check_json(ngx_http_playarr_metrics_store_t *store, u_char *buf,
                    err.line, err.column, (int) ngx_min(len, 4096), buf);
     }
 
+    /* the families, then the one self metric of the JSON, the last */
+
     if (!json_is_array(root)
-        || json_array_size(root) != store->families.nelts)
+        || json_array_size(root) != store->families.nelts + 1)
     {
         fuzz_fatal("the JSON is not an array of the families");
+    }
+
+    f = json_array_get(root, store->families.nelts);
+    values = json_object_get(f, "values");
+
+    if (!json_is_object(f)
+        || json_object_size(f) != 5
+        || !json_is_string(json_object_get(f, "name"))
+        || ngx_strcmp(json_string_value(json_object_get(f, "name")),
+                      "playarr_http_requests_in_flight") != 0
+        || !json_is_string(json_object_get(f, "type"))
+        || ngx_strcmp(json_string_value(json_object_get(f, "type")), "gauge")
+           != 0
+        || !json_is_array(values)
+        || json_array_size(values) != 1
+        || !json_is_integer(json_object_get(json_array_get(values, 0),
+                                            "value")))
+    {
+        fuzz_fatal("the JSON does not end with the in-flight gauge");
     }
 
     fc = store->families.elts;
     total = 0;
 
-    for (i = 0; i < json_array_size(root); i++) {
+    for (i = 0; i < store->families.nelts; i++) {
         f = json_array_get(root, i);
 
         values = json_object_get(f, "values");
