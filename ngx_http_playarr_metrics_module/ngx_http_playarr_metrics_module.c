@@ -89,7 +89,8 @@ static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf);
 static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed);
+    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
 static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
 static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
@@ -799,6 +800,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     ngx_http_playarr_metrics_loc_conf_t     *plcf;
     ngx_http_playarr_metrics_main_conf_t    *pmcf;
     ngx_http_playarr_metrics_family_conf_t  *fc;
+    ngx_http_playarr_metrics_jwt_claims_t    tmp;
     u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
@@ -818,7 +820,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     status = ngx_http_playarr_metrics_status(r);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed)
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, &tmp)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1041,7 +1043,7 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
 
     status = ngx_http_playarr_metrics_status(r);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed)
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, NULL)
         != NGX_OK
         || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
     {
@@ -1074,12 +1076,14 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed)
+    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    ngx_uint_t                             i;
-    ngx_http_variable_value_t             *vv;
-    ngx_http_playarr_metrics_value_t      *value;
-    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+    ngx_uint_t                              i;
+    ngx_http_variable_value_t              *vv;
+    ngx_http_playarr_metrics_value_t       *value;
+    ngx_http_playarr_metrics_jwt_claims_t  *claims;
+    ngx_http_playarr_metrics_main_conf_t   *pmcf;
 
     user->len = 0;
     user->data = (u_char *) "";
@@ -1104,25 +1108,30 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    /* the session's user, a copy kept for the request by its variable */
+    /*
+     * The session's user, as the cache holds it (or tmp), not copied: the
+     * log handler uses it before this worker runs anything else.  The
+     * prefetch, a hint only, gives tmp NULL and looks no session up.
+     */
 
-    vv = NULL;
+    if (pmcf->jwt_secret.len && tmp
+        && ngx_http_playarr_metrics_session(r, &claims, tmp)
+           == NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    {
+        claimed->len = claims->user_len;
+        claimed->data = claims->user;
 
-    if (pmcf->jwt_secret.len) {
-        vv = ngx_http_get_indexed_variable(r, pmcf->jwt_user);
-    }
-
-    if (vv == NULL || vv->not_found || vv->len == 0) {
+    } else {
         vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
-    }
 
-    if (vv == NULL || vv->not_found) {
-        *claimed = *user;
-        return NGX_OK;
-    }
+        if (vv == NULL || vv->not_found) {
+            *claimed = *user;
+            return NGX_OK;
+        }
 
-    claimed->len = vv->len;
-    claimed->data = vv->data;
+        claimed->len = vv->len;
+        claimed->data = vv->data;
+    }
 
     if (status != NGX_HTTP_UNAUTHORIZED) {
         *user = *claimed;

@@ -93,10 +93,14 @@ sub scrape {
 }
 
 # every sample but the self metrics (which count the rejections)
+# the values pushes could change: not the self metrics, nor the requests
+# in flight (a request just answered may not be freed yet)
 sub state_of {
     my ($body) = @_;
     my $m = PlayarrTest::parse_metrics($body);
-    return { map { $_ => $m->{$_} } grep { !/^playarr_metrics_/ } keys %$m };
+    return { map { $_ => $m->{$_} }
+             grep { !/^playarr_metrics_|^playarr_http_requests_in_flight$/ }
+             keys %$m };
 }
 
 sub zone_used {
