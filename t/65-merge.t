@@ -1,0 +1,309 @@
+#!/usr/bin/perl
+
+# playarr_metrics_merge (issue 16, DESIGN.md section 12 "Merge"): an
+# unmodified Playarr keeps its business metrics in its own prom-client
+# registry and serves them at its own /metrics; nginx fetches them by a
+# subrequest at each scrape and serves them with its own families.
+#
+# The app is t/js/app-metrics.js: prom-client (t/js/package-lock.json,
+# installed by `npm ci --prefix t/js`, which `make test` runs) with every
+# family of docs/playarr/metrics.json, label values holding '"', '\' and
+# a newline, its own values for the four HTTP families (nginx's win), and
+# a switch for what /metrics answers: 404, 500, an HTML page, OpenMetrics
+# ("# EOF"), nothing at all (proxy_read_timeout 1s), 17 MiB; or the app
+# is dead.  The app's token reaches the subrequest through an `include`
+# of a root-only file (mode 0600), as docs/app-integration.md advises.
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+use PlayarrTest;
+
+plan skip_all => 'module not built: ' . PlayarrTest::module_path()
+    unless -e PlayarrTest::module_path();
+
+my $REPO = PlayarrTest::repo();
+my $SCHEMA = "$REPO/docs/playarr/metrics.json";
+my $APP = "$FindBin::Bin/js/app-metrics.js";
+my $NODE_MODULES = "$FindBin::Bin/js/node_modules";
+my $APP_TOKEN = 'app-token-' . join '', map { int rand 10 } 1 .. 16;
+my $TRICKY = qq{quote " backslash \\ newline \n end};
+
+my @BUILTIN = qw(playarr_http_requests_total
+                 playarr_http_request_duration_seconds
+                 playarr_authentication_failures_total
+                 playarr_managed_errors_total);
+
+if (!-e "$NODE_MODULES/prom-client/package.json") {
+    my $out = `npm ci --prefix '$FindBin::Bin/js' --no-audit --no-fund \\
+               --loglevel=error 2>&1`;
+    plan skip_all => "npm ci --prefix t/js failed (no registry?): $out"
+        if $? != 0;
+}
+
+my $schema = decode_json(do {
+    open my $fh, '<', $SCHEMA or die "$SCHEMA: $!";
+    local $/;
+    <$fh>;
+});
+my %APP_FAMILY = map { $_->{name} => $_->{type} } values %{ $schema->{metrics} };
+
+my $t = PlayarrTest->new(http => <<"EOF");
+    playarr_metrics_zone metrics:4m;
+    playarr_metrics_token_file %%DIR%%/metrics.token;
+    playarr_metrics_schema $SCHEMA;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        location = /metrics {
+            playarr_metrics_export;
+            playarr_metrics_merge /_playarr_app_metrics;
+        }
+
+        location = /metrics/alone {
+            playarr_metrics_export;
+        }
+
+        location = /push {
+            playarr_metrics_push;
+        }
+
+        location = /_playarr_app_metrics {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT2%%/metrics;
+            proxy_pass_request_headers off;
+            include %%DIR%%/app-token.conf;
+            proxy_set_header Accept "text/plain;version=0.0.4";
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 1s;
+        }
+
+        location /api/ {
+            return 200 "ok\\n";
+        }
+    }
+EOF
+
+$t->write_file('app-token.conf',
+               qq{proxy_set_header Authorization "Bearer $APP_TOKEN";\n},
+               0600);
+
+my $app_pid;
+
+sub app_start {
+    my $port = $t->port(2);
+
+    $app_pid = fork // die "fork: $!";
+
+    if ($app_pid == 0) {
+        $ENV{NODE_PATH} = $NODE_MODULES;
+        open STDOUT, '>', $t->path('app.log');
+        open STDERR, '>&', \*STDOUT;
+        exec 'node', $APP, $port, $APP_TOKEN, $SCHEMA or exit 127;
+    }
+
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                      Timeout => 1);
+        return 1 if $s;
+        sleep 0.1;
+    }
+
+    die "the app did not start: " . ($t->read_file('app.log') // '');
+}
+
+sub app_stop {
+    return unless $app_pid;
+    kill 'TERM', $app_pid;
+    waitpid $app_pid, 0;
+    undef $app_pid;
+}
+
+END { app_stop() }
+
+sub app {
+    my ($method, $path) = @_;
+    return $t->request($method, $path, port => $t->port(2));
+}
+
+sub mode {
+    my ($m) = @_;
+    is(app('POST', "/mode/$m")->{status}, 200, "app answers $m from now on");
+}
+
+$t->start;
+app_start();
+
+my $token = $t->read_token('metrics.token');
+
+# nginx's own series: 5 requests, and one schema family pushed to
+my $N = 5;
+is($t->get('/api/titles')->{status}, 200, 'a request for nginx to count')
+    for 1 .. $N;
+
+my $push = $t->request('POST', '/push',
+    headers => { Authorization => "Bearer $token",
+                 'Content-Type' => 'application/json' },
+    body => encode_json({ metric => 'active_users', op => 'set',
+                          value => 7 }));
+is($push->{status}, 204, 'nginx has a series of playarr_active_users');
+
+sub builtin_ours {
+    my ($m, $what) = @_;
+
+    is(PlayarrTest::sample($m, 'playarr_http_requests_total',
+                           { endpoint => 'unknown_endpoint',
+                             status_code => 200, username => 'anonymous' }),
+       $N, "$what: nginx's playarr_http_requests_total");
+
+    for my $f (@BUILTIN) {
+        my @v = grep { $_->[1] == 4242 || $_->[1] == 4243 }
+                PlayarrTest::samples($m, $f);
+        ok(!@v, "$what: no value of the app's in $f");
+    }
+}
+
+sub once_per_family {
+    my ($body, $what) = @_;
+    my (%help, %type);
+
+    $help{$1}++ while $body =~ /^# HELP (\S+)/mg;
+    $type{$1}++ while $body =~ /^# TYPE (\S+)/mg;
+
+    my @twice = grep { $help{$_} > 1 || ($type{$_} // 0) > 1 }
+                keys %help;
+    ok(!@twice, "$what: one HELP and TYPE per family") or diag("@twice");
+}
+
+# --- a good merge ---
+
+{
+    my $body = $t->metrics(token => $token, name => 'merged');
+    my $m = PlayarrTest::parse_metrics($body);
+
+    is(PlayarrTest::sample($m, 'playarr_metrics_merge_up', {}), 1,
+       'merge_up 1');
+
+    builtin_ours($m, 'merged');
+    once_per_family($body, 'merged');
+
+    is(PlayarrTest::sample($m, 'playarr_active_users', {}), 7,
+       'a family nginx has series of: nginx\'s value');
+
+    is(PlayarrTest::sample($m, 'playarr_main_titles_count',
+                           { media_type => 'app' }),
+       4242, "the app's gauge");
+    is(PlayarrTest::sample($m, 'playarr_main_titles_count',
+                           { media_type => $TRICKY }),
+       4243, "the app's gauge, a label value with \", \\ and a newline");
+    is(PlayarrTest::sample($m, 'playarr_stream_requests_total',
+                           { user => 'app' }),
+       4242, "the app's counter");
+    is(PlayarrTest::sample($m, 'playarr_job_duration_seconds_count',
+                           { job_type => $TRICKY }),
+       2, "the app's histogram: _count");
+    is(PlayarrTest::sample($m, 'playarr_job_duration_seconds_bucket',
+                           { job_type => 'app', le => 10 }),
+       2, "the app's histogram: a bucket");
+    is(PlayarrTest::sample($m, 'playarr_job_duration_seconds_sum',
+                           { job_type => 'app' }),
+       3.7, "the app's histogram: _sum");
+
+    my $types = PlayarrTest::metric_types($body);
+    my @missing = grep { !defined $types->{$_} } sort keys %APP_FAMILY;
+    ok(!@missing, 'every family of metrics.json is served') or diag("@missing");
+
+    my @series_less = grep {
+        my $f = $_;
+        !grep { /^\Q$f\E(?:_bucket|_sum|_count)?\{|^\Q$f\E(?:_sum|_count)? /
+              } split /\n/, $body
+    } grep { my $f = $_; !grep { $_ eq $f } @BUILTIN } sort keys %APP_FAMILY;
+    ok(!@series_less, "every family has series (the app's or nginx's)")
+        or diag("@series_less");
+
+    my $state = PlayarrTest::json_body(app('GET', '/state'));
+    is($state->{authorization}, "Bearer $APP_TOKEN",
+       "the app got its token from the included file");
+    is($state->{accept}, 'text/plain;version=0.0.4',
+       'the subrequest asks for text 0.0.4');
+
+    my $alone = $t->metrics(token => $token, path => '/metrics/alone',
+                            name => 'without merge');
+    unlike($alone, qr/4242|playarr_metrics_merge_up/,
+           'a location without playarr_metrics_merge: nginx\'s only');
+
+    my $head = $t->head('/metrics',
+                        headers => { Authorization => "Bearer $token" });
+    is($head->{status}, 200, 'HEAD: 200, no subrequest needed');
+}
+
+# --- failed merges: nginx's families, merge_up 0, nothing of the app ---
+
+sub failed {
+    my ($what, %opt) = @_;
+    my $hits = ($app_pid ? PlayarrTest::json_body(app('GET', '/state'))->{hits}
+                         : 0);
+    my $t0 = time;
+    my $body = $t->metrics(token => $token, name => $what);
+    my $took = time - $t0;
+    my $m = PlayarrTest::parse_metrics($body);
+
+    is(PlayarrTest::sample($m, 'playarr_metrics_merge_up', {}), 0,
+       "$what: merge_up 0");
+    unlike($body, qr/ 424[23]$/m, "$what: no series of the app's");
+    unlike($body, qr/playarr_app_/, "$what: no family of the app's");
+    builtin_ours($m, $what);
+    once_per_family($body, $what);
+    like($body, qr/^playarr_metrics_build_info\{/m,
+         "$what: the self metrics");
+    ok($took < ($opt{max} // 3), "$what: the scrape took ${\ sprintf '%.2f', $took}s");
+
+    if ($app_pid) {
+        my $now = PlayarrTest::json_body(app('GET', '/state'))->{hits};
+        is($now, $hits + 1, "$what: the app was asked once");
+    }
+}
+
+$t->allow_log(qr/playarr_metrics_merge/);
+
+my %why = (
+    404 => qr/failed: 0, status 404/,
+    500 => qr/failed: 0, status 500/,
+    html => qr/failed: line 1: invalid metric name/,
+    openmetrics => qr/failed: line \d+: OpenMetrics, not text 0\.0\.4/,
+    big => qr/failed: body larger than 16 MiB/,
+);
+
+for my $m (qw(404 500 html openmetrics big)) {
+    my $mark = $t->log_mark;
+
+    mode($m);
+    failed("app answers $m");
+    like($t->log_since($mark), qr/playarr_metrics_merge.*$why{$m}/,
+         "app answers $m: the warning says why");
+}
+
+mode('hang');
+failed('app hangs (proxy_read_timeout 1s)', max => 4);
+like($t->error_log_text, qr/upstream timed out/, 'the timeout is logged');
+
+mode('ok');
+my $back = $t->metrics(token => $token, name => 'app back');
+is(PlayarrTest::sample($back, 'playarr_metrics_merge_up', {}), 1,
+   'the app back: merge_up 1');
+
+app_stop();
+failed('app is dead');
+
+$t->stop;
+
+done_testing;
