@@ -97,7 +97,7 @@ endif
 # the module's files and the harnesses are instrumented for coverage.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES := route auth update render state rebind jwt
+FUZZ_NAMES := route auth update render state rebind jwt merge
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \

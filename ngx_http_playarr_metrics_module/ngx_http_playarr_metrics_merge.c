@@ -1022,38 +1022,66 @@ ngx_http_playarr_metrics_merge_number(u_char *p, size_t len)
 }
 
 
-/* well-formed UTF-8, without control characters but tab and newline */
+/*
+ * Well-formed UTF-8 (RFC 3629: no overlong form, no surrogate, nothing
+ * above U+10FFFF), without control characters but tab and newline.
+ * ngx_utf8_decode() checks continuation bytes for 0x80 and over only.
+ */
 
 static ngx_uint_t
 ngx_http_playarr_metrics_merge_utf8(u_char *p, size_t len)
 {
-    u_char    *end, *q;
-    uint32_t   c;
+    u_char      *end;
+    uint32_t     c, min;
+    ngx_uint_t   n;
 
     end = p + len;
 
     while (p < end) {
-        if (*p < 0x80) {
-            if (*p < 0x20 && *p != '\t' && *p != '\n') {
+        c = *p++;
+
+        if (c < 0x80) {
+            if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
                 return 0;
             }
 
-            if (*p == 0x7f) {
-                return 0;
-            }
-
-            p++;
             continue;
         }
 
-        q = p;
-        c = ngx_utf8_decode(&q, end - p);
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            c &= 0x1f;
+            min = 0x80;
 
-        if (c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            c &= 0x0f;
+            min = 0x800;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            c &= 0x07;
+            min = 0x10000;
+
+        } else {
             return 0;
         }
 
-        p = q;
+        if ((size_t) (end - p) < n) {
+            return 0;
+        }
+
+        while (n--) {
+            if ((*p & 0xc0) != 0x80) {
+                return 0;
+            }
+
+            c = (c << 6) | (*p++ & 0x3f);
+        }
+
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+            return 0;
+        }
     }
 
     return 1;
