@@ -146,6 +146,8 @@ static void ngx_http_playarr_metrics_app_drop(
     ngx_str_t *suffix);
 static ngx_int_t ngx_http_playarr_metrics_app_text(
     ngx_http_playarr_metrics_render_t *w);
+static ngx_int_t ngx_http_playarr_metrics_app_json(
+    ngx_http_playarr_metrics_render_t *w);
 static ngx_int_t ngx_http_playarr_metrics_merge_up_text(
     ngx_http_playarr_metrics_render_t *w);
 static ngx_int_t ngx_http_playarr_metrics_family_json(
@@ -1462,22 +1464,32 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
         w->family++;
     }
 
-    if (rc == NGX_OK && w->app
-        && w->format == NGX_HTTP_PLAYARR_METRICS_PROMETHEUS)
-    {
-        rc = ngx_http_playarr_metrics_app_text(w);
+    if (rc == NGX_OK && w->app) {
+        rc = (w->format == NGX_HTTP_PLAYARR_METRICS_JSON)
+             ? ngx_http_playarr_metrics_app_json(w)
+             : ngx_http_playarr_metrics_app_text(w);
     }
 
     if (rc == NGX_OK) {
 
         if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
-            p = ngx_http_playarr_metrics_reserve(w, 2);
+            p = ngx_http_playarr_metrics_reserve(w, 256);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
             if (n == 0) {
                 *p++ = '[';
+            }
+
+            if (w->merge) {
+                p = ngx_sprintf(p, "%s{\"name\":\"playarr_metrics_merge_up\","
+                                "\"help\":\"Whether the app's own metrics "
+                                "were merged into this scrape "
+                                "(playarr_metrics_merge)\",\"type\":\"gauge\","
+                                "\"values\":[{\"value\":%ui,\"labels\":{}}],"
+                                "\"aggregator\":\"sum\"}",
+                                n ? "," : "", (ngx_uint_t) (w->merge == 2));
             }
 
             *p++ = ']';
@@ -1714,6 +1726,47 @@ ngx_http_playarr_metrics_app_text(ngx_http_playarr_metrics_render_t *w)
         }
 
         w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_START;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * JSON: each family of the app's that is served, whole, after nginx's
+ * (there are always some: the built-in ones), a step at a time
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_app_json(ngx_http_playarr_metrics_render_t *w)
+{
+    u_char                                 *p;
+    ngx_http_playarr_metrics_app_family_t  *af;
+
+    af = w->app->families.elts;
+
+    for ( /* void */ ;
+         w->app_family < w->app->families.nelts;
+         w->app_family++)
+    {
+        if (af[w->app_family].dropped) {
+            continue;
+        }
+
+        if (w->len >= w->stop) {
+            return NGX_AGAIN;
+        }
+
+        p = ngx_http_playarr_metrics_reserve(w,
+                                             af[w->app_family].json.len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        *p++ = ',';
+        p = ngx_cpymem(p, af[w->app_family].json.data,
+                       af[w->app_family].json.len);
+        ngx_http_playarr_metrics_commit(w, p);
     }
 
     return NGX_OK;

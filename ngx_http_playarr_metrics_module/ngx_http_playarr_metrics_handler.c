@@ -39,6 +39,7 @@ typedef struct {
     size_t                              size;
     unsigned                            done:1;
     unsigned                            up:1;
+    unsigned                            json:1;     /* the json format */
     unsigned                            last:1;     /* the whole body */
     unsigned                            too_large:1;
 } ngx_http_playarr_metrics_merge_t;
@@ -381,6 +382,7 @@ ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
     }
 
     mg->subrequest = sr;
+    mg->json = (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON);
 
     r->write_event_handler = ngx_http_playarr_metrics_merge_resume;
 
@@ -564,9 +566,16 @@ ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r, void *data,
         return NGX_OK;
     }
 
-    prc = ngx_http_playarr_metrics_merge_parse(r->pool,
+    if (mg->json) {
+        prc = ngx_http_playarr_metrics_merge_json(r->pool,
                                      mg->body ? mg->body : (u_char *) "",
                                      mg->len, &mg->app, &err);
+
+    } else {
+        prc = ngx_http_playarr_metrics_merge_parse(r->pool,
+                                     mg->body ? mg->body : (u_char *) "",
+                                     mg->len, &mg->app, &err);
+    }
 
     if (prc == NGX_OK) {
         mg->up = 1;

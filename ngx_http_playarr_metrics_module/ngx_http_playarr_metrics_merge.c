@@ -21,6 +21,7 @@
 #include <ngx_http_playarr_metrics_module.h>
 
 #include <math.h>
+#include <jansson.h>
 
 
 #define NGX_HTTP_PLAYARR_METRICS_MERGE_NUMBER  64
@@ -54,6 +55,13 @@ static ngx_int_t ngx_http_playarr_metrics_merge_key(
 static ngx_http_playarr_metrics_app_family_t *
     ngx_http_playarr_metrics_merge_family(
     ngx_http_playarr_metrics_parse_t *ps, u_char *name, size_t len);
+static ngx_int_t ngx_http_playarr_metrics_merge_app(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_app_t **app);
+static const char *ngx_http_playarr_metrics_merge_json_family(
+    ngx_pool_t *pool, ngx_http_playarr_metrics_app_t *app, json_t *fam);
+static const char *ngx_http_playarr_metrics_merge_json_value(json_t *v);
+static ngx_int_t ngx_http_playarr_metrics_merge_copy(ngx_pool_t *pool,
+    ngx_str_t *dst, const char *src, size_t len);
 static ngx_int_t ngx_http_playarr_metrics_merge_index(
     ngx_http_playarr_metrics_app_t *app, ngx_uint_t i);
 static u_char *ngx_http_playarr_metrics_merge_name(u_char *p, u_char *end,
@@ -802,6 +810,256 @@ ngx_http_playarr_metrics_merge_family(ngx_http_playarr_metrics_parse_t *ps,
     ps->cur = f;
 
     return f;
+}
+
+
+/*
+ * The json format: prom-client's register.getMetricsAsJSON(), an array of
+ * {"name", "help", "type", "values": [{"value", "labels", "metricName"}],
+ * "aggregator"}.  Each family is checked, then kept whole, as jansson
+ * writes it again, to be served as it is.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_merge_json(ngx_pool_t *pool, u_char *data,
+    size_t len, ngx_http_playarr_metrics_app_t **app, ngx_str_t *err)
+{
+    size_t                           i;
+    json_t                          *root, *fam;
+    const char                      *why;
+    json_error_t                     jerr;
+    ngx_http_playarr_metrics_app_t  *a;
+
+    ngx_str_null(err);
+
+    if (len > NGX_HTTP_PLAYARR_METRICS_MERGE_MAX) {
+        ngx_str_set(err, "body larger than 16 MiB");
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_playarr_metrics_merge_app(pool, &a) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    root = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (root == NULL) {
+        ngx_str_set(err, "not JSON");
+        return NGX_DECLINED;
+    }
+
+    why = json_is_array(root) ? NULL : "not an array";
+
+    for (i = 0; why == NULL && i < json_array_size(root); i++) {
+        fam = json_array_get(root, i);
+
+        why = ngx_http_playarr_metrics_merge_json_family(pool, a, fam);
+    }
+
+    json_decref(root);
+
+    if (why == NULL) {
+        *app = a;
+        return NGX_OK;
+    }
+
+    if (why == (const char *) -1) {
+        return NGX_ERROR;
+    }
+
+    err->data = (u_char *) why;
+    err->len = ngx_strlen(why);
+
+    return NGX_DECLINED;
+}
+
+
+/* NULL: the family is kept; (char *) -1: no memory; else what is wrong */
+
+static const char *
+ngx_http_playarr_metrics_merge_json_family(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_app_t *app, json_t *fam)
+{
+    char                                   *text;
+    size_t                                  i, len;
+    json_t                                 *name, *help, *type, *values;
+    ngx_int_t                               rc;
+    ngx_uint_t                              t;
+    const char                             *why, *s;
+    ngx_http_playarr_metrics_app_family_t  *f;
+
+    name = json_object_get(fam, "name");
+    help = json_object_get(fam, "help");
+    type = json_object_get(fam, "type");
+    values = json_object_get(fam, "values");
+
+    if (!json_is_object(fam) || !json_is_string(name)
+        || !json_is_string(type) || !json_is_array(values)
+        || (help && !json_is_string(help)))
+    {
+        return "a family without \"name\", \"type\" or \"values\"";
+    }
+
+    s = json_string_value(name);
+    len = json_string_length(name);
+
+    if (ngx_http_playarr_metrics_merge_name((u_char *) s, (u_char *) s + len,
+                                            0)
+        != (u_char *) s + len)
+    {
+        return "invalid metric name";
+    }
+
+    for (t = 0; ngx_http_playarr_metrics_merge_types[t]; t++) {
+        if (ngx_strcmp(json_string_value(type),
+                       ngx_http_playarr_metrics_merge_types[t])
+            == 0)
+        {
+            break;
+        }
+    }
+
+    if (ngx_http_playarr_metrics_merge_types[t] == NULL) {
+        return "unknown metric type";
+    }
+
+    for (i = 0; i < json_array_size(values); i++) {
+        why = ngx_http_playarr_metrics_merge_json_value(
+                                                 json_array_get(values, i));
+        if (why) {
+            return why;
+        }
+    }
+
+    if (ngx_http_playarr_metrics_merge_find(app, (u_char *) s, len)) {
+        return "a family twice";
+    }
+
+    f = ngx_array_push(&app->families);
+    if (f == NULL) {
+        return (const char *) -1;
+    }
+
+    ngx_memzero(f, sizeof(ngx_http_playarr_metrics_app_family_t));
+
+    f->type = t;
+    f->has_type = 1;
+    f->has_help = 1;
+
+    if (ngx_array_init(&f->samples, pool, 1,
+                       sizeof(ngx_http_playarr_metrics_sample_t))
+        != NGX_OK
+        || ngx_http_playarr_metrics_merge_copy(pool, &f->name, s, len)
+           != NGX_OK
+        || (help
+            && ngx_http_playarr_metrics_merge_copy(pool, &f->help,
+                                                   json_string_value(help),
+                                                   json_string_length(help))
+               != NGX_OK))
+    {
+        return (const char *) -1;
+    }
+
+    text = json_dumps(fam, JSON_COMPACT);
+    if (text == NULL) {
+        return (const char *) -1;
+    }
+
+    rc = ngx_http_playarr_metrics_merge_copy(pool, &f->json, text,
+                                             ngx_strlen(text));
+    free(text);
+
+    if (rc != NGX_OK
+        || ngx_http_playarr_metrics_merge_index(app, app->families.nelts - 1)
+           != NGX_OK)
+    {
+        return (const char *) -1;
+    }
+
+    return NULL;
+}
+
+
+static const char *
+ngx_http_playarr_metrics_merge_json_value(json_t *v)
+{
+    json_t      *value, *labels, *metric, *lv;
+    const char  *key, *s;
+
+    value = json_object_get(v, "value");
+    labels = json_object_get(v, "labels");
+    metric = json_object_get(v, "metricName");
+
+    if (!json_is_object(v)
+        || !(json_is_number(value) || json_is_null(value))
+        || (labels && !json_is_object(labels))
+        || (metric && !json_is_string(metric)))
+    {
+        return "a value that is not {\"value\": number, \"labels\": {}}";
+    }
+
+    if (metric) {
+        s = json_string_value(metric);
+
+        if (ngx_http_playarr_metrics_merge_name((u_char *) s,
+                                 (u_char *) s + json_string_length(metric), 0)
+            != (u_char *) s + json_string_length(metric))
+        {
+            return "invalid metricName";
+        }
+    }
+
+    json_object_foreach(labels, key, lv) {
+        if (ngx_http_playarr_metrics_merge_name((u_char *) key,
+                                     (u_char *) key + ngx_strlen(key), 1)
+            != (u_char *) key + ngx_strlen(key)
+            || !(json_is_string(lv) || json_is_number(lv)))
+        {
+            return "an invalid label";
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_copy(ngx_pool_t *pool, ngx_str_t *dst,
+    const char *src, size_t len)
+{
+    dst->data = ngx_pnalloc(pool, len ? len : 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src, len);
+    dst->len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_app(ngx_pool_t *pool,
+    ngx_http_playarr_metrics_app_t **app)
+{
+    ngx_http_playarr_metrics_app_t  *a;
+
+    a = ngx_pcalloc(pool, sizeof(ngx_http_playarr_metrics_app_t));
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_array_init(&a->families, pool, 16,
+                       sizeof(ngx_http_playarr_metrics_app_family_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    *app = a;
+
+    return NGX_OK;
 }
 
 

@@ -107,6 +107,7 @@ typedef struct {
     ngx_str_t                            help;         /* unescaped */
     ngx_uint_t                           type;
     ngx_array_t                          samples;      /* sample_t */
+    ngx_str_t                            json;         /* JSON: all of it */
     unsigned                             has_help:1;
     unsigned                             has_type:1;
     unsigned                             dropped:1;    /* nginx's served */
@@ -233,6 +234,9 @@ ngx_int_t ngx_http_playarr_metrics_render_merge(
     ngx_uint_t up);
 
 ngx_int_t ngx_http_playarr_metrics_merge_parse(ngx_pool_t *pool,
+    u_char *data, size_t len, ngx_http_playarr_metrics_app_t **app,
+    ngx_str_t *err);
+ngx_int_t ngx_http_playarr_metrics_merge_json(ngx_pool_t *pool,
     u_char *data, size_t len, ngx_http_playarr_metrics_app_t **app,
     ngx_str_t *err);
 ngx_http_playarr_metrics_app_family_t *ngx_http_playarr_metrics_merge_find(

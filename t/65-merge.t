@@ -69,6 +69,18 @@ my $t = PlayarrTest->new(http => <<"EOF");
             playarr_metrics_merge /_playarr_app_metrics;
         }
 
+        location = /metrics/json {
+            playarr_metrics_export json;
+            playarr_metrics_auth off;
+            playarr_metrics_merge /_playarr_app_metrics_json;
+        }
+
+        location = /_playarr_app_metrics_json {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT2%%/metrics/json;
+            proxy_read_timeout 1s;
+        }
+
         location = /metrics/alone {
             playarr_metrics_export;
         }
@@ -246,6 +258,97 @@ sub once_per_family {
     is($head->{status}, 200, 'HEAD: 200, no subrequest needed');
 }
 
+# --- /metrics/json: prom-client's getMetricsAsJSON(), merged the same way ---
+
+my $COOKIE = { Cookie => 'access_token=session-of-the-ui' };
+
+sub json_merged {
+    my ($what, %opt) = @_;
+    my $r = $t->get('/metrics/json', headers => $opt{headers} // $COOKIE);
+
+    is($r->{status}, 200, "$what: 200");
+    my $doc = eval { JSON::PP->new->utf8->decode($r->{body}) };
+    ok(ref $doc eq 'ARRAY', "$what: a JSON array") or return {};
+
+    my (%f, @bad);
+
+    for my $fam (@$doc) {
+        push @bad, $fam->{name} // '?'
+            unless ref $fam eq 'HASH'
+                   && join(',', sort keys %$fam)
+                      eq 'aggregator,help,name,type,values'
+                   && ref $fam->{values} eq 'ARRAY'
+                   && !grep { ref $_ ne 'HASH' || !exists $_->{value}
+                              || ref $_->{labels} ne 'HASH' }
+                      @{ $fam->{values} };
+        push @bad, "$fam->{name} twice" if $f{ $fam->{name} }++;
+        $f{ $fam->{name} } = $fam;
+    }
+
+    ok(!@bad, "$what: prom-client's shape, each family once") or diag("@bad");
+
+    return \%f;
+}
+
+sub json_value {
+    my ($fam, $labels, $metric) = @_;
+    my $want = JSON::PP->new->canonical->encode($labels);
+
+    for my $v (@{ $fam->{values} // [] }) {
+        next if defined $metric && ($v->{metricName} // '') ne $metric;
+        return $v->{value}
+            if JSON::PP->new->canonical->encode($v->{labels}) eq $want;
+    }
+
+    return undef;
+}
+
+{
+    my $f = json_merged('json merged');
+    my $app = decode_json(app_json()->{body});
+    my %app = map { $_->{name} => $_ } @$app;
+
+    is(json_value($f->{playarr_metrics_merge_up}, {}), 1, 'json: merge_up 1');
+    is(json_value($f->{playarr_http_requests_total},
+                  { endpoint => 'unknown_endpoint', status_code => '200',
+                    username => 'anonymous' }),
+       $N, "json: nginx's playarr_http_requests_total");
+    ok(!grep({ $_->{value} == 4242 }
+             @{ $f->{playarr_http_requests_total}{values} }),
+       "json: no value of the app's in playarr_http_requests_total");
+    is(json_value($f->{playarr_active_users}, {}), 7,
+       "json: a family nginx has series of: nginx's value");
+    is(json_value($f->{playarr_main_titles_count}, { media_type => $TRICKY }),
+       4243, "json: the app's gauge, a tricky label value");
+    is(json_value($f->{playarr_job_duration_seconds}, { job_type => 'app' },
+                  'playarr_job_duration_seconds_count'),
+       2, "json: the app's histogram");
+
+    my @differ = grep {
+        my $n = $_;
+        !grep({ $_ eq $n } @BUILTIN) && $n ne 'playarr_active_users'
+        && JSON::PP->new->canonical->encode($f->{$n} // {})
+           ne JSON::PP->new->canonical->encode($app{$n})
+    } sort keys %app;
+    ok(!@differ, "json: the app's families served as the app wrote them")
+        or diag("@differ");
+
+    my $state = PlayarrTest::json_body(app('GET', '/state'));
+
+    my $nocookie = json_merged('json without the session cookie',
+                               headers => {});
+    is(json_value($nocookie->{playarr_metrics_merge_up}, {}), 0,
+       'json: the app refuses (401): merge_up 0');
+    ok(!$nocookie->{playarr_main_titles_count}
+       || !@{ $nocookie->{playarr_main_titles_count}{values} },
+       "json: then no series of the app's");
+}
+
+sub app_json {
+    return $t->request('GET', '/metrics/json', port => $t->port(2),
+                       headers => $COOKIE);
+}
+
 # --- failed merges: nginx's families, merge_up 0, nothing of the app ---
 
 sub failed {
@@ -290,6 +393,16 @@ for my $m (qw(404 500 html openmetrics big)) {
     failed("app answers $m");
     like($t->log_since($mark), qr/playarr_metrics_merge.*$why{$m}/,
          "app answers $m: the warning says why");
+
+    next unless $m eq '500';
+
+    my $f = json_merged('json, app answers 500');
+    is(json_value($f->{playarr_metrics_merge_up}, {}), 0,
+       'json, app answers 500: merge_up 0');
+    is(json_value($f->{playarr_http_requests_total},
+                  { endpoint => 'unknown_endpoint', status_code => '200',
+                    username => 'anonymous' }),
+       $N, "json, app answers 500: nginx's families");
 }
 
 mode('hang');

@@ -8,7 +8,9 @@
 //
 //   GET /metrics        Prometheus text 0.0.4, with "Authorization: Bearer
 //                       TOKEN" (401 otherwise, in Playarr's words)
-//   GET /metrics/json   register.getMetricsAsJSON()
+//   GET /metrics/json   register.getMetricsAsJSON(), with a cookie
+//                       access_token (401 otherwise, as requireAuth);
+//                       answers 500 when /metrics is in mode 500
 //   POST /mode/NAME     how /metrics answers from now on: ok, 404, 500,
 //                       html (a 200 error page), openmetrics (prom-client's
 //                       OpenMetrics output, "# EOF"), hang (never), big
@@ -168,6 +170,14 @@ const server = http.createServer((req, res) => {
         metrics(req, res).catch((e) => json(res, 500, { error: e.message }));
 
     } else if (req.method === 'GET' && url === '/metrics/json') {
+        if (!/(^|;\s*)access_token=/.test(req.headers.cookie || '')) {
+            return json(res, 401, { error: 'Authentication required' });
+        }
+
+        if (mode === '500') {
+            return json(res, 500, { error: 'Internal server error' });
+        }
+
         register.getMetricsAsJSON().then((m) => json(res, 200, m));
 
     } else if (req.method === 'POST' && url.startsWith('/mode/')) {
