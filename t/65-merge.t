@@ -56,6 +56,43 @@ my $schema = decode_json(do {
 });
 my %APP_FAMILY = map { $_->{name} => $_->{type} } values %{ $schema->{metrics} };
 
+# app bodies for the edge cases, served as files
+my %FIXTURE = (
+    # families named as nginx's samples or self metrics (dropped); a
+    # summary, timestamps, NaN, -Inf, an escaped label value (served)
+    collide => <<'BODY',
+# HELP playarr_metrics_series An app's family named as a self metric
+# TYPE playarr_metrics_series gauge
+playarr_metrics_series{family="app"} 4242
+playarr_http_request_duration_seconds_count 4242
+# HELP playarr_app_summary A summary of the app's
+# TYPE playarr_app_summary summary
+playarr_app_summary{quantile="0.5"} 1.5
+playarr_app_summary{quantile="0.99"} NaN
+playarr_app_summary_sum 12 1700000000000
+playarr_app_summary_count 8
+playarr_app_untyped{path="a\\b"} -Inf
+BODY
+    duplicate => "playarr_app_x 1\nplayarr_app_x 2\n",
+    exemplar => "# TYPE playarr_app_c counter\n"
+                . "playarr_app_c_total 1 # {trace_id=\"1\"} 1\n",
+    escape => "playarr_app_e{a=\"\\q\"} 1\n",
+    twice => "# TYPE playarr_app_t gauge\n# TYPE playarr_app_t gauge\n",
+);
+
+my $FIXTURE_LOCATIONS = join '', map { <<"LOC" } sort keys %FIXTURE;
+        location = /fixture/$_ {
+            playarr_metrics_export;
+            playarr_metrics_auth off;
+            playarr_metrics_merge /_fixture/$_;
+        }
+
+        location = /_fixture/$_ {
+            internal;
+            proxy_pass http://127.0.0.1:%%PORT3%%/$_;
+        }
+LOC
+
 my $t = PlayarrTest->new(http => <<"EOF");
     playarr_metrics_zone metrics:4m;
     playarr_metrics_token_file %%DIR%%/metrics.token;
@@ -102,8 +139,21 @@ my $t = PlayarrTest->new(http => <<"EOF");
         location /api/ {
             return 200 "ok\\n";
         }
+
+        # app bodies written by the test, served as files by PORT3
+$FIXTURE_LOCATIONS
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT3%%;
+        default_type text/plain;
+        root %%DIR%%/app;
+        playarr_metrics off;
     }
 EOF
+
+mkdir $t->path('app') or die "mkdir: $!";
+$t->write_file("app/$_", $FIXTURE{$_}) for keys %FIXTURE;
 
 $t->write_file('app-token.conf',
                qq{proxy_set_header Authorization "Bearer $APP_TOKEN";\n},
@@ -242,6 +292,10 @@ sub once_per_family {
     ok(!@series_less, "every family has series (the app's or nginx's)")
         or diag("@series_less");
 
+    my @st = stat $t->path('app-token.conf');
+    ok(($st[2] & 07777) == 0600 && $st[4] == $<,
+       "the app's token: a file of the test's user (root), mode 0600");
+
     my $state = PlayarrTest::json_body(app('GET', '/state'));
     is($state->{authorization}, "Bearer $APP_TOKEN",
        "the app got its token from the included file");
@@ -347,6 +401,33 @@ sub json_value {
 sub app_json {
     return $t->request('GET', '/metrics/json', port => $t->port(2),
                        headers => $COOKIE);
+}
+
+# --- edge cases, from files ---
+
+{
+    my $body = $t->metrics(path => '/fixture/collide', name => 'collide');
+    my $m = PlayarrTest::parse_metrics($body);
+
+    is(PlayarrTest::sample($m, 'playarr_metrics_merge_up', {}), 1,
+       'collide: merge_up 1');
+    unlike($body, qr/ 4242$/m,
+           "collide: no family of the app's named as nginx's samples");
+    is(PlayarrTest::sample($m, 'playarr_app_summary', { quantile => 0.5 }),
+       1.5, "collide: the app's summary");
+    like($body, qr/^playarr_app_summary_sum 12 1700000000000$/m,
+         'collide: the timestamp kept');
+    like($body, qr/^playarr_app_summary\{quantile="0.99"\} NaN$/m,
+         'collide: NaN kept');
+    like($body, qr/^playarr_app_untyped\{path="a\\\\b"\} -Inf$/m,
+         'collide: untyped, -Inf, the escape kept');
+
+    for my $name (qw(duplicate exemplar escape twice)) {
+        my $b = $t->metrics(path => "/fixture/$name", name => $name);
+        is(PlayarrTest::sample($b, 'playarr_metrics_merge_up', {}), 0,
+           "$name: a failed merge");
+        unlike($b, qr/playarr_app_/, "$name: nothing of the app's");
+    }
 }
 
 # --- failed merges: nginx's families, merge_up 0, nothing of the app ---
