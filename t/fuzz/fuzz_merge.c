@@ -18,11 +18,18 @@
  * has a valid name, its family's or a suffixed one for a histogram or a
  * summary, and a value that reads as a number.  For one input in 16 an
  * allocation fails: NGX_ERROR, nothing else.
+ *
+ * An input that begins with "[" goes to the json format's parser,
+ * ngx_http_playarr_metrics_merge_json(), instead: what it accepts is a
+ * JSON array (jansson), each family once, and each family it keeps is
+ * JSON of an object with that name.
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+
+#include <jansson.h>
 
 #include "fuzz.h"
 
@@ -34,6 +41,8 @@ static u_char *fuzz_merge_render(ngx_http_playarr_metrics_app_t *app,
     size_t *len, ngx_uint_t *nsamples);
 static void fuzz_check_refused(const uint8_t *data, size_t size);
 static void fuzz_check_family(ngx_http_playarr_metrics_app_family_t *f);
+static void fuzz_merge_check_json(const uint8_t *data, size_t size,
+    ngx_http_playarr_metrics_app_t *app);
 
 
 int
@@ -77,7 +86,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     app = NULL;
     fuzz_fail_after = fail;
 
-    rc = ngx_http_playarr_metrics_merge_parse(pool, body, size, &app, &err);
+    if (size && data[0] == '[') {
+        rc = ngx_http_playarr_metrics_merge_json(pool, body, size, &app,
+                                                 &err);
+    } else {
+        rc = ngx_http_playarr_metrics_merge_parse(pool, body, size, &app,
+                                                  &err);
+    }
 
     fail = (fail && fuzz_fail_after == 0);
     fuzz_fail_after = 0;
@@ -86,7 +101,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_fatal("merge_parse() changed the body");
     }
 
-    switch (rc) {
+    if (rc == NGX_OK && size && data[0] == '[') {
+        fuzz_merge_check_json(data, size, app);
+
+    } else switch (rc) {
 
     case NGX_OK:
         fuzz_check_refused(data, size);
@@ -148,6 +166,56 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_destroy_pool(pool);
 
     return 0;
+}
+
+
+static void
+fuzz_merge_check_json(const uint8_t *data, size_t size,
+    ngx_http_playarr_metrics_app_t *app)
+{
+    json_t                                 *root, *fam, *name;
+    ngx_uint_t                              i, j;
+    ngx_http_playarr_metrics_app_family_t  *f;
+
+    root = json_loadb((char *) data, size, JSON_REJECT_DUPLICATES, NULL);
+
+    if (!json_is_array(root)) {
+        fuzz_fatal("json: accepted, not a JSON array");
+    }
+
+    if (app->families.nelts != json_array_size(root)) {
+        fuzz_fatal("json: %lu families of %lu", app->families.nelts,
+                   json_array_size(root));
+    }
+
+    json_decref(root);
+
+    f = app->families.elts;
+
+    for (i = 0; i < app->families.nelts; i++) {
+        for (j = 0; j < i; j++) {
+            if (f[j].name.len == f[i].name.len
+                && ngx_memcmp(f[j].name.data, f[i].name.data, f[i].name.len)
+                   == 0)
+            {
+                fuzz_fatal("json: a family twice");
+            }
+        }
+
+        fam = json_loadb((char *) f[i].json.data, f[i].json.len, 0, NULL);
+        name = json_object_get(fam, "name");
+
+        if (!json_is_string(name)
+            || json_string_length(name) != f[i].name.len
+            || ngx_memcmp(json_string_value(name), f[i].name.data,
+                          f[i].name.len)
+               != 0)
+        {
+            fuzz_fatal("json: a family kept is not its name's");
+        }
+
+        json_decref(fam);
+    }
 }
 
 
