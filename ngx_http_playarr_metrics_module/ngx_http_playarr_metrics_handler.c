@@ -447,8 +447,11 @@ ngx_http_playarr_metrics_merge_body_filter(ngx_http_request_t *r,
         if (ngx_buf_in_memory(b)) {
             n = b->last - b->pos;
 
-            if (n && ngx_http_playarr_metrics_merge_append(mg, r, b->pos, n)
-                     != NGX_OK)
+            /* an error page is not kept: the merge fails anyway */
+
+            if (n && r->headers_out.status == NGX_HTTP_OK
+                && ngx_http_playarr_metrics_merge_append(mg, r, b->pos, n)
+                   != NGX_OK)
             {
                 return NGX_ERROR;
             }

@@ -531,6 +531,11 @@ ngx_http_playarr_metrics_merge_labels(ngx_http_playarr_metrics_parse_t *ps,
         ps->labels[2 * *n].data = q;
         ps->labels[2 * *n].len = p - q;
 
+        if (p - q == 8 && ngx_strncmp(q, "__name__", 8) == 0) {
+            ps->err = "the label name \"__name__\" is reserved";
+            return NULL;
+        }
+
         for (i = 0; i < *n; i++) {
             if (ps->labels[2 * i].len == (size_t) (p - q)
                 && ngx_strncmp(ps->labels[2 * i].data, q, p - q) == 0)

@@ -78,6 +78,7 @@ BODY
                 . "playarr_app_c_total 1 # {trace_id=\"1\"} 1\n",
     escape => "playarr_app_e{a=\"\\q\"} 1\n",
     twice => "# TYPE playarr_app_t gauge\n# TYPE playarr_app_t gauge\n",
+    reserved => "playarr_app_r{__name__=\"x\"} 1\n",
 );
 
 my $FIXTURE_LOCATIONS = join '', map { <<"LOC" } sort keys %FIXTURE;
@@ -422,7 +423,7 @@ sub app_json {
     like($body, qr/^playarr_app_untyped\{path="a\\\\b"\} -Inf$/m,
          'collide: untyped, -Inf, the escape kept');
 
-    for my $name (qw(duplicate exemplar escape twice)) {
+    for my $name (qw(duplicate exemplar escape twice reserved)) {
         my $b = $t->metrics(path => "/fixture/$name", name => $name);
         is(PlayarrTest::sample($b, 'playarr_metrics_merge_up', {}), 0,
            "$name: a failed merge");
