@@ -81,6 +81,17 @@ BODY
     reserved => "playarr_app_r{__name__=\"x\"} 1\n",
 );
 
+# the fuzzer's seeds (t/fuzz/corpus/merge/): what the parser accepts must
+# pass promtool and prometheus_client once merged
+my %SEED_OK = map { $_ => 1 } qw(untyped summary histogram help prom-client);
+
+for my $f (glob "$FindBin::Bin/fuzz/corpus/merge/*") {
+    my ($name) = $f =~ m{([^/]+)$};
+    open my $fh, '<', $f or die "$f: $!";
+    local $/;
+    $FIXTURE{"seed-$name"} = <$fh>;
+}
+
 my $FIXTURE_LOCATIONS = join '', map { <<"LOC" } sort keys %FIXTURE;
         location = /fixture/$_ {
             playarr_metrics_export;
@@ -429,6 +440,13 @@ sub app_json {
            "$name: a failed merge");
         unlike($b, qr/playarr_app_/, "$name: nothing of the app's");
     }
+}
+
+for my $name (sort grep { s/^seed-// } keys %{{ %FIXTURE }}) {
+    my $b = $t->metrics(path => "/fixture/seed-$name", name => "seed $name");
+    is(PlayarrTest::sample($b, 'playarr_metrics_merge_up', {}),
+       $SEED_OK{$name} ? 1 : 0,
+       "seed $name: " . ($SEED_OK{$name} ? 'merged' : 'refused'));
 }
 
 # --- failed merges: nginx's families, merge_up 0, nothing of the app ---
