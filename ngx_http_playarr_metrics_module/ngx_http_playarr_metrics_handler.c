@@ -400,6 +400,36 @@ ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
 }
 
 
+/* playarr_metrics_merge URI; where it is said, for errors at merge time */
+
+char *
+ngx_http_playarr_metrics_set_merge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    ngx_str_t  *value;
+
+    if (plcf->merge.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid URI \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->merge = value[1];
+    plcf->merge_file = cf->conf_file->file.name;
+    plcf->merge_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_int_t
 ngx_http_playarr_metrics_merge_filter_init(ngx_conf_t *cf)
 {

@@ -225,9 +225,9 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
 
     { ngx_string("playarr_metrics_merge"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_playarr_metrics_set_merge,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_playarr_metrics_loc_conf_t, merge),
+      0,
       NULL },
 
     { ngx_string("playarr_metrics_push"),
@@ -1379,7 +1379,8 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
     if (conf->merge.len && conf->handler != NGX_HTTP_PLAYARR_METRICS_EXPORT) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"playarr_metrics_merge\" needs "
-                      "\"playarr_metrics_export\" in the same location");
+                      "\"playarr_metrics_export\" in the same location "
+                      "in %V:%ui", &conf->merge_file, conf->merge_line);
         return NGX_CONF_ERROR;
     }
 

@@ -181,6 +181,8 @@ typedef struct {
     ngx_uint_t                           auth;
     ngx_str_t                            upstream_header;
     ngx_str_t                            merge;        /* URI */
+    ngx_str_t                            merge_file;
+    ngx_uint_t                           merge_line;
 
     ngx_str_t                            handler_name;
     ngx_str_t                            handler_file;
@@ -194,6 +196,8 @@ ngx_int_t ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_merge_filter_init(ngx_conf_t *cf);
+char *ngx_http_playarr_metrics_set_merge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
 

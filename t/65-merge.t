@@ -519,4 +519,25 @@ failed('app is dead');
 
 $t->stop;
 
+# --- the directive needs playarr_metrics_export ---
+
+{
+    my $bad = PlayarrTest->new(http => <<'EOF');
+    playarr_metrics_zone metrics:1m;
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location = /x {
+            playarr_metrics_merge /_app;
+        }
+    }
+EOF
+    my ($rc, $out) = $bad->test_config;
+    isnt($rc, 0, 'playarr_metrics_merge without playarr_metrics_export: '
+                 . 'nginx -t fails');
+    my $line = $bad->conf_line(qr/playarr_metrics_merge/);
+    like($out, qr/\[emerg\].*"playarr_metrics_merge" needs
+                   \ "playarr_metrics_export".*\ in\ \S+nginx\.conf:$line\b/x,
+         'and says why, and where') or diag($out);
+}
+
 done_testing;
