@@ -42,6 +42,7 @@ typedef struct {
     unsigned                            json:1;     /* the json format */
     unsigned                            last:1;     /* the whole body */
     unsigned                            too_large:1;
+    unsigned                            unread:1;   /* a file not read */
 } ngx_http_playarr_metrics_merge_t;
 
 
@@ -53,6 +54,9 @@ static ngx_int_t ngx_http_playarr_metrics_merge_body_filter(
 static ngx_int_t ngx_http_playarr_metrics_merge_append(
     ngx_http_playarr_metrics_merge_t *mg, ngx_http_request_t *r, u_char *p,
     size_t n);
+static ngx_int_t ngx_http_playarr_metrics_merge_file(
+    ngx_http_playarr_metrics_merge_t *mg, ngx_http_request_t *r,
+    ngx_buf_t *b);
 static ngx_int_t ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r);
@@ -489,14 +493,56 @@ ngx_http_playarr_metrics_merge_body_filter(ngx_http_request_t *r,
             b->pos = b->last;
         }
 
-        if (b->in_file) {
-            /* filter_need_in_memory: never, but never sent either */
-            mg->too_large = 1;
+        if (b->in_file && !ngx_buf_in_memory(b)) {
+            /* what the upstream's pipe had to put in a temporary file */
+
+            if (r->headers_out.status == NGX_HTTP_OK
+                && ngx_http_playarr_metrics_merge_file(mg, r, b) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             b->file_pos = b->file_last;
         }
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_file(ngx_http_playarr_metrics_merge_t *mg,
+    ngx_http_request_t *r, ngx_buf_t *b)
+{
+    off_t     n;
+    u_char   *p;
+    ssize_t   got;
+
+    n = b->file_last - b->file_pos;
+
+    if (mg->too_large || n <= 0) {
+        return NGX_OK;
+    }
+
+    if (n > (off_t) (NGX_HTTP_PLAYARR_METRICS_MERGE_MAX - mg->len)) {
+        mg->too_large = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) n);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    got = ngx_read_file(b->file, p, (size_t) n, b->file_pos);
+
+    if (got != (ssize_t) n) {
+        /* logged by ngx_read_file(), or a short read: no whole body */
+        mg->unread = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_playarr_metrics_merge_append(mg, r, p, (size_t) n);
 }
 
 
@@ -589,7 +635,7 @@ ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r, void *data,
         return NGX_OK;
     }
 
-    if (!mg->last
+    if (!mg->last || mg->unread
         || (r->headers_out.content_length_n >= 0
             && (size_t) r->headers_out.content_length_n != mg->len))
     {

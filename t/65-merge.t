@@ -492,7 +492,8 @@ for my $m (qw(404 500 html openmetrics big)) {
     mode($m);
     failed("app answers $m");
     like($t->log_since($mark), qr/playarr_metrics_merge.*$why{$m}/,
-         "app answers $m: the warning says why");
+         "app answers $m: the warning says why")
+        or diag($t->log_since($mark));
 
     next unless $m eq '500';
 
@@ -535,9 +536,9 @@ EOF
     isnt($rc, 0, 'playarr_metrics_merge without playarr_metrics_export: '
                  . 'nginx -t fails');
     my $line = $bad->conf_line(qr/playarr_metrics_merge/);
-    like($out, qr/\[emerg\].*"playarr_metrics_merge" needs
-                   \ "playarr_metrics_export".*\ in\ \S+nginx\.conf:$line\b/x,
-         'and says why, and where') or diag($out);
+    like($out, qr/\[emerg\]\ .*"playarr_metrics_merge"\ needs
+                  \ "playarr_metrics_export".*\ in\ \S+nginx\.conf:$line\b/x,
+         'and says why, and where');
 }
 
 done_testing;
