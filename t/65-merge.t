@@ -10,7 +10,7 @@
 # family of docs/playarr/metrics.json, label values holding '"', '\' and
 # a newline, its own values for the four HTTP families (nginx's win), and
 # a switch for what /metrics answers: 404, 500, an HTML page, OpenMetrics
-# ("# EOF"), nothing at all (proxy_read_timeout 1s), 17 MiB; or the app
+# ("# EOF"), nothing at all (proxy_read_timeout 2s), 17 MiB; or the app
 # is dead.  The app's token reaches the subrequest through an `include`
 # of a root-only file (mode 0600), as docs/app-integration.md advises.
 
@@ -127,7 +127,7 @@ my $t = PlayarrTest->new(http => <<"EOF");
         location = /_playarr_app_metrics_json {
             internal;
             proxy_pass http://127.0.0.1:%%PORT2%%/metrics/json;
-            proxy_read_timeout 1s;
+            proxy_read_timeout 2s;
         }
 
         location = /metrics/alone {
@@ -145,7 +145,7 @@ my $t = PlayarrTest->new(http => <<"EOF");
             include %%DIR%%/app-token.conf;
             proxy_set_header Accept "text/plain;version=0.0.4";
             proxy_connect_timeout 1s;
-            proxy_read_timeout 1s;
+            proxy_read_timeout 2s;
         }
 
         location /api/ {
@@ -507,7 +507,7 @@ for my $m (qw(404 500 html openmetrics big)) {
 }
 
 mode('hang');
-failed('app hangs (proxy_read_timeout 1s)', max => 4);
+failed('app hangs (proxy_read_timeout 2s)', max => 5);
 like($t->error_log_text, qr/upstream timed out/, 'the timeout is logged');
 
 mode('ok');
