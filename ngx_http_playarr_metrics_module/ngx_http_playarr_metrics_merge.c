@@ -95,8 +95,8 @@ ngx_http_playarr_metrics_merge_parse(ngx_pool_t *pool, u_char *data,
 {
     u_char                            *p, *eol, *end;
     ngx_int_t                          rc;
-    ngx_uint_t                         line, i;
     ngx_str_t                         *keys;
+    ngx_uint_t                         line, i;
     ngx_http_playarr_metrics_parse_t   ps;
 
     ngx_str_null(err);
