@@ -97,7 +97,7 @@ endif
 # the module's files and the harnesses are instrumented for coverage.
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES := route auth update render state rebind jwt
+FUZZ_NAMES := route auth update render state rebind jwt merge
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
@@ -109,7 +109,7 @@ FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
     -DFUZZ_ROUTES='"$(TOP)/docs/playarr-routes.conf"'
 FUZZ_MODULE_SRCS := $(wildcard shm/*.c) \
     $(addprefix $(MODULE)/$(MODULE:_module=)_,route.c update.c format.c \
-                                              file.c jwt.c)
+                                              file.c jwt.c merge.c)
 FUZZ_SUPPORT_SRCS := $(addprefix t/fuzz/,ngx_stubs.c fuzz_common.c \
                                          fuzz_check.c)
 
@@ -131,8 +131,8 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build deps bench-deps browser-deps run test bench lint clean \
-        deb fuzz fuzz-build
+.PHONY: all build deps bench-deps browser-deps js-deps run test bench \
+        lint clean deb fuzz fuzz-build
 
 all: build
 
@@ -181,7 +181,14 @@ run: deps build
 	@PORT=$(PORT) UPSTREAM_PORT=$(UPSTREAM_PORT) NGINX_BIN=$(NGINX_BIN) \
 	    BUILD=$(BUILD) bash t/lib/demo-run.sh
 
-test: deps build browser-deps $(TEST_DEPS)
+# prom-client for the Node scripts of t/js/, from its package-lock.json;
+# nothing to do (no network) once t/js/node_modules matches it
+js-deps: t/js/node_modules/.package-lock.json
+
+t/js/node_modules/.package-lock.json: t/js/package.json t/js/package-lock.json
+	npm ci --prefix t/js --no-audit --no-fund --loglevel=error
+
+test: deps build browser-deps js-deps $(TEST_DEPS)
 	$(TEST_SETUP)
 	PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) $(TEST_ENV) prove -r t/
 

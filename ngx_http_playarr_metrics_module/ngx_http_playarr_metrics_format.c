@@ -84,6 +84,13 @@ struct ngx_http_playarr_metrics_render_s {
     ngx_uint_t                     walked;
     ngx_http_playarr_metrics_series_t  *series;
 
+    /* playarr_metrics_merge: the app's families, after nginx's */
+    ngx_http_playarr_metrics_app_t  *app;
+    ngx_uint_t                    *skip;        /* nginx's ceded to the app */
+    ngx_uint_t                     merge;       /* 0 none, 1 failed, 2 up */
+    ngx_uint_t                     app_family;
+    ngx_uint_t                     app_sample;
+
     /* scratch room for one series */
     ngx_str_t                      values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
 
@@ -138,6 +145,17 @@ static ngx_int_t ngx_http_playarr_metrics_family_text(
     ngx_http_playarr_metrics_family_conf_t *fc);
 static ngx_int_t ngx_http_playarr_metrics_self_text(
     ngx_http_playarr_metrics_render_t *w);
+static ngx_uint_t ngx_http_playarr_metrics_has_series(
+    ngx_http_playarr_metrics_family_conf_t *fc);
+static void ngx_http_playarr_metrics_app_drop(
+    ngx_http_playarr_metrics_app_t *app, ngx_pool_t *pool, ngx_str_t *name,
+    ngx_str_t *suffix);
+static ngx_int_t ngx_http_playarr_metrics_app_text(
+    ngx_http_playarr_metrics_render_t *w);
+static ngx_int_t ngx_http_playarr_metrics_app_json(
+    ngx_http_playarr_metrics_render_t *w);
+static ngx_int_t ngx_http_playarr_metrics_merge_up_text(
+    ngx_http_playarr_metrics_render_t *w);
 static ngx_int_t ngx_http_playarr_metrics_family_json(
     ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc);
@@ -159,6 +177,25 @@ const char  *ngx_http_playarr_metrics_sources[] = {
 
 static const char  *ngx_http_playarr_metrics_reasons[] = {
     "malformed", "invalid", "too_large"
+};
+
+/* the self metrics: an app's family of one of these names is never served */
+static ngx_str_t  ngx_http_playarr_metrics_self_names[] = {
+    ngx_string("playarr_metrics_build_info"),
+    ngx_string("playarr_metrics_zone_size_bytes"),
+    ngx_string("playarr_metrics_zone_used_bytes"),
+    ngx_string("playarr_metrics_zone_free_bytes"),
+    ngx_string("playarr_metrics_series"),
+    ngx_string("playarr_metrics_series_refused_total"),
+    ngx_string("playarr_metrics_updates_rejected_total"),
+    ngx_string("playarr_metrics_merge_up"),
+    ngx_string(NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT),
+    ngx_null_string
+};
+
+static ngx_str_t  ngx_http_playarr_metrics_histogram_suffixes[] = {
+    ngx_string("_bucket"), ngx_string("_sum"), ngx_string("_count"),
+    ngx_null_string
 };
 
 
@@ -1430,6 +1467,11 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
 
     while (w->family < n) {
 
+        if (w->skip && w->skip[w->family]) {
+            w->family++;
+            continue;
+        }
+
         if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
             rc = ngx_http_playarr_metrics_family_json(w, &fc[w->family]);
 
@@ -1445,18 +1487,33 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
         w->family++;
     }
 
+    if (rc == NGX_OK && w->app) {
+        rc = (w->format == NGX_HTTP_PLAYARR_METRICS_JSON)
+             ? ngx_http_playarr_metrics_app_json(w)
+             : ngx_http_playarr_metrics_app_text(w);
+    }
+
     if (rc == NGX_OK) {
 
         if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
-
-            /* the one self metric that Playarr's UI reads: the last */
-
-            p = ngx_http_playarr_metrics_reserve(w, 256);
+            p = ngx_http_playarr_metrics_reserve(w, 512);
             if (p == NULL) {
                 return NGX_ERROR;
             }
 
             *p++ = n ? ',' : '[';
+
+            if (w->merge) {
+                p = ngx_sprintf(p, "{\"name\":\"playarr_metrics_merge_up\","
+                                "\"help\":\"Whether the app's own metrics "
+                                "were merged into this scrape "
+                                "(playarr_metrics_merge)\",\"type\":\"gauge\","
+                                "\"values\":[{\"value\":%ui,\"labels\":{}}],"
+                                "\"aggregator\":\"sum\"},",
+                                (ngx_uint_t) (w->merge == 2));
+            }
+
+            /* the one self metric that Playarr's UI reads: the last */
 
             p = ngx_sprintf(p, "{\"name\":\"" NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT
                                "\",\"help\":\""
@@ -1467,7 +1524,11 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
                             ngx_http_playarr_metrics_in_flight(w->store));
             ngx_http_playarr_metrics_commit(w, p);
 
-        } else if (ngx_http_playarr_metrics_self_text(w) != NGX_OK) {
+        } else if (ngx_http_playarr_metrics_self_text(w) != NGX_OK
+                   || (w->merge
+                       && ngx_http_playarr_metrics_merge_up_text(w)
+                          != NGX_OK))
+        {
             return NGX_ERROR;
         }
 
@@ -1491,6 +1552,280 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
     w->free = NULL;
 
     return rc;
+}
+
+
+/*
+ * playarr_metrics_merge: the app's families (NULL: the merge failed) and
+ * the family rule.  A family both sides have is served once: nginx's when
+ * it is a built-in HTTP family or has series in the zone, else the app's.
+ * An app's family whose samples would be named as one of nginx's, or as
+ * a self metric, is not served either.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_render_merge(ngx_http_playarr_metrics_render_t *w,
+    ngx_http_playarr_metrics_app_t *app, ngx_uint_t up)
+{
+    ngx_str_t                               *sfx;
+    ngx_uint_t                               i, n;
+    ngx_pool_t                              *pool;
+    ngx_http_playarr_metrics_app_family_t   *af;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    w->merge = up ? 2 : 1;
+
+    if (app == NULL) {
+        return NGX_OK;
+    }
+
+    pool = w->request->pool;
+    fc = w->store->families.elts;
+    n = w->store->families.nelts;
+
+    w->skip = ngx_pcalloc(pool, (n + 1) * sizeof(ngx_uint_t));
+    if (w->skip == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        af = ngx_http_playarr_metrics_merge_owner(app, fc[i].name.data,
+                                                  fc[i].name.len);
+        if (af) {
+            if (af->name.len == fc[i].name.len
+                && i >= NGX_HTTP_PLAYARR_METRICS_NHTTP
+                && !ngx_http_playarr_metrics_has_series(&fc[i]))
+            {
+                w->skip[i] = 1;
+                continue;
+            }
+
+            af->dropped = 1;
+        }
+
+        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            continue;
+        }
+
+        for (sfx = ngx_http_playarr_metrics_histogram_suffixes;
+             sfx->len;
+             sfx++)
+        {
+            ngx_http_playarr_metrics_app_drop(app, pool, &fc[i].name, sfx);
+        }
+    }
+
+    for (sfx = ngx_http_playarr_metrics_self_names; sfx->len; sfx++) {
+        ngx_http_playarr_metrics_app_drop(app, pool, sfx, NULL);
+    }
+
+    w->app = app;
+
+    return NGX_OK;
+}
+
+
+/* the app's family whose samples a name (and suffix) would be: dropped */
+
+static void
+ngx_http_playarr_metrics_app_drop(ngx_http_playarr_metrics_app_t *app,
+    ngx_pool_t *pool, ngx_str_t *name, ngx_str_t *suffix)
+{
+    u_char                                 *p;
+    size_t                                  len;
+    ngx_http_playarr_metrics_app_family_t  *af;
+
+    p = name->data;
+    len = name->len;
+
+    if (suffix) {
+        p = ngx_pnalloc(pool, len + suffix->len);
+        if (p == NULL) {
+            return;
+        }
+
+        ngx_memcpy(p, name->data, len);
+        ngx_memcpy(p + len, suffix->data, suffix->len);
+        len += suffix->len;
+    }
+
+    af = ngx_http_playarr_metrics_merge_owner(app, p, len);
+
+    if (af) {
+        af->dropped = 1;
+    }
+}
+
+
+/*
+ * A family has series in the zone when one is shown; the one series of
+ * a family without labels is shown from the start, reading 0: it counts
+ * once it reads anything else.
+ */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_has_series(
+    ngx_http_playarr_metrics_family_conf_t *fc)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_playarr_metrics_series_t  *s;
+
+    if (fc->shared == NULL) {
+        return 0;
+    }
+
+    for (s = fc->shared->head; s; s = s->sibling) {
+        if (s->hidden) {
+            continue;
+        }
+
+        if (fc->nlabels) {
+            return 1;
+        }
+
+        n = s->layout ? s->layout->n + 2 : 1;
+
+        for (i = 0; i < n; i++) {
+            if (s->values[i] != 0) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/* the app's families that are served, after nginx's, a step at a time */
+
+static ngx_int_t
+ngx_http_playarr_metrics_app_text(ngx_http_playarr_metrics_render_t *w)
+{
+    u_char                                 *p;
+    ngx_http_playarr_metrics_sample_t      *s;
+    ngx_http_playarr_metrics_app_family_t  *af;
+
+    af = w->app->families.elts;
+
+    for ( /* void */ ;
+         w->app_family < w->app->families.nelts;
+         w->app_family++)
+    {
+        if (af[w->app_family].dropped) {
+            continue;
+        }
+
+        if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+            p = ngx_http_playarr_metrics_reserve(w,
+                     ngx_http_playarr_metrics_merge_header_size(
+                                                       &af[w->app_family]));
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_http_playarr_metrics_merge_header(p, &af[w->app_family]);
+            ngx_http_playarr_metrics_commit(w, p);
+
+            w->app_sample = 0;
+            w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
+        }
+
+        s = af[w->app_family].samples.elts;
+
+        for ( /* void */ ;
+             w->app_sample < af[w->app_family].samples.nelts;
+             w->app_sample++)
+        {
+            if (w->len >= w->stop
+                || w->walked++ >= NGX_HTTP_PLAYARR_METRICS_STEP_SERIES)
+            {
+                return NGX_AGAIN;
+            }
+
+            p = ngx_http_playarr_metrics_reserve(w,
+                       ngx_http_playarr_metrics_merge_sample_size(
+                                                       &s[w->app_sample]));
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            p = ngx_http_playarr_metrics_merge_sample_text(p,
+                                                        &s[w->app_sample]);
+            ngx_http_playarr_metrics_commit(w, p);
+        }
+
+        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_START;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * JSON: each family of the app's that is served, whole, after nginx's
+ * (there are always some: the built-in ones), a step at a time
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_app_json(ngx_http_playarr_metrics_render_t *w)
+{
+    u_char                                 *p;
+    ngx_http_playarr_metrics_app_family_t  *af;
+
+    af = w->app->families.elts;
+
+    for ( /* void */ ;
+         w->app_family < w->app->families.nelts;
+         w->app_family++)
+    {
+        if (af[w->app_family].dropped) {
+            continue;
+        }
+
+        if (w->len >= w->stop) {
+            return NGX_AGAIN;
+        }
+
+        p = ngx_http_playarr_metrics_reserve(w,
+                                             af[w->app_family].json.len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        *p++ = ',';
+        p = ngx_cpymem(p, af[w->app_family].json.data,
+                       af[w->app_family].json.len);
+        ngx_http_playarr_metrics_commit(w, p);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_up_text(ngx_http_playarr_metrics_render_t *w)
+{
+    u_char     *p;
+    ngx_str_t   name, help;
+
+    ngx_str_set(&name, "playarr_metrics_merge_up");
+    ngx_str_set(&help, "Whether the app's own metrics were merged into "
+                       "this scrape (playarr_metrics_merge)");
+
+    if (ngx_http_playarr_metrics_header(w, &name, &help, "gauge") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_playarr_metrics_reserve(w, 32);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(p, "playarr_metrics_merge_up %ui\n",
+                    (ngx_uint_t) (w->merge == 2));
+    ngx_http_playarr_metrics_commit(w, p);
+
+    return NGX_OK;
 }
 
 

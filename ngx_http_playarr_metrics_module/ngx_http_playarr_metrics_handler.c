@@ -29,6 +29,40 @@ typedef struct {
 } ngx_http_playarr_metrics_export_t;
 
 
+/* playarr_metrics_merge: the subrequest to the app, and what it gave */
+
+typedef struct {
+    ngx_http_request_t                 *subrequest;
+    ngx_http_playarr_metrics_app_t     *app;
+    u_char                             *body;       /* ngx_alloc() */
+    size_t                              len;
+    size_t                              size;
+    unsigned                            done:1;
+    unsigned                            up:1;
+    unsigned                            json:1;     /* the json format */
+    unsigned                            last:1;     /* the whole body */
+    unsigned                            too_large:1;
+    unsigned                            unread:1;   /* a file not read */
+} ngx_http_playarr_metrics_merge_t;
+
+
+static ngx_int_t ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_merge_t **mgp);
+static ngx_int_t ngx_http_playarr_metrics_merge_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
+static ngx_int_t ngx_http_playarr_metrics_merge_append(
+    ngx_http_playarr_metrics_merge_t *mg, ngx_http_request_t *r, u_char *p,
+    size_t n);
+static ngx_int_t ngx_http_playarr_metrics_merge_file(
+    ngx_http_playarr_metrics_merge_t *mg, ngx_http_request_t *r,
+    ngx_buf_t *b);
+static ngx_int_t ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+static void ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r);
+static ngx_http_playarr_metrics_merge_t *ngx_http_playarr_metrics_merge_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_merge_cleanup(void *data);
 static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
     ngx_str_t *allow);
 static ngx_int_t ngx_http_playarr_metrics_send_error(ngx_http_request_t *r,
@@ -55,6 +89,9 @@ static ngx_int_t ngx_http_playarr_metrics_admin(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 static ngx_int_t ngx_http_playarr_metrics_send_token(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk);
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_playarr_metrics_json_type =
@@ -271,6 +308,7 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_pool_cleanup_t                    *cln;
+    ngx_http_playarr_metrics_merge_t      *mg;
     ngx_http_playarr_metrics_export_t     *ex;
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
@@ -283,6 +321,15 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    mg = NULL;
+
+    if (plcf->merge.len && r == r->main && r->method != NGX_HTTP_HEAD) {
+        rc = ngx_http_playarr_metrics_merge_start(r, plcf, &mg);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
 
     if (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
         r->headers_out.content_type = ngx_http_playarr_metrics_json_type;
@@ -319,6 +366,14 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        if (mg
+            && ngx_http_playarr_metrics_render_merge(ex->render, mg->app,
+                                                     mg->up)
+               != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         cln = ngx_pool_cleanup_add(r->pool, 0);
         if (cln == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -342,6 +397,404 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
     ngx_http_playarr_metrics_export_write(r);
 
     return NGX_DONE;
+}
+
+
+/*
+ * playarr_metrics_merge: the first call starts the subrequest to the
+ * app's exposition, in memory, and returns NGX_DONE; the export handler
+ * runs again once it is done, and then *mgp holds what it gave (NGX_OK).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_merge_t **mgp)
+{
+    ngx_pool_cleanup_t                *cln;
+    ngx_http_request_t                *sr;
+    ngx_http_post_subrequest_t        *ps;
+    ngx_http_playarr_metrics_merge_t  *mg;
+
+    mg = ngx_http_playarr_metrics_merge_ctx(r);
+
+    if (mg) {
+        /* the second call: ngx_http_playarr_metrics_merge_resume() */
+        *mgp = mg;
+        return NGX_OK;
+    }
+
+    mg = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_merge_t));
+    if (mg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_playarr_metrics_merge_cleanup;
+    cln->data = mg;
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ps->handler = ngx_http_playarr_metrics_merge_done;
+    ps->data = mg;
+
+    if (ngx_http_subrequest(r, &plcf->merge, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* no body to send, as auth_request does */
+
+    sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (sr->request_body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    mg->subrequest = sr;
+    mg->json = (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON);
+
+    r->write_event_handler = ngx_http_playarr_metrics_merge_resume;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "playarr metrics merge subrequest \"%V\"", &plcf->merge);
+
+    /*
+     * the subrequest's own count goes with it; this one with NGX_DONE,
+     * the request going on in ngx_http_playarr_metrics_merge_resume()
+     */
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+/* playarr_metrics_merge URI; where it is said, for errors at merge time */
+
+char *
+ngx_http_playarr_metrics_set_merge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
+
+    ngx_str_t  *value;
+
+    if (plcf->merge.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid URI \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    plcf->merge = value[1];
+    plcf->merge_file = cf->conf_file->file.name;
+    plcf->merge_line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_playarr_metrics_merge_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_playarr_metrics_merge_body_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The body of a merge's subrequest, whatever its size, never reaches a
+ * filter after this one (nor the client): its bytes are copied, up to
+ * 16 MiB, into a buffer of the merge's own; beyond, the merge fails and
+ * the rest is thrown away, with no error for the request (the in-memory
+ * buffer of nginx, subrequest_output_buffer_size, would end the client's
+ * connection when too small).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    size_t                             n;
+    ngx_buf_t                         *b;
+    ngx_chain_t                       *cl;
+    ngx_http_playarr_metrics_merge_t  *mg;
+
+    if (r == r->main
+        || r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_playarr_metrics_merge_done)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    mg = r->post_subrequest->data;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf || b->last_in_chain) {
+            mg->last = 1;
+        }
+
+        if (ngx_buf_in_memory(b)) {
+            n = b->last - b->pos;
+
+            /* an error page is not kept: the merge fails anyway */
+
+            if (n && r->headers_out.status == NGX_HTTP_OK
+                && ngx_http_playarr_metrics_merge_append(mg, r, b->pos, n)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            b->pos = b->last;
+        }
+
+        if (b->in_file && !ngx_buf_in_memory(b)) {
+            /* what the upstream's pipe had to put in a temporary file */
+
+            if (r->headers_out.status == NGX_HTTP_OK
+                && ngx_http_playarr_metrics_merge_file(mg, r, b) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            b->file_pos = b->file_last;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_file(ngx_http_playarr_metrics_merge_t *mg,
+    ngx_http_request_t *r, ngx_buf_t *b)
+{
+    off_t     n;
+    u_char   *p;
+    ssize_t   got;
+
+    n = b->file_last - b->file_pos;
+
+    if (mg->too_large || n <= 0) {
+        return NGX_OK;
+    }
+
+    if (n > (off_t) (NGX_HTTP_PLAYARR_METRICS_MERGE_MAX - mg->len)) {
+        mg->too_large = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) n);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    got = ngx_read_file(b->file, p, (size_t) n, b->file_pos);
+
+    if (got != (ssize_t) n) {
+        /* logged by ngx_read_file(), or a short read: no whole body */
+        mg->unread = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_playarr_metrics_merge_append(mg, r, p, (size_t) n);
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_append(ngx_http_playarr_metrics_merge_t *mg,
+    ngx_http_request_t *r, u_char *p, size_t n)
+{
+    u_char  *body;
+    size_t   size;
+
+    if (mg->too_large) {
+        return NGX_OK;
+    }
+
+    if (n > NGX_HTTP_PLAYARR_METRICS_MERGE_MAX - mg->len) {
+        mg->too_large = 1;
+        return NGX_OK;
+    }
+
+    if (mg->len + n > mg->size) {
+        size = ngx_max(2 * mg->size, 64 * 1024);
+
+        if (r->headers_out.content_length_n > 0
+            && r->headers_out.content_length_n
+               <= NGX_HTTP_PLAYARR_METRICS_MERGE_MAX)
+        {
+            size = ngx_max(size, (size_t) r->headers_out.content_length_n);
+        }
+
+        size = ngx_min(ngx_max(size, mg->len + n),
+                       NGX_HTTP_PLAYARR_METRICS_MERGE_MAX);
+
+        body = ngx_alloc(size, r->connection->log);
+        if (body == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (mg->len) {
+            ngx_memcpy(body, mg->body, mg->len);
+        }
+
+        if (mg->body) {
+            ngx_free(mg->body);
+        }
+
+        mg->body = body;
+        mg->size = size;
+    }
+
+    ngx_memcpy(mg->body + mg->len, p, n);
+    mg->len += n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The subrequest done: a 200 whose body parses is a good merge, anything
+ * else (an error status, a timeout, a body too large, text that is not
+ * Prometheus 0.0.4) a failed one; the subrequest itself always ends
+ * well, so that the export goes on.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_playarr_metrics_merge_t *mg = data;
+
+    ngx_int_t   prc;
+    ngx_str_t   err;
+
+    if (mg->done) {
+        return NGX_OK;
+    }
+
+    mg->done = 1;
+
+    if (rc != NGX_OK || r->headers_out.status != NGX_HTTP_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "playarr_metrics_merge \"%V\" failed: %i, status %ui",
+                      &r->uri, rc, r->headers_out.status);
+        return NGX_OK;
+    }
+
+    if (mg->too_large) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "playarr_metrics_merge \"%V\" failed: "
+                      "body larger than 16 MiB", &r->uri);
+        return NGX_OK;
+    }
+
+    if (!mg->last || mg->unread
+        || (r->headers_out.content_length_n >= 0
+            && (size_t) r->headers_out.content_length_n != mg->len))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "playarr_metrics_merge \"%V\" failed: "
+                      "incomplete body", &r->uri);
+        return NGX_OK;
+    }
+
+    if (mg->json) {
+        prc = ngx_http_playarr_metrics_merge_json(r->pool,
+                                     mg->body ? mg->body : (u_char *) "",
+                                     mg->len, &mg->app, &err);
+
+    } else {
+        prc = ngx_http_playarr_metrics_merge_parse(r->pool,
+                                     mg->body ? mg->body : (u_char *) "",
+                                     mg->len, &mg->app, &err);
+    }
+
+    if (prc == NGX_OK) {
+        mg->up = 1;
+        return NGX_OK;
+    }
+
+    mg->app = NULL;
+
+    if (prc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "playarr_metrics_merge \"%V\" failed: %V",
+                      &r->uri, &err);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the parent woken up: once the subrequest is done, the export goes on */
+
+static void
+ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r)
+{
+    ngx_http_playarr_metrics_merge_t  *mg;
+
+    mg = ngx_http_playarr_metrics_merge_ctx(r);
+
+    if (mg == NULL || !mg->done) {
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_http_finalize_request(r, ngx_http_playarr_metrics_export_handler(r));
+}
+
+
+static ngx_http_playarr_metrics_merge_t *
+ngx_http_playarr_metrics_merge_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_playarr_metrics_merge_cleanup) {
+            return cln->data;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_playarr_metrics_merge_cleanup(void *data)
+{
+    ngx_http_playarr_metrics_merge_t  *mg = data;
+
+    /* the families point into the body: both go with the request */
+
+    if (mg->body) {
+        ngx_free(mg->body);
+        mg->body = NULL;
+    }
+
+    mg->app = NULL;
 }
 
 

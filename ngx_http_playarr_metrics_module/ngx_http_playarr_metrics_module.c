@@ -249,6 +249,13 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NGX_HTTP_PLAYARR_METRICS_EXPORT,
       NULL },
 
+    { ngx_string("playarr_metrics_merge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_playarr_metrics_set_merge,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("playarr_metrics_push"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_playarr_metrics_handler,
@@ -1489,6 +1496,14 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         }
     }
 
+    if (conf->merge.len && conf->handler != NGX_HTTP_PLAYARR_METRICS_EXPORT) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"playarr_metrics_merge\" needs "
+                      "\"playarr_metrics_export\" in the same location "
+                      "in %V:%ui", &conf->merge_file, conf->merge_line);
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
         && pmcf->token.path.len == 0)
     {
@@ -1601,7 +1616,7 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
 
-    return NGX_OK;
+    return ngx_http_playarr_metrics_merge_filter_init(cf);
 }
 
 

@@ -64,6 +64,13 @@
 #define NGX_HTTP_PLAYARR_METRICS_SESSION_INVALID  1
 #define NGX_HTTP_PLAYARR_METRICS_SESSION_VALID    2
 
+/* the app's families (merge.c): the store's three types, and these */
+#define NGX_HTTP_PLAYARR_METRICS_SUMMARY      3
+#define NGX_HTTP_PLAYARR_METRICS_UNTYPED      4
+
+/* what a merge reads at most */
+#define NGX_HTTP_PLAYARR_METRICS_MERGE_MAX    (16 * 1024 * 1024)
+
 /* where a value is read from */
 #define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
 #define NGX_HTTP_PLAYARR_METRICS_REQUEST      1
@@ -86,6 +93,36 @@ typedef struct {
 
 typedef struct ngx_http_playarr_metrics_recent_s
     ngx_http_playarr_metrics_recent_t;
+
+
+/* the app's exposition, parsed (merge.c) */
+
+typedef struct {
+    ngx_str_t                            name;
+    ngx_str_t                           *labels;       /* name, value */
+    ngx_uint_t                           nlabels;
+    ngx_str_t                            value;        /* as written */
+    ngx_str_t                            timestamp;    /* or empty */
+} ngx_http_playarr_metrics_sample_t;
+
+
+typedef struct {
+    ngx_str_t                            name;
+    ngx_str_t                            help;         /* unescaped */
+    ngx_uint_t                           type;
+    ngx_array_t                          samples;      /* sample_t */
+    ngx_str_t                            json;         /* JSON: all of it */
+    unsigned                             has_help:1;
+    unsigned                             has_type:1;
+    unsigned                             dropped:1;    /* nginx's served */
+} ngx_http_playarr_metrics_app_family_t;
+
+
+typedef struct {
+    ngx_array_t                          families;     /* app_family_t */
+    ngx_uint_t                          *hash;         /* index + 1 */
+    ngx_uint_t                           size;
+} ngx_http_playarr_metrics_app_t;
 
 
 typedef struct {
@@ -152,6 +189,9 @@ typedef struct {
     ngx_uint_t                           auth;
     ngx_str_t                            auth_role;    /* of a jwt session */
     ngx_str_t                            upstream_header;
+    ngx_str_t                            merge;        /* URI */
+    ngx_str_t                            merge_file;
+    ngx_uint_t                           merge_line;
 
     ngx_str_t                            handler_name;
     ngx_str_t                            handler_file;
@@ -164,6 +204,9 @@ ngx_int_t ngx_http_playarr_metrics_send(ngx_http_request_t *r,
 ngx_int_t ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_playarr_metrics_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_playarr_metrics_merge_filter_init(ngx_conf_t *cf);
+char *ngx_http_playarr_metrics_set_merge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
 u_char *ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
@@ -203,6 +246,30 @@ ngx_http_playarr_metrics_render_t *ngx_http_playarr_metrics_render_create(
 ngx_int_t ngx_http_playarr_metrics_render(
     ngx_http_playarr_metrics_render_t *w, ngx_chain_t **free, size_t limit,
     ngx_chain_t **out);
+
+ngx_int_t ngx_http_playarr_metrics_render_merge(
+    ngx_http_playarr_metrics_render_t *w, ngx_http_playarr_metrics_app_t *app,
+    ngx_uint_t up);
+
+ngx_int_t ngx_http_playarr_metrics_merge_parse(ngx_pool_t *pool,
+    u_char *data, size_t len, ngx_http_playarr_metrics_app_t **app,
+    ngx_str_t *err);
+ngx_int_t ngx_http_playarr_metrics_merge_json(ngx_pool_t *pool,
+    u_char *data, size_t len, ngx_http_playarr_metrics_app_t **app,
+    ngx_str_t *err);
+ngx_http_playarr_metrics_app_family_t *ngx_http_playarr_metrics_merge_find(
+    ngx_http_playarr_metrics_app_t *app, u_char *name, size_t len);
+ngx_http_playarr_metrics_app_family_t *ngx_http_playarr_metrics_merge_owner(
+    ngx_http_playarr_metrics_app_t *app, u_char *name, size_t len);
+ngx_uint_t ngx_http_playarr_metrics_merge_number(u_char *p, size_t len);
+size_t ngx_http_playarr_metrics_merge_header_size(
+    ngx_http_playarr_metrics_app_family_t *f);
+u_char *ngx_http_playarr_metrics_merge_header(u_char *p,
+    ngx_http_playarr_metrics_app_family_t *f);
+size_t ngx_http_playarr_metrics_merge_sample_size(
+    ngx_http_playarr_metrics_sample_t *s);
+u_char *ngx_http_playarr_metrics_merge_sample_text(u_char *p,
+    ngx_http_playarr_metrics_sample_t *s);
 
 
 extern const char   *ngx_http_playarr_metrics_types[];

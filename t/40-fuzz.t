@@ -23,7 +23,7 @@ use Test::More;
 my $repo = abs_path("$FindBin::Bin/..");
 my $seconds = $ENV{PLAYARR_FUZZ_SECONDS} // 10;
 my $dir = $ENV{PLAYARR_FUZZ_DIR} || "$repo/build/fuzz";
-my @names = qw(route auth update render state rebind jwt);
+my @names = qw(route auth update render state rebind jwt merge);
 
 plan skip_all => 'PLAYARR_FUZZ_SECONDS=0 (the sanitizer runs of the suite '
                  . 'leave fuzzing to plain make test and make fuzz)'
