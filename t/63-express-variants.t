@@ -89,8 +89,8 @@ is_deeply(\@system, [], 'no other system path in the http block')
 my $t = PlayarrTest->new(http => $http . <<'EOF');
 
     # the stand-in Playarr: "upstream" for everything, and a log of what
-    # reached it
-    log_format got '$request_method $request_uri';
+    # reached it (the merges' subrequests carry the app's token)
+    log_format got '$request_method $request_uri $http_authorization';
 
     server {
         listen 127.0.0.1:%%PORT2%%;
@@ -112,6 +112,9 @@ chown $uid, $gid, $TOKDIR or die "chown $TOKDIR: $!";
 # Playarr's JWT_SECRET_KEY, and an admin's session signed with it
 my $SECRET = 'express-variants-secret';
 $t->write_file('jwt.secret', "$SECRET\n", 0600);
+$t->write_file('app-token.conf',
+               "proxy_set_header Authorization \"Bearer app-token\";\n",
+               0600);
 
 $t->start;
 
@@ -292,7 +295,19 @@ $t->stop;
 
 # --- what reached the stand-in Playarr --------------------------------------
 
-my @other = split /\n/, $t->read_file('upstream.log') // '';
+# the merges' subrequests: /metrics with the app's token, /metrics/json
+# with the client's session (answered "upstream", not metrics: a failed
+# merge, nginx's families served all the same)
+my @got = map { s/ -$//r } split /\n/, $t->read_file('upstream.log') // '';
+my @merges = grep { $_ eq 'GET /metrics Bearer app-token' } @got;
+my @json_merges = grep { $_ eq 'GET /metrics/json' } @got;
+my @other = grep { $_ ne 'GET /metrics Bearer app-token'
+                   && $_ ne 'GET /metrics/json' } @got;
+
+ok(@merges >= scalar(@text), 'a merge per /metrics scrape: '
+                             . scalar(@merges));
+is(scalar @json_merges, scalar @json,
+   'a merge per /metrics/json with a session');
 
 # (the log writes a "\" as \x5C)
 is_deeply([ sort @other ],

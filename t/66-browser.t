@@ -70,6 +70,16 @@ my $t = PlayarrTest->new(http => $ex->{http} . <<"EOF");
             alias %%DIR%%/ui/;
         }
 $login
+        # Playarr's own prom-client registry, which the merge of the
+        # README's /metrics/json fetches with the user's session cookie
+        location = /metrics/json {
+            if (\$http_cookie !~ "access_token=") {
+                return 401 '{"error":"Authentication required"}';
+            }
+            default_type application/json;
+            return 200 '[{"name":"playarr_titles_total","help":"Titles.","type":"gauge","values":[{"value":42,"labels":{"type":"movies"}}],"aggregator":"sum"}]';
+        }
+
         location = /api/auth/logout {
             add_header Set-Cookie
                 "access_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
@@ -104,6 +114,9 @@ $t->write_file('cross/cross-site.html',
                PlayarrTest->read_file("$REPO/t/browser/cross-site.html")
                =~ s/TARGET/$base/r);
 $t->write_file('jwt.secret', "$SECRET\n", 0600);
+$t->write_file('app-token.conf',
+               "proxy_set_header Authorization \"Bearer app-token\";\n",
+               0600);
 
 $t->start;
 
@@ -149,6 +162,15 @@ for my $who ('logged out', 'logged out again') {
     is(ref $r->{json}{body}, 'ARRAY', 'user: the prom-client array');
     ok($u->{shown}{requests} > 0,
        "user: the page shows the requests ($u->{shown}{requests})");
+
+    # Playarr's own families, merged from its /metrics/json
+    my ($app) = grep { $_->{name} eq 'playarr_titles_total' }
+                @{ ref $r->{json}{body} eq 'ARRAY' ? $r->{json}{body} : [] };
+    is($app && $app->{values}[0]{value}, 42,
+       'user: Playarr\'s own family, merged');
+    my ($up) = grep { $_->{name} eq 'playarr_metrics_merge_up' }
+               @{ ref $r->{json}{body} eq 'ARRAY' ? $r->{json}{body} : [] };
+    is($up && $up->{values}[0]{value}, 1, 'user: merge_up 1');
     is($r->{token}{status}, 403, 'user: the token page 403');
     is_deeply($r->{token}{body}, { error => 'Admin access required' },
               'user: the token page, Playarr\'s error');

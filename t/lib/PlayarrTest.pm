@@ -559,7 +559,9 @@ sub write_secret {
 # changes counts, for each of its site paths, the places it was rewritten
 # to the test's own: listen 80 to %%PORT%%, Playarr (127.0.0.1:3000) to
 # %%PORT2%%, the token file to %%DIR%%/tok/, the JWT secret to
-# %%DIR%%/jwt.secret, the access log to %%DIR%%, the routes to the repo's
+# %%DIR%%/jwt.secret, the app's token for the merge to
+# %%DIR%%/app-token.conf, the access log to %%DIR%%, the routes to the
+# repo's
 sub example_http {
     my $file = "$REPO/docs/examples/nginx.conf";
 
@@ -581,6 +583,8 @@ sub example_http {
         [ qr{(\s)/etc/nginx/playarr-routes\.conf;} =>
           "$REPO/docs/playarr-routes.conf;" ],
         [ qr{(\s)/etc/nginx/playarr-jwt\.secret;} => '%%DIR%%/jwt.secret;' ],
+        [ qr{(\s)/etc/nginx/playarr-app-token\.conf;}
+          => '%%DIR%%/app-token.conf;' ],
         [ qr{(\s)http://127\.0\.0\.1:3000\b} => 'http://127.0.0.1:%%PORT2%%' ],
     );
     my @changes;
