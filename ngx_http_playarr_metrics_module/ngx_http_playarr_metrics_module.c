@@ -13,6 +13,11 @@
 #include <math.h>
 
 
+/* what ngx_http_playarr_metrics_set_name() takes */
+#define NGX_HTTP_PLAYARR_METRICS_NAME_COOKIE  0
+#define NGX_HTTP_PLAYARR_METRICS_NAME_HEADER  1
+
+
 typedef struct {
     const char                    *name;
     const char                    *help;
@@ -150,6 +155,8 @@ static char *ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_playarr_metrics_set_name(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *name, ngx_uint_t kind);
 static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_playarr_metrics_save_handler(ngx_event_t *ev);
 static void ngx_http_playarr_metrics_save_check(
@@ -1983,20 +1990,32 @@ ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* a cookie name is an RFC 6265 token */
-
 static char *
 ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_srv_conf_t *pscf = conf;
 
+    return ngx_http_playarr_metrics_set_name(cf, cmd, &pscf->jwt_cookie,
+                                NGX_HTTP_PLAYARR_METRICS_NAME_COOKIE);
+}
+
+
+/*
+ * A cookie name (an RFC 6265 token) or a header name (letters, digits,
+ * "-" and "_", as nginx takes them): *name, set once
+ */
+
+static char *
+ngx_http_playarr_metrics_set_name(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *name, ngx_uint_t kind)
+{
     u_char     *p, *last;
     ngx_str_t  *value;
 
     ngx_http_playarr_metrics_note(cf, cmd);
 
-    if (pscf->jwt_cookie.data) {
+    if (name->data) {
         return "is duplicate";
     }
 
@@ -2004,20 +2023,25 @@ ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
     last = value[1].data + value[1].len;
 
     for (p = value[1].data; p < last; p++) {
-        if (*p <= 0x20 || *p >= 0x7f
-            || ngx_strchr("()<>@,;:\\\"/[]?={}", *p) != NULL)
+
+        if (kind == NGX_HTTP_PLAYARR_METRICS_NAME_COOKIE
+            ? (*p <= 0x20 || *p >= 0x7f
+               || ngx_strchr("()<>@,;:\\\"/[]?={}", *p) != NULL)
+            : !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
         {
             break;
         }
     }
 
-    if (value[1].len == 0 || p < last) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid cookie name \"%V\"", &value[1]);
+    if (value[1].len == 0 || p != last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid %s name \"%V\"",
+                           kind == NGX_HTTP_PLAYARR_METRICS_NAME_COOKIE
+                           ? "cookie" : "header", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    pscf->jwt_cookie = value[1];
+    *name = value[1];
 
     return NGX_CONF_OK;
 }
@@ -2511,35 +2535,8 @@ ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
 
-    u_char     *p, *last;
-    ngx_str_t  *value;
-
-    ngx_http_playarr_metrics_note(cf, cmd);
-
-    if (plcf->upstream_header.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    last = value[1].data + value[1].len;
-
-    for (p = value[1].data; p < last; p++) {
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
-              || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
-        {
-            break;
-        }
-    }
-
-    if (value[1].len == 0 || p != last) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid header name \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    plcf->upstream_header = value[1];
-
-    return NGX_CONF_OK;
+    return ngx_http_playarr_metrics_set_name(cf, cmd, &plcf->upstream_header,
+                                NGX_HTTP_PLAYARR_METRICS_NAME_HEADER);
 }
 
 
