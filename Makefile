@@ -192,7 +192,7 @@ test: deps build browser-deps js-deps $(TEST_DEPS)
 	$(TEST_SETUP)
 	PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) $(TEST_ENV) prove -r t/
 
-bench: bench-deps build
+bench: bench-deps build js-deps
 	bash bench/run
 
 lint:
