@@ -747,7 +747,12 @@ ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
     v->len = 0;
     v->data = (u_char *) "";
 
-    if (r->args.len == 0
+    /*
+     * The query names a user only on a route of the app: on any other
+     * path (a static file, a scan) a client would pick the label freely
+     */
+
+    if (r->args.len == 0 || ep.data == ngx_http_playarr_metrics_unknown.data
         || ngx_http_arg(r, (u_char *) "username", 8, &arg) != NGX_OK
         || arg.len == 0)
     {
@@ -759,18 +764,16 @@ ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* "+" is a space in a query, as Express's qs has it */
+    /* "+" is a space, then %XX decoded, as Express's qs has it */
 
-    p = arg.data;
+    for (p = arg.data, q = dst; p < arg.data + arg.len; p++) {
+        *q++ = (*p == '+') ? ' ' : *p;
+    }
+
+    p = dst;
     q = dst;
 
-    ngx_unescape_uri(&q, &p, arg.len, NGX_UNESCAPE_URI);
-
-    for (p = dst; p < q; p++) {
-        if (*p == '+') {
-            *p = ' ';
-        }
-    }
+    ngx_unescape_uri(&q, &p, arg.len, 0);
 
     v->data = dst;
     v->len = ngx_min((size_t) (q - dst), NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);

@@ -181,7 +181,10 @@ ngx_int_t
 ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
-    if (pmcf->jwt_secret.len == 0) {
+    if (pmcf->jwt_secret.len == 0
+        || (ngx_process != NGX_PROCESS_WORKER
+            && ngx_process != NGX_PROCESS_SINGLE))
+    {
         return NGX_OK;
     }
 
@@ -293,7 +296,7 @@ static ngx_int_t
 ngx_http_playarr_metrics_cookie_in(ngx_str_t *header, ngx_str_t *name,
     ngx_str_t *value)
 {
-    u_char  *p, *q, *last;
+    u_char  *p, *q, *e, *last;
 
     p = header->data;
     last = p + header->len;
@@ -311,10 +314,20 @@ ngx_http_playarr_metrics_cookie_in(ngx_str_t *header, ngx_str_t *name,
             q = last;
         }
 
-        if ((size_t) (q - p) > name->len && p[name->len] == '='
+        e = NULL;
+
+        if ((size_t) (q - p) > name->len && *p == name->data[0]
             && ngx_memcmp(p, name->data, name->len) == 0)
         {
-            p += name->len + 1;
+            /* blanks between the name and "=", as Express trims them */
+
+            for (e = p + name->len; e < q && (*e == ' ' || *e == '\t'); e++) {
+                /* void */
+            }
+        }
+
+        if (e && e < q && *e == '=') {
+            p = e + 1;
 
             while (p < q && (*p == ' ' || *p == '\t')) {
                 p++;

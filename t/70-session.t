@@ -206,6 +206,30 @@ for my $b (@bad) {
        'the username query argument, decoded');
     $r = req('/api/profile');
     is($r->{headers}{'x-route-user'}, '[]', 'no route user');
+
+    # "+" a space, then %XX decoded, as Express's qs does
+    $r = req('/player_api.php?username=a%2Bb+c');
+    is($r->{headers}{'x-route-user'}, '[a+b c]', '"+" before %2B');
+
+    # off the app's routes, the query names no one
+    $r = req('/static/app.js?username=victim');
+    is($r->{headers}{'x-route-user'}, '[]',
+       'the username argument of a path that is no route: ignored');
+}
+
+# the cookie as Express's cookie parser reads it: the first of a name,
+# blanks around the "=" trimmed
+{
+    my $r = req('/api/profile', "access_token =$bob; access_token=$alice");
+    is($r->{headers}{'x-jwt-user'}, '[bob]',
+       'a blank before "=": the same cookie, the first one counts');
+    $r = req('/api/profile', "Access_Token=$bob; access_token=$alice");
+    is($r->{headers}{'x-jwt-user'}, '[alice]', 'names are case-sensitive');
+    $r = req('/api/profile', "access_token=\"$alice\"");
+    is($r->{headers}{'x-jwt-user'}, '[alice]', 'a quoted value');
+    $r = req('/api/profile', "xaccess_token=$bob;access_token = $alice");
+    is($r->{headers}{'x-jwt-user'}, '[alice]',
+       'another name that ends like it, then blanks around "="');
 }
 
 # --- the default user and the 401 rule ---------------------------------------
@@ -220,6 +244,7 @@ for my $b (@bad) {
     req('/movie/dave/pw-S3cret/12', "access_token=$bob");
     req('/movie/erin/pw-S3cret/12');
     req('/player_api.php?username=frank&password=pw-S3cret');
+    req('/static/app.js?username=mallory');
     req('/movie/denied/pw-S3cret/1');
     req('/api/users/gina', 'access_token=' . jwt({ sub => 'x', exp => 1 }));
     req('/api/profile/fixed', "access_token=$alice");
@@ -264,6 +289,7 @@ for my $b (@bad) {
     is($d->($AUTH, { endpoint => 'unknown_endpoint', username => 'fixed' }),
        1, 'playarr_metrics_username: its authentication failure');
     unlike($body, qr/pw-S3cret/, 'no password reaches a label');
+    unlike($body, qr/mallory/, 'a username argument off the routes: no label');
     unlike($body, qr/username="eve/, 'no unverified session user');
 }
 
