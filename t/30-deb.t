@@ -232,6 +232,7 @@ my %subst = (
     qr{/var/lib/nginx/playarr-metrics\.token} => '%%DIR%%/playarr-metrics.token',
     qr{/etc/nginx/playarr-routes\.conf}    => "$DOC/playarr-routes.conf",
     qr{/etc/nginx/playarr-metrics\.json}   => "$DOC/metrics.json",
+    qr{/etc/nginx/playarr-jwt\.secret}     => '%%DIR%%/jwt.secret',
     qr{proxy_pass http://127\.0\.0\.1:3000;} =>
         'proxy_pass http://127.0.0.1:%%PORT3%%;',
 );
@@ -240,7 +241,7 @@ for my $re (sort keys %subst) {
     ok($site =~ s/$re/$subst{$re}/g, "example site has $re");
 }
 
-# the stand-in Playarr: names the user and carries an update
+# the stand-in Playarr: carries an update; the user is the session's
 my $update = '{"metric":"stream_requests","op":"inc","labels":{"user":"alice"}}';
 
 my $t = PlayarrTest->new(
@@ -253,7 +254,6 @@ my $t = PlayarrTest->new(
         playarr_metrics off;
 
         location / {
-            add_header X-Playarr-User alice;
             add_header X-Playarr-Metrics '$update';
             return 200 "ok\\n";
         }
@@ -264,15 +264,26 @@ EOF
 # for Debian's nginx, whose modules/ is a link to /usr/lib/nginx/modules
 symlink '/usr/lib/nginx/modules', $t->path('modules') or die "symlink: $!";
 
+# Playarr's JWT_SECRET_KEY, and alice's session signed with it
+$t->write_file('jwt.secret', "deb-test-secret\n", 0600);
+my $alice = 'access_token='
+            . PlayarrTest::session_jwt('deb-test-secret',
+                                       { sub => 'alice', role => 'user',
+                                         exp => time + 3600 });
+
 $t->start;
 
 my $token = $t->read_token('playarr-metrics.token');
 like($token, qr/^[0-9a-f]{64}$/, 'the token file was created');
 
-my $r = $t->get('/api/titles/tt123');
+my $r = $t->get('/api/titles/tt123', headers => [ Cookie => $alice ]);
 is($r->{status}, 200, 'a request through the example site');
-ok(!exists $r->{headers}{'x-playarr-user'}, 'X-Playarr-User hidden');
 ok(!exists $r->{headers}{'x-playarr-metrics'}, 'X-Playarr-Metrics removed');
+
+$r = $t->get('/metrics/json');
+is($r->{status}, 401, '/metrics/json without a session: 401');
+$r = $t->get('/metrics/json', headers => [ Cookie => $alice ]);
+is($r->{status}, 200, '/metrics/json with a session: 200');
 
 $r = $t->request('POST', '/push', port => $t->port(2),
                  headers => { Authorization => "Bearer $token",
@@ -285,7 +296,8 @@ my $body = $t->metrics(token => $token);
 is(PlayarrTest::sample($body, 'playarr_http_requests_total',
                        { endpoint => '/api/titles/:title_key',
                          status_code => 200, username => 'alice' }),
-   1, 'the request recorded with its route template and user');
+   1, 'the request recorded with its route template and its session\'s'
+      . ' user');
 is(PlayarrTest::sample($body, 'playarr_stream_requests_total',
                        { user => 'alice' }),
    1, 'the upstream header applied');
