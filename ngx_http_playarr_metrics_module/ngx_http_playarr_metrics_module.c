@@ -1339,7 +1339,6 @@ ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf)
 
     pmcf->max_series = NGX_CONF_UNSET_UINT;
     pmcf->endpoint = NGX_ERROR;
-    pmcf->jwt_user = NGX_ERROR;
     pmcf->route_user = NGX_ERROR;
 
     return pmcf;
@@ -1600,10 +1599,6 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
     pmcf->route_user = ngx_http_get_variable_index(cf,
                                    &ngx_http_playarr_metrics_route_user_name);
     if (pmcf->route_user == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_playarr_metrics_session_init(cf, pmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -143,7 +143,6 @@ typedef struct {
     ngx_array_t                         *buckets;      /* default, double */
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
-    ngx_int_t                            jwt_user;     /* variable index */
     ngx_int_t                            route_user;   /* variable index */
     ngx_str_t                            jwt_secret;
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
@@ -209,14 +208,10 @@ char *ngx_http_playarr_metrics_set_merge(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 void ngx_http_playarr_metrics_reject(ngx_http_playarr_metrics_store_t *store,
     ngx_uint_t source, ngx_uint_t reason, ngx_log_t *log, ngx_str_t *err);
-u_char *ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
-    size_t max, ngx_uint_t quotes);
 
 char *ngx_http_playarr_metrics_set_jwt_secret(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_playarr_metrics_session_add_variables(ngx_conf_t *cf);
-ngx_int_t ngx_http_playarr_metrics_session_init(ngx_conf_t *cf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf);
 ngx_int_t ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 ngx_uint_t ngx_http_playarr_metrics_session(ngx_http_request_t *r,

@@ -161,20 +161,6 @@ ngx_http_playarr_metrics_session_add_variables(ngx_conf_t *cf)
 }
 
 
-ngx_int_t
-ngx_http_playarr_metrics_session_init(ngx_conf_t *cf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf)
-{
-    pmcf->jwt_user = ngx_http_get_variable_index(cf,
-                                     &ngx_http_playarr_metrics_jwt_user_name);
-    if (pmcf->jwt_user == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
 /* a worker's cache of sessions, made when it starts */
 
 ngx_int_t

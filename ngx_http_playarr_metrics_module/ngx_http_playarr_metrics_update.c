@@ -977,46 +977,6 @@ ngx_http_playarr_metrics_quote(ngx_pool_t *pool, const char *s)
 }
 
 
-/*
- * Text from a client or an upstream, as nginx escapes what it logs of a
- * request: a control character or a byte above 0x7e, and with quotes a
- * '"' or a '\\' too, becomes \xHH, so that no such text can end a log
- * line, forge another or close a quoted string.  At most max bytes of src
- * are taken, "..." marks a cut; dst has room for 4 * max + 3 bytes.
- */
-
-u_char *
-ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
-    size_t max, ngx_uint_t quotes)
-{
-    u_char          c;
-    size_t          i, n;
-    static u_char   hex[] = "0123456789ABCDEF";
-
-    n = ngx_min(len, max);
-
-    for (i = 0; i < n; i++) {
-        c = src[i];
-
-        if (c < 0x20 || c > 0x7e || (quotes && (c == '"' || c == '\\'))) {
-            *dst++ = '\\';
-            *dst++ = 'x';
-            *dst++ = hex[c >> 4];
-            *dst++ = hex[c & 0x0f];
-            continue;
-        }
-
-        *dst++ = c;
-    }
-
-    if (len > max) {
-        dst = ngx_cpymem(dst, "...", 3);
-    }
-
-    return dst;
-}
-
-
 /* counted always, logged once a minute at most */
 
 void

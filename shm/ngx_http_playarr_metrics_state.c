@@ -34,7 +34,9 @@
 #define NGX_HTTP_PLAYARR_METRICS_STATE_ZONES    4
 
 /* a family's name as logged: 128 bytes at most, each as \xHH at worst */
-#define NGX_HTTP_PLAYARR_METRICS_STATE_NAME     (4 * 128 + 4)
+#define NGX_HTTP_PLAYARR_METRICS_STATE_NAME_MAX  128
+#define NGX_HTTP_PLAYARR_METRICS_STATE_NAME                                  \
+    (4 * NGX_HTTP_PLAYARR_METRICS_STATE_NAME_MAX + sizeof("...") + 1)
 #define NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP  (64 * 1024 * 1024)
 
 
@@ -74,7 +76,6 @@ static ngx_int_t ngx_http_playarr_metrics_state_family(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_state_buf_t *b, ngx_uint_t apply,
     const char *from, ngx_log_t *log);
-static void ngx_http_playarr_metrics_state_name(u_char *dst, u_char *def);
 static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_state_find(
     ngx_http_playarr_metrics_store_t *store, u_char *def, size_t len,
@@ -522,7 +523,9 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
 
     /* the file is the worker user's: what it names is logged escaped */
 
-    ngx_http_playarr_metrics_state_name(name, def);
+    *ngx_http_playarr_metrics_escape(name, def, ngx_strlen(def),
+                                     NGX_HTTP_PLAYARR_METRICS_STATE_NAME_MAX, 1)
+        = '\0';
 
     fc = ngx_http_playarr_metrics_state_find(store, def, dlen, &same);
 
@@ -631,36 +634,6 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     }
 
     return NGX_OK;
-}
-
-
-/*
- * The name of a saved family, NUL-terminated, for the log: a control
- * character, a byte above 0x7e, '"' or '\\' as \xHH, cut at 128 bytes
- */
-
-static void
-ngx_http_playarr_metrics_state_name(u_char *dst, u_char *def)
-{
-    u_char          c;
-    ngx_uint_t      i;
-    static u_char   hex[] = "0123456789ABCDEF";
-
-    for (i = 0; def[i] && i < 128; i++) {
-        c = def[i];
-
-        if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
-            *dst++ = '\\';
-            *dst++ = 'x';
-            *dst++ = hex[c >> 4];
-            *dst++ = hex[c & 0x0f];
-            continue;
-        }
-
-        *dst++ = c;
-    }
-
-    *dst = '\0';
 }
 
 

@@ -266,6 +266,8 @@ ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series_find(
 
 size_t ngx_http_playarr_metrics_value_copy(u_char *dst, u_char *src,
     size_t len);
+u_char *ngx_http_playarr_metrics_escape(u_char *dst, u_char *src, size_t len,
+    size_t max, ngx_uint_t quotes);
 size_t ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src,
     size_t len, size_t max);
 ngx_uint_t ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
