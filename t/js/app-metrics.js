@@ -25,6 +25,7 @@
 const http = require('http');
 const fs = require('fs');
 const client = require('prom-client');
+const { makeMetric } = require('./playarr-metric.js');
 
 const [port, token, schemaFile] = process.argv.slice(2);
 
@@ -41,25 +42,7 @@ register.clear();
 
 for (const [key, def] of Object.entries(schema.metrics)) {
     const labelNames = def.labelNames || [];
-    const config = { name: def.name, help: def.help, labelNames };
-    let metric;
-
-    switch (def.type) {
-    case 'counter':
-        metric = new client.Counter(config);
-        break;
-    case 'gauge':
-        metric = new client.Gauge(config);
-        break;
-    case 'histogram':
-        if (def.buckets) {
-            config.buckets = def.buckets;
-        }
-        metric = new client.Histogram(config);
-        break;
-    default:
-        throw new Error(`metric ${key}: unknown type ${def.type}`);
-    }
+    const metric = makeMetric(client, key, def);
 
     // two series: plain label values, then tricky ones
     const plain = {};

@@ -17,6 +17,7 @@
 
 const fs = require('fs');
 const client = require('prom-client');
+const { makeMetric } = require('./playarr-metric.js');
 
 const [schemaFile, batchesFile] = process.argv.slice(2);
 
@@ -33,30 +34,7 @@ const byKey = new Map();
 register.clear();
 
 for (const [key, def] of Object.entries(schema.metrics)) {
-    const config = {
-        name: def.name,
-        help: def.help,
-        labelNames: def.labelNames || [],
-        registers: [register],
-    };
-    let metric;
-
-    switch (def.type) {
-    case 'counter':
-        metric = new client.Counter(config);
-        break;
-    case 'gauge':
-        metric = new client.Gauge(config);
-        break;
-    case 'histogram':
-        if (def.buckets) {
-            config.buckets = def.buckets;
-        }
-        metric = new client.Histogram(config);
-        break;
-    default:
-        throw new Error(`metric ${key}: unknown type ${def.type}`);
-    }
+    const metric = makeMetric(client, key, def, register);
 
     const entry = { type: def.type, metric };
     byKey.set(key, entry);
