@@ -109,7 +109,7 @@ FUZZ_CFLAGS := -g -O1 -fno-omit-frame-pointer -W -Wall -Wno-unused-parameter \
     -DFUZZ_ROUTES='"$(TOP)/docs/playarr-routes.conf"'
 FUZZ_MODULE_SRCS := $(wildcard shm/*.c) \
     $(addprefix $(MODULE)/$(MODULE:_module=)_,route.c update.c format.c \
-                                              file.c jwt.c merge.c)
+                                              family.c file.c jwt.c merge.c)
 FUZZ_SUPPORT_SRCS := $(addprefix t/fuzz/,ngx_stubs.c fuzz_common.c \
                                          fuzz_check.c)
 

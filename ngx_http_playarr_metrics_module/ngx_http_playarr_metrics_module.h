@@ -132,6 +132,7 @@ typedef struct {
     ngx_array_t                          schema;       /* family_conf_t */
     ngx_uint_t                           max_series;
     ngx_str_t                            state_file;
+    ngx_str_t                           *oldpid;       /* core's ".oldbin" */
     ngx_msec_t                           save_every;
     ngx_msec_t                           save_next;
     ngx_event_t                          save;
@@ -198,6 +199,36 @@ typedef struct {
 } ngx_http_playarr_metrics_loc_conf_t;
 
 
+/* the request path (record.c) */
+ngx_int_t ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+void ngx_http_playarr_metrics_in_flight_exit(void);
+
+/* the families and the schema (family.c) */
+ngx_array_t *ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf);
+ngx_int_t ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+ngx_int_t ngx_http_playarr_metrics_layout_used(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t layout);
+char *ngx_http_playarr_metrics_schema_read(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *path);
+ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
+    ngx_uint_t label);
+char *ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf,
+    ngx_array_t *families, ngx_str_t *path);
+
+/* the state file (persist.c) */
+ngx_int_t ngx_http_playarr_metrics_persist_conf(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+ngx_int_t ngx_http_playarr_metrics_persist_init_module(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_playarr_metrics_persist_init_process(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+void ngx_http_playarr_metrics_persist_exit_process(ngx_cycle_t *cycle);
+void ngx_http_playarr_metrics_persist_exit_master(ngx_cycle_t *cycle);
+
 ngx_int_t ngx_http_playarr_metrics_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *content_type, ngx_str_t *body);
 ngx_int_t ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r);
@@ -220,10 +251,6 @@ ngx_uint_t ngx_http_playarr_metrics_session(ngx_http_request_t *r,
 ngx_int_t ngx_http_playarr_metrics_session_check(ngx_http_request_t *r,
     ngx_str_t *role, ngx_str_t *body);
 
-ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,
-    ngx_uint_t label);
-char *ngx_http_playarr_metrics_schema_load(ngx_conf_t *cf,
-    ngx_array_t *families, ngx_str_t *path);
 ngx_int_t ngx_http_playarr_metrics_updates_parse(ngx_pool_t *pool,
     ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
     ngx_array_t *updates, ngx_str_t *err, ngx_int_t *index);

@@ -7,14 +7,12 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http_playarr_metrics_store.h>
-#include <ngx_http_playarr_metrics_file.h>
-
-#include <openssl/rand.h>
 
 
 /*
- * A snapshot of every series of a store, used for the state file and to
- * carry values into a zone of another size on reload.
+ * A snapshot of every series of a store, the format of the state file:
+ * taken and loaded here, written and read by persist.c.  A zone of
+ * another size on reload starts from zero, without one.
  *
  *   header   "PLAYARRM", version, byte order mark, payload length, crc32
  *   payload  per family: its definition (name and label names, as the
@@ -27,17 +25,10 @@
 #define NGX_HTTP_PLAYARR_METRICS_STATE_VERSION  1
 #define NGX_HTTP_PLAYARR_METRICS_STATE_BOM      0x01020304
 
-/*
- * The largest state file read: a snapshot holds less than its zone, but
- * one written by a zone of another size is read too
- */
-#define NGX_HTTP_PLAYARR_METRICS_STATE_ZONES    4
-
 /* a family's name as logged: 128 bytes at most, each as \xHH at worst */
 #define NGX_HTTP_PLAYARR_METRICS_STATE_NAME_MAX  128
 #define NGX_HTTP_PLAYARR_METRICS_STATE_NAME                                  \
     (4 * NGX_HTTP_PLAYARR_METRICS_STATE_NAME_MAX + sizeof("...") + 1)
-#define NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP  (64 * 1024 * 1024)
 
 
 typedef struct {
@@ -68,8 +59,6 @@ static uint32_t ngx_http_playarr_metrics_state_crc32(u_char *p, size_t len);
 static ngx_int_t ngx_http_playarr_metrics_state_series(
     ngx_http_playarr_metrics_state_buf_t *b,
     ngx_http_playarr_metrics_series_t *s);
-static ngx_uint_t ngx_http_playarr_metrics_state_file(ngx_str_t *path,
-    u_char *temp, u_char *data, size_t len, ngx_err_t *err);
 static void *ngx_http_playarr_metrics_state_get(
     ngx_http_playarr_metrics_state_buf_t *b, size_t len);
 static ngx_int_t ngx_http_playarr_metrics_state_family(
@@ -134,6 +123,35 @@ ngx_http_playarr_metrics_state_dump(ngx_http_playarr_metrics_store_t *store,
     *len = b.pos - b.start;
 
     return b.start;
+}
+
+
+/*
+ * The snapshot, quietly (a thread of nginx's pool takes it): into *buf, a
+ * buffer of *size bytes kept from an earlier one or NULL, grown as
+ * needed (*buf and *size then follow); its length in *len.  NGX_ERROR:
+ * no memory, *len is the size not had, *buf is still the caller's to free.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_state_take(ngx_http_playarr_metrics_store_t *store,
+    u_char **buf, size_t *size, size_t *len)
+{
+    ngx_int_t                             rc;
+    ngx_http_playarr_metrics_state_buf_t  b;
+
+    ngx_memzero(&b, sizeof(ngx_http_playarr_metrics_state_buf_t));
+
+    b.start = *buf;
+    b.end = *buf ? *buf + *size : NULL;
+
+    rc = ngx_http_playarr_metrics_state_snapshot(store, &b);
+
+    *buf = b.start;
+    *size = b.end - b.start;
+    *len = (rc == NGX_OK) ? (size_t) (b.pos - b.start) : b.failed;
+
+    return rc;
 }
 
 
@@ -768,446 +786,4 @@ ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
     }
 
     return NGX_OK;
-}
-
-
-/*
- * The state file: written to a new temporary file of a random name in its
- * directory, then renamed over it.  The directory is writable by the
- * worker user, and the master saves as root at exit: the temporary file
- * is created O_EXCL|O_NOFOLLOW (a link or a file planted there is never
- * opened), and what was opened is checked to be the new, regular file of
- * this process's user before anything is written.
- */
-
-ngx_int_t
-ngx_http_playarr_metrics_state_save(ngx_http_playarr_metrics_store_t *store,
-    ngx_str_t *path, ngx_log_t *log)
-{
-    ngx_int_t                          rc;
-    ngx_http_playarr_metrics_save_t    sv;
-
-    sv.temp = ngx_alloc(NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(path), log);
-    if (sv.temp == NULL) {
-        return NGX_ERROR;
-    }
-
-    sv.keep = 0;
-
-    rc = ngx_http_playarr_metrics_state_save_quiet(store, path, &sv);
-
-    if (rc != NGX_OK) {
-        ngx_http_playarr_metrics_state_save_log(path, &sv, log);
-    }
-
-    ngx_free(sv.temp);
-
-    return rc;
-}
-
-
-/*
- * The save itself, logging nothing and taking no lock: it runs in a
- * thread of nginx's pool too.  On failure sv->step says what failed and
- * sv->err why; sv->temp has room for the temporary file's name.  With
- * sv->keep, the snapshot's buffer is kept in sv for the next save (no
- * new pages to fault in, nothing copied as it grows, each time).
- */
-
-ngx_int_t
-ngx_http_playarr_metrics_state_save_quiet(
-    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path,
-    ngx_http_playarr_metrics_save_t *sv)
-{
-    ngx_int_t                             rc;
-    ngx_http_playarr_metrics_state_buf_t  b;
-
-    sv->step = NGX_HTTP_PLAYARR_METRICS_SAVE_OK;
-    sv->err = 0;
-    sv->size = 0;
-    sv->temp[0] = '\0';
-
-    ngx_memzero(&b, sizeof(ngx_http_playarr_metrics_state_buf_t));
-
-    if (sv->keep) {
-        b.start = sv->buf;
-        b.end = sv->buf + sv->buf_size;
-    }
-
-    if (ngx_http_playarr_metrics_state_snapshot(store, &b) != NGX_OK) {
-        sv->step = NGX_HTTP_PLAYARR_METRICS_SAVE_DUMP;
-        sv->err = NGX_ENOMEM;
-        sv->size = b.failed;
-        rc = NGX_ERROR;
-        goto done;
-    }
-
-    sv->size = b.pos - b.start;
-    sv->step = ngx_http_playarr_metrics_state_file(path, sv->temp, b.start,
-                                                   sv->size, &sv->err);
-
-    rc = (sv->step == NGX_HTTP_PLAYARR_METRICS_SAVE_OK) ? NGX_OK : NGX_ERROR;
-
-done:
-
-    if (sv->keep) {
-        sv->buf = b.start;
-        sv->buf_size = b.end - b.start;
-
-    } else if (b.start) {
-        ngx_free(b.start);
-    }
-
-    return rc;
-}
-
-
-/* what a failed save says, in the process that asked for it */
-
-void
-ngx_http_playarr_metrics_state_save_log(ngx_str_t *path,
-    ngx_http_playarr_metrics_save_t *sv, ngx_log_t *log)
-{
-    switch (sv->step) {
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_OK:
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_DUMP:
-        ngx_log_error(NGX_LOG_EMERG, log, sv->err,
-                      "malloc(%uz) failed", sv->size);
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "no memory for a snapshot, state file \"%V\" "
-                      "not written", path);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_RAND:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "RAND_bytes() failed for state file \"%V\"", path);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_OPEN:
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      ngx_open_file_n " \"%s\" failed", sv->temp);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_INFO:
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      ngx_fd_info_n " \"%s\" failed", sv->temp);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_NOT_NEW:
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "state file \"%s\" is not the file just created, "
-                      "not written", sv->temp);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_WRITE:
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      ngx_write_fd_n " \"%s\" failed", sv->temp);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_FSYNC:
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      "fsync() \"%s\" failed", sv->temp);
-        break;
-
-    case NGX_HTTP_PLAYARR_METRICS_SAVE_CLOSE:
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      ngx_close_file_n " \"%s\" failed", sv->temp);
-        break;
-
-    default: /* NGX_HTTP_PLAYARR_METRICS_SAVE_RENAME */
-        ngx_log_error(NGX_LOG_ERR, log, sv->err,
-                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
-                      sv->temp, path);
-        break;
-    }
-}
-
-
-ngx_int_t
-ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
-    size_t len, ngx_log_t *log)
-{
-    ngx_int_t                          rc;
-    ngx_http_playarr_metrics_save_t    sv;
-
-    sv.temp = ngx_alloc(NGX_HTTP_PLAYARR_METRICS_SAVE_TEMP_LEN(path), log);
-    if (sv.temp == NULL) {
-        return NGX_ERROR;
-    }
-
-    sv.temp[0] = '\0';
-    sv.err = 0;
-    sv.size = len;
-    sv.step = ngx_http_playarr_metrics_state_file(path, sv.temp, data, len,
-                                                  &sv.err);
-
-    rc = NGX_OK;
-
-    if (sv.step != NGX_HTTP_PLAYARR_METRICS_SAVE_OK) {
-        ngx_http_playarr_metrics_state_save_log(path, &sv, log);
-        rc = NGX_ERROR;
-    }
-
-    ngx_free(sv.temp);
-
-    return rc;
-}
-
-
-/*
- * Writes data to a new temporary file and renames it to path; logs
- * nothing: returns the step that failed, its errno in *err
- */
-
-static ngx_uint_t
-ngx_http_playarr_metrics_state_file(ngx_str_t *path, u_char *temp,
-    u_char *data, size_t len, ngx_err_t *err)
-{
-    u_char           *p;
-    size_t            rest;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_uint_t        tries;
-    ngx_file_info_t   fi;
-    u_char            rnd[8];
-
-    fd = NGX_INVALID_FILE;
-
-    for (tries = 0; tries < 8; tries++) {
-        if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-            return NGX_HTTP_PLAYARR_METRICS_SAVE_RAND;
-        }
-
-        *ngx_hex_dump(ngx_sprintf(temp, "%V.tmp.", path), rnd, sizeof(rnd))
-            = '\0';
-
-        fd = ngx_open_file(temp, NGX_FILE_WRONLY|NGX_FILE_NOFOLLOW,
-                           O_CREAT|O_EXCL,
-                           NGX_FILE_OWNER_ACCESS);
-
-        if (fd != NGX_INVALID_FILE || ngx_errno != NGX_EEXIST) {
-            break;
-        }
-    }
-
-    if (fd == NGX_INVALID_FILE) {
-        *err = ngx_errno;
-        return NGX_HTTP_PLAYARR_METRICS_SAVE_OPEN;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        *err = ngx_errno;
-        goto close;
-    }
-
-    if (!ngx_is_file(&fi) || fi.st_nlink != 1 || fi.st_uid != geteuid()
-        || ngx_file_size(&fi) != 0)
-    {
-        (void) ngx_close_file(fd);
-        return NGX_HTTP_PLAYARR_METRICS_SAVE_NOT_NEW;
-    }
-
-    /*
-     * write() may write less: a full disk says ENOSPC only on the next
-     * call, and Linux writes at most 0x7ffff000 bytes at a time
-     */
-
-    for (p = data, rest = len; rest; p += n, rest -= n) {
-        n = ngx_write_fd(fd, p, rest);
-
-        if (n == -1 || n == 0) {
-            *err = (n == -1) ? ngx_errno : 0;
-            (void) ngx_close_file(fd);
-            (void) ngx_delete_file(temp);
-            return NGX_HTTP_PLAYARR_METRICS_SAVE_WRITE;
-        }
-    }
-
-    if (fsync(fd) == -1) {
-        *err = ngx_errno;
-        (void) ngx_close_file(fd);
-        (void) ngx_delete_file(temp);
-        return NGX_HTTP_PLAYARR_METRICS_SAVE_FSYNC;
-    }
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        *err = ngx_errno;
-        (void) ngx_delete_file(temp);
-        return NGX_HTTP_PLAYARR_METRICS_SAVE_CLOSE;
-    }
-
-    if (ngx_rename_file(temp, path->data) == NGX_FILE_ERROR) {
-        *err = ngx_errno;
-        (void) ngx_delete_file(temp);
-        return NGX_HTTP_PLAYARR_METRICS_SAVE_RENAME;
-    }
-
-    *err = 0;
-
-    return NGX_HTTP_PLAYARR_METRICS_SAVE_OK;
-
-close:
-
-    (void) ngx_close_file(fd);
-    (void) ngx_delete_file(temp);
-
-    return NGX_HTTP_PLAYARR_METRICS_SAVE_INFO;
-}
-
-
-/*
- * At start: a missing file is a first start, anything else is said.  The
- * file is read as every file the module reads (a link, a FIFO or a file
- * far larger than any snapshot of this zone is refused with a warning);
- * a snapshot is restored whole or not at all.
- */
-
-void
-ngx_http_playarr_metrics_state_restore(ngx_http_playarr_metrics_store_t *store,
-    ngx_str_t *path, ngx_log_t *log)
-{
-    u_char     *from;
-    size_t      max;
-    ngx_str_t   data;
-
-    max = (size_t) (store->shpool->end - (u_char *) store->shpool);
-    max = ngx_max(NGX_HTTP_PLAYARR_METRICS_STATE_MIN_CAP,
-                  NGX_HTTP_PLAYARR_METRICS_STATE_ZONES * max);
-
-    switch (ngx_http_playarr_metrics_file_read(NULL, log, NGX_LOG_WARN,
-                                               "playarr_metrics_state_file",
-                                               path->data, max, &data, NULL))
-    {
-    case NGX_OK:
-        break;
-
-    case NGX_DECLINED:
-        return;
-
-    default:
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "state file \"%V\" not restored, "
-                      "metrics start from zero", path);
-        return;
-    }
-
-    from = ngx_alloc(path->len + sizeof("state file \"\""), log);
-
-    if (from == NULL) {
-        ngx_free(data.data);
-        return;
-    }
-
-    ngx_sprintf(from, "state file \"%V\"%Z", path);
-
-    if (ngx_http_playarr_metrics_state_load(store, data.data, data.len,
-                                            (char *) from, log)
-        == NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_NOTICE, log, 0, "%s restored", from);
-    }
-
-    ngx_free(data.data);
-    ngx_free(from);
-}
-
-
-/*
- * A binary upgrade (SIGUSR2) renames the pid file to ".oldbin" and runs
- * the new binary, which starts its zone from the state file.  The first
- * worker of the old binary looks for that file every second and, when it
- * names its own master, saves at once; the new binary waits a few seconds
- * for that save, so that it starts from the counts of the upgrade rather
- * than from the last periodic save.
- *
- * _oldbin() returns NGX_OK when the ".oldbin" file exists and holds the
- * pid of master, its information in fi (the rename set its st_ctim).
- */
-
-ngx_int_t
-ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid, ngx_pid_t master,
-    ngx_file_info_t *fi)
-{
-    u_char    *p, *last;
-    ssize_t    n;
-    ngx_fd_t   fd;
-    u_char     buf[NGX_INT64_LEN + 2];
-
-    if (oldpid == NULL || oldpid->len == 0
-        || ngx_file_info(oldpid->data, fi) == NGX_FILE_ERROR)
-    {
-        return NGX_DECLINED;
-    }
-
-    fd = ngx_open_file(oldpid->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        return NGX_DECLINED;
-    }
-
-    n = ngx_read_fd(fd, buf, sizeof(buf));
-
-    (void) ngx_close_file(fd);
-
-    if (n <= 0) {
-        return NGX_DECLINED;
-    }
-
-    last = buf + n;
-
-    for (p = buf; p < last && *p >= '0' && *p <= '9'; p++) {
-        /* void */
-    }
-
-    if (ngx_atoi(buf, p - buf) != (ngx_int_t) master) {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-#define NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT  3000
-#define NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP  20
-
-
-void
-ngx_http_playarr_metrics_state_handoff(ngx_http_playarr_metrics_store_t *store,
-    ngx_log_t *log)
-{
-    ngx_uint_t       i;
-    ngx_file_info_t  pfi, sfi;
-
-    if (ngx_http_playarr_metrics_state_oldbin(store->oldpid, ngx_parent, &pfi)
-        != NGX_OK)
-    {
-        return;
-    }
-
-    for (i = 0;
-         i <= NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT
-              / NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP;
-         i++)
-    {
-        if (ngx_file_info(store->state_file.data, &sfi) != NGX_FILE_ERROR
-            && (sfi.st_mtim.tv_sec > pfi.st_ctim.tv_sec
-                || (sfi.st_mtim.tv_sec == pfi.st_ctim.tv_sec
-                    && sfi.st_mtim.tv_nsec >= pfi.st_ctim.tv_nsec)))
-        {
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "state file \"%V\" saved by the old binary",
-                          &store->state_file);
-            return;
-        }
-
-        ngx_msleep(NGX_HTTP_PLAYARR_METRICS_HANDOFF_STEP);
-    }
-
-    ngx_log_error(NGX_LOG_WARN, log, 0,
-                  "the old binary did not save state file \"%V\" "
-                  "within %ui s, the counts since its last save are lost",
-                  &store->state_file,
-                  (ngx_uint_t) NGX_HTTP_PLAYARR_METRICS_HANDOFF_WAIT / 1000);
 }

@@ -190,20 +190,12 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     /*
-     * A zone made at start, or by a new binary, begins from the state
-     * file; one that replaces a zone of another size begins from zero.
-     * A new binary started by SIGUSR2 first lets the old one save.
+     * A zone made at start, or by a new binary, is restored from the state
+     * file once the cycle's zones are all made (the module's init_module);
+     * one that replaces a zone of another size begins from zero.
      */
 
-    if (resized == NULL && store->state_file.len) {
-
-        if (ngx_inherited && !ngx_test_config) {
-            ngx_http_playarr_metrics_state_handoff(store, shm_zone->shm.log);
-        }
-
-        ngx_http_playarr_metrics_state_restore(store, &store->state_file,
-                                               shm_zone->shm.log);
-    }
+    store->fresh = (resized == NULL);
 
     return NGX_OK;
 }

@@ -237,8 +237,7 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
     ngx_str_t                           name;
     ngx_uint_t                          max_series;
-    ngx_str_t                           state_file;
-    ngx_str_t                          *oldpid;     /* core's ".oldbin" */
+    ngx_uint_t                          fresh;      /* made, not reused */
     ngx_uint_t                          generation; /* of this cycle */
 
     ngx_array_t                         families;   /* family_conf_t */
@@ -286,21 +285,9 @@ u_char *ngx_http_playarr_metrics_state_dump(
 ngx_int_t ngx_http_playarr_metrics_state_load(
     ngx_http_playarr_metrics_store_t *store, u_char *data, size_t len,
     const char *from, ngx_log_t *log);
-ngx_int_t ngx_http_playarr_metrics_state_save(
-    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
-ngx_int_t ngx_http_playarr_metrics_state_save_quiet(
-    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path,
-    ngx_http_playarr_metrics_save_t *sv);
-void ngx_http_playarr_metrics_state_save_log(ngx_str_t *path,
-    ngx_http_playarr_metrics_save_t *sv, ngx_log_t *log);
-ngx_int_t ngx_http_playarr_metrics_state_write(ngx_str_t *path, u_char *data,
-    size_t len, ngx_log_t *log);
-void ngx_http_playarr_metrics_state_restore(
-    ngx_http_playarr_metrics_store_t *store, ngx_str_t *path, ngx_log_t *log);
-ngx_int_t ngx_http_playarr_metrics_state_oldbin(ngx_str_t *oldpid,
-    ngx_pid_t master, ngx_file_info_t *fi);
-void ngx_http_playarr_metrics_state_handoff(
-    ngx_http_playarr_metrics_store_t *store, ngx_log_t *log);
+ngx_int_t ngx_http_playarr_metrics_state_take(
+    ngx_http_playarr_metrics_store_t *store, u_char **buf, size_t *size,
+    size_t *len);
 
 ngx_http_playarr_metrics_slot_t *ngx_http_playarr_metrics_slot_claim(
     ngx_http_playarr_metrics_store_t *store, ngx_uint_t worker,

@@ -6,9 +6,9 @@
 
 /*
  * Stand-ins for exactly the nginx core functions and variables that the
- * module's store.c, state.c, route.c, update.c, format.c and token.c use,
- * so that the fuzz harnesses link those files unchanged without the nginx
- * core (Debian ships its headers only).
+ * module's store.c, state.c, route.c, update.c, family.c, format.c and
+ * token.c use, so that the fuzz harnesses link those files unchanged
+ * without the nginx core (Debian ships its headers only).
  *
  * They are small on purpose, and strict where nginx is lenient:
  *

@@ -1,0 +1,1066 @@
+
+/*
+ * Copyright (C) Playarr metrics module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ngx_http_playarr_metrics_module.h>
+
+
+/*
+ * The recording of a request: its endpoint (the route template), status,
+ * user and duration, added to the built-in HTTP families in the log
+ * phase; the updates an upstream response header carries; the requests
+ * in flight.  Everything here runs for every request.
+ */
+
+
+typedef struct {
+    ngx_array_t                    headers;       /* ngx_str_t */
+} ngx_http_playarr_metrics_ctx_t;
+
+
+/*
+ * The requests a worker recorded lately: the series of an endpoint, a
+ * status and a user (as the request gave it), found again without the
+ * keys being built, hashed and compared.  Series are never freed nor
+ * moved while their zone lives, and the cache lives with the main conf,
+ * so with the zone and families it was filled from; an overflow series
+ * is never kept, so that every refused request still counts as one.  A
+ * set holds 4 entries, the newest first: 2048 entries of 64 bytes, each
+ * in a cache line of its own, 128k a worker, allocated when it is first
+ * needed.  A user longer than 32 bytes is not kept.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
+
+/* a hint that memory will be read soon: a load that never faults */
+#if (__GNUC__ || __clang__)
+#define ngx_http_playarr_metrics_prefetch_line(p)  __builtin_prefetch(p)
+#else
+#define ngx_http_playarr_metrics_prefetch_line(p)
+#endif
+
+
+struct ngx_http_playarr_metrics_recent_s {
+    u_char                             *endpoint;      /* a template */
+    uint64_t                            tag;           /* lengths, status */
+    ngx_http_playarr_metrics_series_t  *duration;      /* NULL for 101 */
+    ngx_http_playarr_metrics_series_t  *requests;
+    u_char            user[NGX_HTTP_PLAYARR_METRICS_RECENT_USER];
+};
+
+
+static ngx_int_t ngx_http_playarr_metrics_header_filter(
+    ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf);
+static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
+    ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_in_flight_done(void *data);
+static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static void ngx_http_playarr_metrics_auth_failed(
+    ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
+    ngx_str_t *ep, ngx_str_t *user, ngx_str_t *claimed, u_char *buf);
+static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
+    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
+static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
+static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
+    uint32_t status, ngx_str_t *user, uint64_t *tag);
+static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
+static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v);
+static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
+static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
+    ngx_str_t *uri, ngx_uint_t seg);
+static ngx_int_t ngx_http_playarr_metrics_route_user_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
+    ngx_string("playarr_metrics_endpoint");
+
+static ngx_str_t  ngx_http_playarr_metrics_route_user_name =
+    ngx_string("playarr_metrics_route_username");
+
+static ngx_str_t  ngx_http_playarr_metrics_unknown =
+    ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+/* this worker's slot of playarr_http_requests_in_flight */
+static ngx_http_playarr_metrics_slot_t  *ngx_http_playarr_metrics_own_slot;
+
+
+/*
+ * The request path: the post-read and log phase handlers, the header
+ * filter, and the indexes of the module's variables.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    pmcf->endpoint = ngx_http_get_variable_index(cf,
+                                     &ngx_http_playarr_metrics_endpoint_name);
+    if (pmcf->endpoint == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    pmcf->route_user = ngx_http_get_variable_index(cf,
+                                   &ngx_http_playarr_metrics_route_user_name);
+    if (pmcf->route_user == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_playarr_metrics_post_read_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_playarr_metrics_log_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
+
+    return NGX_OK;
+}
+
+
+/* a worker frees its slot of the requests in flight when it exits */
+
+void
+ngx_http_playarr_metrics_in_flight_exit(void)
+{
+    if (ngx_http_playarr_metrics_own_slot) {
+        ngx_http_playarr_metrics_slot_release(
+                                           ngx_http_playarr_metrics_own_slot);
+        ngx_http_playarr_metrics_own_slot = NULL;
+    }
+}
+
+
+/*
+ * Updates carried by upstream response headers are taken out of the
+ * response here, and applied when the request is logged.  And the
+ * recent requests cache lines the request will be looked up in when it
+ * is logged are fetched here, while the response is being sent.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                            *v;
+    ngx_uint_t                            i;
+    ngx_list_part_t                      *part;
+    ngx_table_elt_t                      *h;
+    ngx_http_playarr_metrics_ctx_t       *ctx;
+    ngx_http_playarr_metrics_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+
+    if (plcf->enable && !plcf->handler && r == r->main) {
+        ngx_http_playarr_metrics_prefetch(r, plcf);
+    }
+
+    if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != plcf->upstream_header.len
+            || ngx_strncasecmp(h[i].key.data, plcf->upstream_header.data,
+                               h[i].key.len)
+               != 0)
+        {
+            continue;
+        }
+
+        if (ctx == NULL) {
+            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+            if (ctx == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_array_init(&ctx->headers, r->pool, 2, sizeof(ngx_str_t))
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+        }
+
+        v = ngx_array_push(&ctx->headers);
+        if (v == NULL) {
+            return NGX_ERROR;
+        }
+
+        *v = h[i].value;
+
+        /* the header never reaches the client */
+
+        h[i].hash = 0;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static void
+ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    ngx_int_t                        rc, index;
+    ngx_str_t                       *v, err;
+    ngx_uint_t                       i, reason;
+    ngx_array_t                      updates;
+    ngx_http_playarr_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    v = ctx->headers.elts;
+
+    for (i = 0; i < ctx->headers.nelts; i++) {
+
+        rc = ngx_http_playarr_metrics_updates_parse(r->pool, pmcf->store,
+                                                    v[i].data, v[i].len,
+                                                    &updates, &err, &index);
+        if (rc == NGX_OK) {
+            ngx_http_playarr_metrics_updates_apply(pmcf->store, &updates,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
+                                        r->connection->log);
+            continue;
+        }
+
+        if (rc == NGX_ERROR) {
+            return;
+        }
+
+        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
+                             : NGX_HTTP_PLAYARR_METRICS_INVALID;
+
+        ngx_http_playarr_metrics_reject(pmcf->store,
+                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
+                                        reason, r->connection->log, &err);
+    }
+}
+
+
+/*
+ * The route is that of the URI as nginx normalized it, before any rewrite.
+ * The post-read phase keeps where that URI is in the slot of
+ * $playarr_metrics_endpoint (not yet valid): unlike the module contexts,
+ * r->variables survives internal redirects.  The route is matched there
+ * only when asked for, so a request that is not recorded does not pay.
+ *
+ * A client request is in flight from here (once: the phase is that of
+ * the main request only) until nginx frees it, just after its log phase:
+ * whatever its location, a scrape and an open websocket included.  One
+ * finalized before this phase (a bad request line or header) never is.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_variable_value_t             *v;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    v = &r->variables[pmcf->endpoint];
+
+    if (!v->valid && v->data == NULL) {
+        v->data = r->uri.data;
+        v->len = r->uri.len;
+
+        if (ngx_http_playarr_metrics_own_slot) {
+            cln = ngx_pool_cleanup_add(r->pool, 0);
+
+            if (cln) {
+                cln->handler = ngx_http_playarr_metrics_in_flight_done;
+                (void) ngx_atomic_fetch_add(
+                                   &ngx_http_playarr_metrics_own_slot->count,
+                                   1);
+            }
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the request's pool is destroyed: it is no longer in flight */
+
+static void
+ngx_http_playarr_metrics_in_flight_done(void *data)
+{
+    if (ngx_http_playarr_metrics_own_slot) {
+        (void) ngx_atomic_fetch_add(&ngx_http_playarr_metrics_own_slot->count,
+                                    (ngx_atomic_int_t) -1);
+    }
+}
+
+
+/* a worker takes its slot when it starts, frees it when it exits */
+
+ngx_int_t
+ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+    ngx_http_playarr_metrics_main_conf_t *pmcf)
+{
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_playarr_metrics_own_slot =
+                  ngx_http_playarr_metrics_slot_claim(pmcf->store, ngx_worker,
+                                                      cycle->log);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v)
+{
+    ngx_str_t                            *t, uri;
+    ngx_uint_t                            n, seg;
+    ngx_http_playarr_metrics_srv_conf_t  *pscf;
+
+    pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
+
+    /* the URI kept in the post-read phase; else, finalized before it */
+
+    if (v->data) {
+        uri.data = v->data;
+        uri.len = v->len;
+
+    } else {
+        uri = r->uri;
+    }
+
+    t = &ngx_http_playarr_metrics_unknown;
+
+    if (pscf->routes) {
+        n = ngx_http_playarr_metrics_routes_match(pscf->routes, uri.data,
+                                                  uri.len);
+        if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+            t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
+
+            seg = ngx_http_playarr_metrics_routes_user(pscf->routes, n);
+
+            if (seg) {
+                ngx_http_playarr_metrics_route_segment(r, &uri, seg);
+            }
+        }
+    }
+
+    v->len = t->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = t->data;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_playarr_metrics_match(r, v);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The seg-th segment of the path (empty ones are skipped, as the match
+ * skips them) is kept in the slot of $playarr_metrics_route_username, not
+ * yet valid, for its get handler.
+ */
+
+static void
+ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, ngx_str_t *uri,
+    ngx_uint_t seg)
+{
+    u_char                                *p, *q, *last;
+    ngx_http_variable_value_t             *v;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    last = uri->data + uri->len;
+
+    for (p = uri->data; p < last; p = q) {
+
+        while (p < last && *p == '/') {
+            p++;
+        }
+
+        for (q = p; q < last && *q != '/'; q++) { /* void */ }
+
+        if (q > p && --seg == 0) {
+            v = &r->variables[pmcf->route_user];
+
+            if (!v->valid) {
+                v->data = p;
+                v->len = q - p;
+            }
+
+            return;
+        }
+    }
+}
+
+
+/*
+ * $playarr_metrics_route_username: the matched template's ":username"
+ * segment, else the "username" query argument (decoded as Express does),
+ * else empty; at most a label value long.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                                *p, *q, *dst;
+    ngx_str_t                              ep, arg;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (pmcf->endpoint == NGX_ERROR) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    /* the match fills v->data when the template names the user */
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    if (v->data && v->len) {
+        v->len = ngx_min(v->len, NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+        return NGX_OK;
+    }
+
+    v->len = 0;
+    v->data = (u_char *) "";
+
+    /*
+     * The query names a user only on a route of the app: on any other
+     * path (a static file, a scan) a client would pick the label freely
+     */
+
+    if (r->args.len == 0 || ep.data == ngx_http_playarr_metrics_unknown.data
+        || ngx_http_arg(r, (u_char *) "username", 8, &arg) != NGX_OK
+        || arg.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    dst = ngx_pnalloc(r->pool, arg.len);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* "+" is a space, then %XX decoded, as Express's qs has it */
+
+    for (p = arg.data, q = dst; p < arg.data + arg.len; p++) {
+        *q++ = (*p == '+') ? ' ' : *p;
+    }
+
+    p = dst;
+    q = dst;
+
+    ngx_unescape_uri(&q, &p, arg.len, 0);
+
+    v->data = dst;
+    v->len = ngx_min((size_t) (q - dst), NGX_HTTP_PLAYARR_METRICS_VALUE_MAX);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep)
+{
+    ngx_http_variable_value_t  *v;
+
+    v = &r->variables[pmcf->endpoint];
+
+    if (!v->valid) {
+        ngx_http_playarr_metrics_match(r, v);
+    }
+
+    ep->len = v->len;
+    ep->data = v->data;
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
+{
+    u_char                                  *p, *key, *user;
+    size_t                                   ulen, elen, n;
+    uint32_t                                 status;
+    uint64_t                                 tag;
+    ngx_str_t                                ep, s, u, claimed;
+    ngx_uint_t                               i;
+    ngx_msec_int_t                           ms;
+    ngx_time_t                              *tp;
+    ngx_http_playarr_metrics_store_t        *store;
+    ngx_http_playarr_metrics_series_t       *series, *duration;
+    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_recent_t       *set, *hit;
+    ngx_http_playarr_metrics_loc_conf_t     *plcf;
+    ngx_http_playarr_metrics_main_conf_t    *pmcf;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    ngx_http_playarr_metrics_jwt_claims_t    tmp;
+    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    ngx_http_playarr_metrics_apply_headers(r, pmcf);
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
+
+    if (!plcf->enable || plcf->handler || r != r->main) {
+        return NGX_OK;
+    }
+
+    store = pmcf->store;
+    fc = store->families.elts;
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    status = ngx_http_playarr_metrics_status(r);
+
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, &tmp)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t)
+             ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    /* the series of a request recorded lately */
+
+    set = NULL;
+    hit = NULL;
+    tag = 0;
+
+    if (u.len <= NGX_HTTP_PLAYARR_METRICS_RECENT_USER) {
+        set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
+    }
+
+    if (set) {
+        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+            if (set[i].endpoint == ep.data
+                && set[i].tag == tag
+                && ngx_memcmp(set[i].user, u.data, u.len) == 0)
+            {
+                hit = &set[i];
+
+                /* not to wait for the two cache lines one after the other */
+                ngx_http_playarr_metrics_prefetch_line(hit->requests);
+
+                if (hit->duration) {
+                    ngx_http_playarr_metrics_observe(hit->duration,
+                                                     (double) ms / 1000);
+                }
+
+                ngx_http_playarr_metrics_add(hit->requests, 1);
+                break;
+            }
+        }
+
+        if (hit && status != NGX_HTTP_UNAUTHORIZED && !plcf->error_type) {
+            return NGX_OK;
+        }
+    }
+
+    /*
+     * Every key ends with the user: it is written once, at the end of
+     * buf, and the values before it in each key are written in front of it.
+     */
+
+    user = buf + sizeof(buf) - NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
+    ulen = 0;
+
+    if (u.len) {
+        ulen = ngx_http_playarr_metrics_value_copy(user, u.data, u.len);
+    }
+
+    if (ulen == 0) {
+        ulen = sizeof(NGX_HTTP_PLAYARR_METRICS_ANONYMOUS) - 1;
+        ngx_memcpy(user, NGX_HTTP_PLAYARR_METRICS_ANONYMOUS, ulen);
+    }
+
+    /* key: endpoint, user */
+
+    key = user - 1 - ep.len;
+    p = ngx_cpymem(key, ep.data, ep.len);
+    *p = NGX_HTTP_PLAYARR_METRICS_SEP;
+    n = user + ulen - key;
+
+    /*
+     * A 101 has no duration: the time a websocket stayed open is not that
+     * of an answer.  Its entry in the cache (the status is in the tag)
+     * holds no duration series.
+     */
+
+    duration = NULL;
+
+    if (hit == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
+        layout = NULL;
+
+        if (plcf->layout != NGX_CONF_UNSET_UINT) {
+            layout = store->shared_layouts[plcf->layout];
+        }
+
+        duration = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_DURATION],
+                                  layout, key, n);
+        ngx_http_playarr_metrics_observe(duration, (double) ms / 1000);
+    }
+
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        ngx_http_playarr_metrics_auth_failed(store, key, n, &ep, &u,
+                                             &claimed, buf);
+    }
+
+    /* key: endpoint, status, user */
+
+    if (hit == NULL) {
+        key -= 4;
+        p = ngx_cpymem(key, ep.data, ep.len);
+        p[0] = NGX_HTTP_PLAYARR_METRICS_SEP;
+        p[1] = (u_char) ('0' + status / 100);
+        p[2] = (u_char) ('0' + status / 10 % 10);
+        p[3] = (u_char) ('0' + status % 10);
+        p[4] = NGX_HTTP_PLAYARR_METRICS_SEP;
+
+        series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS],
+                                  NULL, key, n + 4);
+        ngx_http_playarr_metrics_add(series, 1);
+
+        if (set
+            && duration
+               != fc[NGX_HTTP_PLAYARR_METRICS_DURATION].shared->overflow
+            && series
+               != fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS].shared->overflow)
+        {
+            for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
+                set[i] = set[i - 1];
+            }
+
+            set[0].endpoint = ep.data;
+            set[0].tag = tag;
+            set[0].duration = duration;
+            set[0].requests = series;
+            ngx_memcpy(set[0].user, u.data, u.len);
+        }
+    }
+
+    /* key: endpoint, error type, user; the error type first in buf */
+
+    if (plcf->error_type) {
+        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (s.len) {
+            elen = ngx_http_playarr_metrics_value_copy(buf, s.data, s.len);
+
+            key = user - 2 - elen - ep.len;
+            p = ngx_cpymem(key, ep.data, ep.len);
+            *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+            p = ngx_cpymem(p, buf, elen);
+            *p = NGX_HTTP_PLAYARR_METRICS_SEP;
+
+            series = ngx_http_playarr_metrics_series(store,
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_ERRORS],
+                                  NULL, key, user + ulen - key);
+            ngx_http_playarr_metrics_add(series, 1);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A 401: counted for the user the request claimed, which is not the one
+ * of its other series when that is anonymous; key, n: the key of those.
+ * The claimed user's key is written at the start of buf.
+ */
+
+static void
+ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
+    u_char *key, size_t n, ngx_str_t *ep, ngx_str_t *user,
+    ngx_str_t *claimed, u_char *buf)
+{
+    u_char                                  *p;
+    size_t                                   len;
+    ngx_http_playarr_metrics_series_t       *series;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+
+    fc = store->families.elts;
+
+    if (claimed->len && claimed->data != user->data) {
+        p = ngx_cpymem(buf, ep->data, ep->len);
+        *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
+
+        len = ngx_http_playarr_metrics_value_copy(p, claimed->data,
+                                                  claimed->len);
+        if (len) {
+            key = buf;
+            n = p + len - buf;
+        }
+    }
+
+    series = ngx_http_playarr_metrics_series(store,
+                              &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
+                              NULL, key, n);
+    ngx_http_playarr_metrics_add(series, 1);
+}
+
+
+/*
+ * The cache lines of the recent requests cache that the log handler will
+ * read for this request, fetched ahead: when the request is logged, after
+ * the response went through the kernel, they are no longer waited for.
+ * The route match done here is kept for the log handler.  Only a hint: a
+ * status or a user that changes before the request is logged only makes
+ * the lines fetched useless.
+ */
+
+static void
+ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    u_char                                *p;
+    uint32_t                               status;
+    uint64_t                               tag;
+    ngx_str_t                              ep, u, claimed;
+    ngx_uint_t                             i;
+    ngx_http_playarr_metrics_recent_t     *set;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+
+    status = ngx_http_playarr_metrics_status(r);
+
+    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, NULL)
+        != NGX_OK
+        || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
+    {
+        return;
+    }
+
+    set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
+    if (set == NULL) {
+        return;
+    }
+
+    p = (u_char *) set;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+        ngx_http_playarr_metrics_prefetch_line(p);
+        p += sizeof(ngx_http_playarr_metrics_recent_t);
+    }
+}
+
+
+/*
+ * The user, empty for "anonymous": the first non-empty value of
+ * playarr_metrics_username, for every family.  Without that directive,
+ * the name the request gives, its session's (with a secret file) else its
+ * route's: *claimed, which labels the authentication failure of a 401;
+ * the request and its duration are then anonymous, as in Playarr, which
+ * knows a user only once its check passed.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
+    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    ngx_uint_t                              i;
+    ngx_http_variable_value_t              *vv;
+    ngx_http_playarr_metrics_value_t       *value;
+    ngx_http_playarr_metrics_jwt_claims_t  *claims;
+    ngx_http_playarr_metrics_main_conf_t   *pmcf;
+
+    user->len = 0;
+    user->data = (u_char *) "";
+
+    if (plcf->username) {
+        value = plcf->username->elts;
+
+        for (i = 0; i < plcf->username->nelts; i++) {
+            if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (user->len) {
+                break;
+            }
+        }
+
+        *claimed = *user;
+
+        return NGX_OK;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    /*
+     * The session's user, as the cache holds it (or tmp), not copied: the
+     * log handler uses it before this worker runs anything else.  The
+     * prefetch, a hint only, gives tmp NULL and looks no session up.
+     */
+
+    if (pmcf->jwt_secret.len && tmp
+        && ngx_http_playarr_metrics_session(r, &claims, tmp)
+           == NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    {
+        claimed->len = claims->user_len;
+        claimed->data = claims->user;
+
+    } else {
+        vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
+
+        if (vv == NULL || vv->not_found) {
+            *claimed = *user;
+            return NGX_OK;
+        }
+
+        claimed->len = vv->len;
+        claimed->data = vv->data;
+    }
+
+    if (status != NGX_HTTP_UNAUTHORIZED) {
+        *user = *claimed;
+    }
+
+    return NGX_OK;
+}
+
+
+/* the status as the access log has it */
+
+static uint32_t
+ngx_http_playarr_metrics_status(ngx_http_request_t *r)
+{
+    if (r->err_status) {
+        return (uint32_t) ngx_min(r->err_status, 999);
+    }
+
+    if (r->headers_out.status) {
+        return (uint32_t) ngx_min(r->headers_out.status, 999);
+    }
+
+    if (r->http_version == NGX_HTTP_VERSION_9) {
+        return 9;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The set of the recent requests cache where an endpoint, status and user
+ * would be, and their tag; NULL if there is no cache.  The endpoint is the
+ * text of a template, or ngx_http_playarr_metrics_unknown: it lives as
+ * long as the configuration, so its address stands for it.
+ */
+
+static ngx_http_playarr_metrics_recent_t *
+ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_str_t *ep, uint32_t status, ngx_str_t *user, uint64_t *tag)
+{
+    size_t    size;
+    uint32_t  h;
+
+    if (pmcf->recent == NULL) {
+        size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
+               * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
+               * sizeof(ngx_http_playarr_metrics_recent_t);
+
+        /* an entry is a cache line */
+
+        pmcf->recent = ngx_pmemalign(ngx_cycle->pool, size,
+                                     NGX_CPU_CACHE_LINE);
+        if (pmcf->recent == NULL) {
+            return NULL;
+        }
+
+        ngx_memzero(pmcf->recent, size);
+    }
+
+    *tag = (uint64_t) ep->len | (uint64_t) status << 32
+           | (uint64_t) user->len << 48;
+
+    h = ngx_http_playarr_metrics_hash((uint32_t) ((uintptr_t) ep->data >> 3)
+                                      ^ status, user->data, user->len);
+
+    return &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
+                         * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
+{
+    ngx_uint_t                  i;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_variable_value_t  *vv;
+
+    if (value->value) {
+        return ngx_http_complex_value(r, value->value, s);
+    }
+
+    if (value->header) {
+        s->len = 0;
+
+        if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+            part = &r->headers_in.headers.part;
+
+        } else if (r->upstream) {
+            part = &r->upstream->headers_in.headers.part;
+
+        } else {
+            return NGX_OK;
+        }
+
+        h = part->elts;
+
+        for (i = 0; /* void */ ; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    return NGX_OK;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].hash == value->hash
+                && h[i].key.len == value->name.len
+                && ngx_memcmp(h[i].lowcase_key, value->name.data,
+                              value->name.len)
+                   == 0)
+            {
+                *s = h[i].value;
+                return NGX_OK;
+            }
+        }
+    }
+
+    vv = ngx_http_get_indexed_variable(r, value->index);
+
+    if (vv == NULL || vv->not_found) {
+        s->len = 0;
+        return NGX_OK;
+    }
+
+    s->len = vv->len;
+    s->data = vv->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_playarr_metrics_endpoint_name,
+                                0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_playarr_metrics_endpoint_variable;
+
+    var = ngx_http_add_variable(cf,
+                                &ngx_http_playarr_metrics_route_user_name, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_playarr_metrics_route_user_variable;
+
+    return ngx_http_playarr_metrics_session_add_variables(cf);
+}
