@@ -28,7 +28,7 @@
 #define NGX_HTTP_PLAYARR_METRICS_PROMETHEUS   1
 #define NGX_HTTP_PLAYARR_METRICS_JSON         2
 
-/* the built-in HTTP families, in the order of DESIGN section 5 */
+/* the built-in HTTP families, in the order of docs/metrics.md */
 #define NGX_HTTP_PLAYARR_METRICS_REQUESTS     0
 #define NGX_HTTP_PLAYARR_METRICS_DURATION     1
 #define NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED  2

@@ -123,16 +123,16 @@ typedef struct {
 
 
 /*
- * The requests a process is serving (DESIGN section 8), in a slot of its
- * own in the zone: a cache line, written by that process alone.  A slot
- * is claimed by a worker when it starts, under the slab mutex, and freed
- * when it exits; the slot of a worker that died without exiting is taken
- * over by the worker the master starts in its place (the same generation
- * and worker number), or freed by the next worker that starts.  Slots
- * come by groups of 3, chained, never freed while the zone lives: the
- * render sums them without a lock.  A group is a small slab chunk (256
- * bytes, aligned on its size), usually found in a page the zone already
- * uses: the in-flight count does not take room from the series.
+ * The requests a process is serving (docs/metrics.md, "Self metrics"), in a
+ * slot of its own in the zone: a cache line, written by that process
+ * alone.  A slot is claimed by a worker when it starts, under the slab
+ * mutex, and freed when it exits; the slot of a worker that died without
+ * exiting is taken over by the worker the master starts in its place (the
+ * same generation and worker number), or freed by the next worker that
+ * starts.  Slots come by groups of 3, chained, never freed while the zone
+ * lives: the render sums them without a lock.  A group is a small slab chunk
+ * (256 bytes, aligned on its size), usually found in a page the zone
+ * already uses: the in-flight count does not take room from the series.
  */
 
 #define NGX_HTTP_PLAYARR_METRICS_SLOT_SIZE    64
