@@ -167,14 +167,6 @@ static u_char *ngx_http_playarr_metrics_json_value(u_char *p,
     ngx_str_t *le, const char *suffix, double v);
 
 
-const char  *ngx_http_playarr_metrics_types[] = {
-    "counter", "gauge", "histogram"
-};
-
-const char  *ngx_http_playarr_metrics_sources[] = {
-    "push", "header"
-};
-
 static const char  *ngx_http_playarr_metrics_reasons[] = {
     "malformed", "invalid", "too_large"
 };

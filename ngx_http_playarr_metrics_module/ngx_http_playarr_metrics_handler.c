@@ -75,6 +75,8 @@ static ngx_int_t ngx_http_playarr_metrics_begin(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
+static ngx_int_t ngx_http_playarr_metrics_refuse(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_refusal_t *rf);
 static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format);
 static void ngx_http_playarr_metrics_export_write(ngx_http_request_t *r);
@@ -263,6 +265,7 @@ ngx_http_playarr_metrics_begin(ngx_http_request_t *r, ngx_uint_t methods,
  * playarr_metrics_auth: NGX_OK, or the request was answered and this is
  * what the handler returns.  With both bearer and jwt, a request with an
  * Authorization header gets bearer's answer, one without gets jwt's.
+ * The checks give their verdict; the answer is sent here.
  */
 
 static ngx_int_t
@@ -270,8 +273,9 @@ ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
-    ngx_int_t  status;
-    ngx_str_t  body;
+    ngx_int_t                           status;
+    ngx_str_t                           body;
+    ngx_http_playarr_metrics_refusal_t  rf;
 
     if (plcf->auth == 0) {
         return NGX_OK;
@@ -281,7 +285,13 @@ ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
         && (r->headers_in.authorization
             || !(plcf->auth & NGX_HTTP_PLAYARR_METRICS_AUTH_JWT)))
     {
-        return ngx_http_playarr_metrics_token_auth(r, &pmcf->token);
+        if (ngx_http_playarr_metrics_token_auth(r, &pmcf->token, &rf)
+            == NGX_HTTP_PLAYARR_METRICS_TOKEN_OK)
+        {
+            return NGX_OK;
+        }
+
+        return ngx_http_playarr_metrics_refuse(r, &rf);
     }
 
     status = ngx_http_playarr_metrics_session_check(r, &plcf->auth_role,
@@ -293,7 +303,62 @@ ngx_http_playarr_metrics_auth(ngx_http_request_t *r,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "playarr metrics session: refused, %i", status);
 
-    return ngx_http_playarr_metrics_token_answer(r, status, NULL, &body);
+    rf.status = status;
+    rf.challenge = NULL;
+    rf.body = &body;
+
+    return ngx_http_playarr_metrics_refuse(r, &rf);
+}
+
+
+/*
+ * The answer to a request refused before its body was read, finalized
+ * here so that the caller gets NGX_DONE: what
+ * ngx_http_playarr_metrics_send() returns may be NGX_OK, which the
+ * caller would take for "authenticated".  The extra reference is the one
+ * the caller's NGX_DONE releases, as after an internal redirect.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_refuse(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_refusal_t *rf)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    /*
+     * The body is not read: it is thrown away as it comes, and, as for
+     * nginx's own early answers, a client that expects "100 Continue"
+     * is not invited to send it.
+     */
+
+    r->expect_tested = 1;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    if (rf->challenge) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "WWW-Authenticate");
+        h->value = *rf->challenge;
+
+        r->headers_out.www_authenticate = h;
+    }
+
+    rc = ngx_http_playarr_metrics_send(r, rf->status,
+                                       &ngx_http_playarr_metrics_json_type,
+                                       rf->body);
+
+    r->main->count++;
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
 }
 
 

@@ -294,8 +294,6 @@ u_char *ngx_http_playarr_metrics_merge_sample_text(u_char *p,
     ngx_http_playarr_metrics_sample_t *s);
 
 
-extern const char   *ngx_http_playarr_metrics_types[];
-extern const char   *ngx_http_playarr_metrics_sources[];
 extern ngx_module_t  ngx_http_playarr_metrics_module;
 
 

@@ -12,7 +12,6 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
-#include <ngx_http_playarr_metrics_module.h>
 #include <ngx_http_playarr_metrics_token.h>
 
 
@@ -64,9 +63,6 @@ static ngx_uint_t ngx_http_playarr_metrics_token_is_token68(u_char *p,
 static ngx_uint_t ngx_http_playarr_metrics_token_is_tchar(u_char c);
 static ngx_uint_t ngx_http_playarr_metrics_token_is_space(u_char c);
 
-
-static ngx_str_t  ngx_http_playarr_metrics_token_type =
-    ngx_string("application/json");
 
 static ngx_str_t  ngx_http_playarr_metrics_token_missing =
     ngx_string("{\"error\":\"Missing or invalid Authorization header. "
@@ -890,13 +886,13 @@ ngx_http_playarr_metrics_token_same_file(
 }
 
 
-ngx_int_t
+ngx_uint_t
 ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_token_t *tk)
+    ngx_http_playarr_metrics_token_t *tk,
+    ngx_http_playarr_metrics_refusal_t *rf)
 {
-    ngx_int_t   rc;
-    ngx_str_t   token, *challenge, *body;
-    ngx_uint_t  status;
+    ngx_int_t  rc;
+    ngx_str_t  token;
 
     if (ngx_http_playarr_metrics_token_refresh(r->connection->log, tk)
         != NGX_OK)
@@ -904,9 +900,11 @@ ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "playarr metrics token: unavailable");
 
-        return ngx_http_playarr_metrics_token_answer(r,
-                                 NGX_HTTP_INTERNAL_SERVER_ERROR, NULL,
-                                 &ngx_http_playarr_metrics_token_unavailable);
+        rf->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rf->challenge = NULL;
+        rf->body = &ngx_http_playarr_metrics_token_unavailable;
+
+        return NGX_HTTP_PLAYARR_METRICS_TOKEN_UNAVAILABLE;
     }
 
     if (r->headers_in.authorization == NULL) {
@@ -927,90 +925,40 @@ ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
         {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "playarr metrics token: accepted");
-            return NGX_OK;
+            return NGX_HTTP_PLAYARR_METRICS_TOKEN_OK;
         }
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "playarr metrics token: wrong token");
 
-        status = NGX_HTTP_UNAUTHORIZED;
-        challenge = &ngx_http_playarr_metrics_token_challenge_invalid;
-        body = &ngx_http_playarr_metrics_token_invalid;
-        break;
+        rf->status = NGX_HTTP_UNAUTHORIZED;
+        rf->challenge = &ngx_http_playarr_metrics_token_challenge_invalid;
+        rf->body = &ngx_http_playarr_metrics_token_invalid;
+
+        return NGX_HTTP_PLAYARR_METRICS_TOKEN_INVALID;
 
     case NGX_DECLINED:
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "playarr metrics token: no bearer credentials");
 
-        status = NGX_HTTP_UNAUTHORIZED;
-        challenge = &ngx_http_playarr_metrics_token_challenge;
-        body = &ngx_http_playarr_metrics_token_missing;
-        break;
+        rf->status = NGX_HTTP_UNAUTHORIZED;
+        rf->challenge = &ngx_http_playarr_metrics_token_challenge;
+        rf->body = &ngx_http_playarr_metrics_token_missing;
+
+        return NGX_HTTP_PLAYARR_METRICS_TOKEN_MISSING;
 
     default: /* NGX_ERROR */
 
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "playarr metrics token: malformed credentials");
 
-        status = NGX_HTTP_BAD_REQUEST;
-        challenge = &ngx_http_playarr_metrics_token_challenge_malformed;
-        body = &ngx_http_playarr_metrics_token_malformed;
-        break;
+        rf->status = NGX_HTTP_BAD_REQUEST;
+        rf->challenge = &ngx_http_playarr_metrics_token_challenge_malformed;
+        rf->body = &ngx_http_playarr_metrics_token_malformed;
+
+        return NGX_HTTP_PLAYARR_METRICS_TOKEN_MALFORMED;
     }
-
-    return ngx_http_playarr_metrics_token_answer(r, status, challenge, body);
-}
-
-
-/*
- * Sends an error answer and finalizes it here, so that the caller gets
- * NGX_DONE: what ngx_http_playarr_metrics_send() returns may be NGX_OK,
- * which the caller would take for "authenticated".  The extra reference
- * is the one the caller's NGX_DONE releases, as after an internal
- * redirect.
- */
-
-ngx_int_t
-ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *challenge, ngx_str_t *body)
-{
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
-
-    /*
-     * The body is not read: it is thrown away as it comes, and, as for
-     * nginx's own early answers, a client that expects "100 Continue"
-     * is not invited to send it.
-     */
-
-    r->expect_tested = 1;
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    if (challenge) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        h->value = *challenge;
-
-        r->headers_out.www_authenticate = h;
-    }
-
-    rc = ngx_http_playarr_metrics_send(r, status,
-                                       &ngx_http_playarr_metrics_token_type,
-                                       body);
-
-    r->main->count++;
-    ngx_http_finalize_request(r, rc);
-
-    return NGX_DONE;
 }
 
 

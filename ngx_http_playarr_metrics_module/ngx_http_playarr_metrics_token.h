@@ -13,7 +13,20 @@
 #include <ngx_http.h>
 
 
-#define NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX  512
+/* the module's own symbols are not exported: see the store's header */
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility push(hidden)
+#endif
+
+
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX          512
+
+/* the verdicts of ngx_http_playarr_metrics_token_auth() */
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_OK           0
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_UNAVAILABLE  1  /* no usable file */
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_MISSING      2  /* no Bearer */
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_MALFORMED    3  /* a bad token68 */
+#define NGX_HTTP_PLAYARR_METRICS_TOKEN_INVALID      4  /* another token */
 
 
 typedef struct {
@@ -41,6 +54,15 @@ typedef struct {
 } ngx_http_playarr_metrics_token_t;
 
 
+/* the answer to a request refused by playarr_metrics_auth */
+
+typedef struct {
+    ngx_uint_t                status;
+    ngx_str_t                *challenge; /* WWW-Authenticate; NULL: none */
+    ngx_str_t                *body;      /* JSON */
+} ngx_http_playarr_metrics_refusal_t;
+
+
 /*
  * Config time (the directive, in the master): create the file when
  * missing (mode 0600, or 0640 owned by tk->gid when tk->group is set),
@@ -51,22 +73,15 @@ ngx_int_t ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
     ngx_http_playarr_metrics_token_t *tk);
 
 /*
- * Request time: NGX_OK when the request carries the current token.
- * Otherwise the request body is discarded (no "100 Continue"), the error
- * answer of DESIGN section 6 has been sent, and the returned value is
- * what the content handler returns.  Only the request's headers are
- * looked at: it can be called before the body is read.
+ * Request time: NGX_HTTP_PLAYARR_METRICS_TOKEN_OK when the request
+ * carries the current token.  Otherwise the verdict, and in *rf the
+ * answer of DESIGN section 6 for it, which the content handler sends.
+ * Only the request's headers are looked at: it can be called before the
+ * body is read, and it answers nothing itself.
  */
-ngx_int_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_token_t *tk);
-
-/*
- * Request time: the answer to a request refused before its body was read
- * (thrown away as it comes, no "100 Continue"), with a JSON body and a
- * WWW-Authenticate challenge when not NULL; returns NGX_DONE.
- */
-ngx_int_t ngx_http_playarr_metrics_token_answer(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *challenge, ngx_str_t *body);
+ngx_uint_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_token_t *tk,
+    ngx_http_playarr_metrics_refusal_t *rf);
 
 /*
  * Request time: writes a new token (temp file + rename; mode 0640 and
@@ -83,6 +98,11 @@ ngx_int_t ngx_http_playarr_metrics_token_regenerate(ngx_http_request_t *r,
  */
 ngx_int_t ngx_http_playarr_metrics_token_refresh(ngx_log_t *log,
     ngx_http_playarr_metrics_token_t *tk);
+
+
+#if (__GNUC__ >= 4 || __clang__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_HTTP_PLAYARR_METRICS_TOKEN_H_INCLUDED_ */

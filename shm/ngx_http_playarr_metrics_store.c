@@ -71,6 +71,17 @@ static void *ngx_http_playarr_metrics_arena_alloc(
     ngx_http_playarr_metrics_store_t *store, size_t size);
 
 
+/* by NGX_HTTP_PLAYARR_METRICS_COUNTER..._HISTOGRAM */
+const char  *ngx_http_playarr_metrics_types[] = {
+    "counter", "gauge", "histogram"
+};
+
+/* by NGX_HTTP_PLAYARR_METRICS_SOURCE_* */
+const char  *ngx_http_playarr_metrics_sources[] = {
+    "push", "header"
+};
+
+
 ngx_int_t
 ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
 {

@@ -246,6 +246,11 @@ typedef struct {
 } ngx_http_playarr_metrics_store_t;
 
 
+/* the names of the types and sources above, as the output and log say */
+extern const char  *ngx_http_playarr_metrics_types[];
+extern const char  *ngx_http_playarr_metrics_sources[];
+
+
 ngx_int_t ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone,
     void *data);
 

@@ -14,15 +14,16 @@
  *   is compared with the RFC 7235 / RFC 6750 grammar written out below
  *   (credentials = "Bearer" 1*SP token68, the scheme case-insensitive,
  *   optional whitespace around the field value); a token points into the
- *   value, never a copy.  Then _token_auth() answers a request carrying
+ *   value, never a copy.  Then _token_auth() judges a request carrying
  *   it, against the token file written at start: accepted only for the
- *   exact token, otherwise the 401 or 400 of DESIGN section 6;
+ *   exact token, otherwise the verdict and the 401 or 400 of DESIGN
+ *   section 6, which it leaves to the handler to send;
  * - flags & 1 == 1: the content of the token file, written (temp file +
  *   rename) and re-read by _token_refresh(): usable exactly when, without
  *   surrounding whitespace, it is 1 to 512 bytes of printable ASCII, and
  *   then "Bearer <it>" is accepted when it is a token68.
  *
- * No log line may hold the token.
+ * No log line and no answer may hold the token.
  */
 
 
@@ -43,8 +44,8 @@ static void fuzz_file(u_char *content, size_t len);
 static ngx_int_t fuzz_grammar(u_char *p, size_t len);
 static ngx_uint_t fuzz_token68(u_char *p, u_char *last);
 static ngx_uint_t fuzz_tchar(u_char c);
-static ngx_int_t fuzz_auth(u_char *value, size_t len, ngx_uint_t *status,
-    ngx_str_t **challenge);
+static ngx_uint_t fuzz_auth(u_char *value, size_t len,
+    ngx_http_playarr_metrics_refusal_t *rf);
 static void fuzz_write_token(u_char *content, size_t len);
 static void fuzz_no_token(ngx_uint_t level, u_char *msg, size_t len);
 static void fuzz_cleanup(void);
@@ -54,8 +55,6 @@ static ngx_http_playarr_metrics_token_t  fuzz_tk;
 
 static char        fuzz_dir[] = "/tmp/playarr-fuzz-auth-XXXXXX";
 static u_char      fuzz_path[64];
-static ngx_uint_t  fuzz_status;
-static ngx_str_t  *fuzz_challenge;
 static u_char      fuzz_secret[NGX_HTTP_PLAYARR_METRICS_TOKEN_MAX + 1];
 static size_t      fuzz_secret_len;
 
@@ -134,9 +133,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 static void
 fuzz_header(u_char *value, size_t len)
 {
-    ngx_int_t    rc, expect, auth;
-    ngx_str_t    v, token, *challenge;
-    ngx_uint_t   status, exact;
+    ngx_int_t                           rc, expect;
+    ngx_str_t                           v, token;
+    ngx_uint_t                          exact, verdict;
+    ngx_http_playarr_metrics_refusal_t  rf;
 
     v.data = value;
     v.len = len;
@@ -168,42 +168,45 @@ fuzz_header(u_char *value, size_t len)
 
     /* the whole check, as a request meets it */
 
-    auth = fuzz_auth(value, len, &status, &challenge);
+    verdict = fuzz_auth(value, len, &rf);
 
     if (exact) {
-        if (auth != NGX_OK) {
+        if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_OK) {
             fuzz_fatal("the right token is refused");
         }
 
         return;
     }
 
-    if (auth != NGX_DONE) {
-        fuzz_fatal("\"%.*s\": token_auth() %d", (int) len, value, (int) auth);
-    }
-
     switch (rc) {
 
     case NGX_OK:
-        if (status != NGX_HTTP_UNAUTHORIZED
-            || challenge != &ngx_http_playarr_metrics_token_challenge_invalid)
+        if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_INVALID
+            || rf.status != NGX_HTTP_UNAUTHORIZED
+            || rf.challenge
+               != &ngx_http_playarr_metrics_token_challenge_invalid
+            || rf.body != &ngx_http_playarr_metrics_token_invalid)
         {
             fuzz_fatal("a wrong token is not a 401 invalid_token");
         }
         break;
 
     case NGX_DECLINED:
-        if (status != NGX_HTTP_UNAUTHORIZED
-            || challenge != &ngx_http_playarr_metrics_token_challenge)
+        if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_MISSING
+            || rf.status != NGX_HTTP_UNAUTHORIZED
+            || rf.challenge != &ngx_http_playarr_metrics_token_challenge
+            || rf.body != &ngx_http_playarr_metrics_token_missing)
         {
             fuzz_fatal("no credentials is not a 401");
         }
         break;
 
     default:
-        if (status != NGX_HTTP_BAD_REQUEST
-            || challenge
-               != &ngx_http_playarr_metrics_token_challenge_malformed)
+        if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_MALFORMED
+            || rf.status != NGX_HTTP_BAD_REQUEST
+            || rf.challenge
+               != &ngx_http_playarr_metrics_token_challenge_malformed
+            || rf.body != &ngx_http_playarr_metrics_token_malformed)
         {
             fuzz_fatal("malformed credentials are not a 400");
         }
@@ -214,10 +217,10 @@ fuzz_header(u_char *value, size_t len)
 static void
 fuzz_file(u_char *content, size_t len)
 {
-    u_char      *p, *last, *q, *value;
-    ngx_int_t    rc, auth;
-    ngx_str_t   *challenge;
-    ngx_uint_t   usable, status;
+    u_char                              *p, *last, *q, *value;
+    ngx_int_t                            rc;
+    ngx_uint_t                           usable, verdict;
+    ngx_http_playarr_metrics_refusal_t   rf;
 
     p = content;
     last = content + len;
@@ -255,9 +258,13 @@ fuzz_file(u_char *content, size_t len)
 
         /* fails closed: 500 */
 
-        auth = fuzz_auth((u_char *) "Bearer x", 8, &status, &challenge);
+        verdict = fuzz_auth((u_char *) "Bearer x", 8, &rf);
 
-        if (auth != NGX_DONE || status != NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_UNAVAILABLE
+            || rf.status != NGX_HTTP_INTERNAL_SERVER_ERROR
+            || rf.challenge != NULL
+            || rf.body != &ngx_http_playarr_metrics_token_unavailable)
+        {
             fuzz_fatal("no token, but not a 500");
         }
 
@@ -282,11 +289,11 @@ fuzz_file(u_char *content, size_t len)
     q = ngx_cpymem(value, "Bearer ", 7);
     q = ngx_cpymem(q, p, last - p);
 
-    auth = fuzz_auth(value, q - value, &status, &challenge);
+    verdict = fuzz_auth(value, q - value, &rf);
 
     free(value);
 
-    if (auth != NGX_OK) {
+    if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_OK) {
         fuzz_fatal("the token of the file is refused");
     }
 }
@@ -384,13 +391,16 @@ fuzz_tchar(u_char c)
 }
 
 
-/* _token_auth() for a request with that Authorization value, or none */
+/*
+ * _token_auth() for a request with that Authorization value: the
+ * verdict, and in *rf the answer of a refusal, which must not hold the
+ * token.  The check answers nothing itself: no header, no reference.
+ */
 
-static ngx_int_t
-fuzz_auth(u_char *value, size_t len, ngx_uint_t *status,
-    ngx_str_t **challenge)
+static ngx_uint_t
+fuzz_auth(u_char *value, size_t len, ngx_http_playarr_metrics_refusal_t *rf)
 {
-    ngx_int_t            rc;
+    ngx_uint_t           verdict;
     ngx_pool_t          *pool;
     ngx_table_elt_t      h;
     ngx_connection_t     c;
@@ -429,84 +439,35 @@ fuzz_auth(u_char *value, size_t len, ngx_uint_t *status,
 
     r->headers_in.authorization = &h;
 
-    fuzz_status = 0;
-    fuzz_challenge = NULL;
+    ngx_memzero(rf, sizeof(ngx_http_playarr_metrics_refusal_t));
 
-    rc = ngx_http_playarr_metrics_token_auth(r, &fuzz_tk);
+    verdict = ngx_http_playarr_metrics_token_auth(r, &fuzz_tk, rf);
 
-    *status = fuzz_status;
-    *challenge = NULL;
-
-    if (r->headers_out.www_authenticate) {
-        *challenge = fuzz_challenge;
-
-        if (fuzz_challenge == NULL) {
-            fuzz_fatal("a WWW-Authenticate header of nowhere");
-        }
+    if (r->headers_out.headers.part.nelts
+        || r->headers_out.www_authenticate
+        || r->headers_out.status
+        || r->count != 1)
+    {
+        fuzz_fatal("the token check answered the request itself");
     }
 
-    if (rc == NGX_DONE && r->count != 2) {
-        fuzz_fatal("an answer without the reference NGX_DONE releases");
+    if (verdict != NGX_HTTP_PLAYARR_METRICS_TOKEN_OK) {
+        if (rf->status == 0 || rf->body == NULL) {
+            fuzz_fatal("a refusal without an answer: verdict %d",
+                       (int) verdict);
+        }
+
+        if (fuzz_secret_len
+            && memmem(rf->body->data, rf->body->len, fuzz_secret,
+                      fuzz_secret_len))
+        {
+            fuzz_fatal("the token is in a response");
+        }
     }
 
     ngx_destroy_pool(pool);
 
-    return rc;
-}
-
-
-/* what the module's handler.c and nginx would do with the answer */
-
-ngx_int_t
-ngx_http_playarr_metrics_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *content_type, ngx_str_t *body)
-{
-    ngx_str_t  *c;
-
-    fuzz_status = status;
-
-    if (r->headers_out.www_authenticate) {
-        c = &r->headers_out.www_authenticate->value;
-
-        if (c->data == ngx_http_playarr_metrics_token_challenge.data) {
-            fuzz_challenge = &ngx_http_playarr_metrics_token_challenge;
-
-        } else if (c->data
-                   == ngx_http_playarr_metrics_token_challenge_invalid.data)
-        {
-            fuzz_challenge = &ngx_http_playarr_metrics_token_challenge_invalid;
-
-        } else if (c->data
-                   == ngx_http_playarr_metrics_token_challenge_malformed.data)
-        {
-            fuzz_challenge =
-                          &ngx_http_playarr_metrics_token_challenge_malformed;
-        }
-    }
-
-    if (fuzz_secret_len
-        && memmem(body->data, body->len, fuzz_secret, fuzz_secret_len))
-    {
-        fuzz_fatal("the token is in a response");
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
-{
-    return;
-}
-
-
-/* a refused request's body is thrown away: there is none here */
-
-ngx_int_t
-ngx_http_discard_request_body(ngx_http_request_t *r)
-{
-    return NGX_OK;
+    return verdict;
 }
 
 
