@@ -20,18 +20,18 @@
 
 /* an export being sent: the renderer and its buffers */
 
-typedef struct {
+struct ngx_http_playarr_metrics_export_s {
     ngx_http_playarr_metrics_render_t  *render;
     ngx_chain_t                        *out;
     ngx_chain_t                        *free;
     ngx_chain_t                        *busy;
     ngx_uint_t                          done;     /* last buffer rendered */
-} ngx_http_playarr_metrics_export_t;
+};
 
 
 /* playarr_metrics_merge: the subrequest to the app, and what it gave */
 
-typedef struct {
+struct ngx_http_playarr_metrics_merge_s {
     ngx_http_request_t                 *subrequest;
     ngx_http_playarr_metrics_app_t     *app;
     u_char                             *body;       /* ngx_alloc() */
@@ -43,7 +43,7 @@ typedef struct {
     unsigned                            last:1;     /* the whole body */
     unsigned                            too_large:1;
     unsigned                            unread:1;   /* a file not read */
-} ngx_http_playarr_metrics_merge_t;
+};
 
 
 static ngx_int_t ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
@@ -60,8 +60,6 @@ static ngx_int_t ngx_http_playarr_metrics_merge_file(
 static ngx_int_t ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r);
-static ngx_http_playarr_metrics_merge_t *ngx_http_playarr_metrics_merge_ctx(
-    ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_merge_cleanup(void *data);
 static ngx_int_t ngx_http_playarr_metrics_not_allowed(ngx_http_request_t *r,
     ngx_str_t *allow);
@@ -80,8 +78,6 @@ static ngx_int_t ngx_http_playarr_metrics_refuse(ngx_http_request_t *r,
 static ngx_int_t ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format);
 static void ngx_http_playarr_metrics_export_write(ngx_http_request_t *r);
-static ngx_http_playarr_metrics_export_t *ngx_http_playarr_metrics_export_ctx(
-    ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_export_cleanup(void *data);
 static void ngx_http_playarr_metrics_push_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_push(ngx_http_request_t *r);
@@ -373,6 +369,7 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
     ngx_pool_cleanup_t                    *cln;
+    ngx_http_playarr_metrics_ctx_t        *ctx;
     ngx_http_playarr_metrics_merge_t      *mg;
     ngx_http_playarr_metrics_export_t     *ex;
     ngx_http_playarr_metrics_loc_conf_t   *plcf;
@@ -446,6 +443,13 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
 
         cln->handler = ngx_http_playarr_metrics_export_cleanup;
         cln->data = ex;
+
+        ctx = ngx_http_playarr_metrics_ctx(r);
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->export = ex;
     }
 
     r->headers_out.content_length_n = -1;
@@ -479,9 +483,15 @@ ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
     ngx_pool_cleanup_t                *cln;
     ngx_http_request_t                *sr;
     ngx_http_post_subrequest_t        *ps;
+    ngx_http_playarr_metrics_ctx_t    *ctx;
     ngx_http_playarr_metrics_merge_t  *mg;
 
-    mg = ngx_http_playarr_metrics_merge_ctx(r);
+    ctx = ngx_http_playarr_metrics_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    mg = ctx->merge;
 
     if (mg) {
         /* the second call: ngx_http_playarr_metrics_merge_resume() */
@@ -501,6 +511,8 @@ ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
 
     cln->handler = ngx_http_playarr_metrics_merge_cleanup;
     cln->data = mg;
+
+    ctx->merge = mg;
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
@@ -818,9 +830,11 @@ ngx_http_playarr_metrics_merge_done(ngx_http_request_t *r, void *data,
 static void
 ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r)
 {
+    ngx_http_playarr_metrics_ctx_t    *ctx;
     ngx_http_playarr_metrics_merge_t  *mg;
 
-    mg = ngx_http_playarr_metrics_merge_ctx(r);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+    mg = ctx ? ctx->merge : NULL;
 
     if (mg == NULL || !mg->done) {
         return;
@@ -829,21 +843,6 @@ ngx_http_playarr_metrics_merge_resume(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_request_empty_handler;
 
     ngx_http_finalize_request(r, ngx_http_playarr_metrics_export_handler(r));
-}
-
-
-static ngx_http_playarr_metrics_merge_t *
-ngx_http_playarr_metrics_merge_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t  *cln;
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_playarr_metrics_merge_cleanup) {
-            return cln->data;
-        }
-    }
-
-    return NULL;
 }
 
 
@@ -912,6 +911,7 @@ ngx_http_playarr_metrics_export_write(ngx_http_request_t *r)
     ngx_event_t                        *wev;
     ngx_connection_t                   *c;
     ngx_http_core_loc_conf_t           *clcf;
+    ngx_http_playarr_metrics_ctx_t     *ctx;
     ngx_http_playarr_metrics_export_t  *ex;
 
     c = r->connection;
@@ -938,7 +938,8 @@ ngx_http_playarr_metrics_export_write(ngx_http_request_t *r)
         return;
     }
 
-    ex = ngx_http_playarr_metrics_export_ctx(r);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+    ex = ctx ? ctx->export : NULL;
 
     if (ex == NULL) {
         ngx_http_finalize_request(r, NGX_ERROR);
@@ -1005,26 +1006,9 @@ ngx_http_playarr_metrics_export_write(ngx_http_request_t *r)
 
 
 /*
- * The export of a request: its pool cleanup, found by the handler as
- * ngx_pool_run_cleanup_file() finds a file (the module's request context
- * is the log phase's).  The buffers are the pool's and go with it, the
- * body sent whole or the client gone.
+ * The export's buffers are the pool's and go with it, the body sent whole
+ * or the client gone.
  */
-
-static ngx_http_playarr_metrics_export_t *
-ngx_http_playarr_metrics_export_ctx(ngx_http_request_t *r)
-{
-    ngx_pool_cleanup_t  *cln;
-
-    for (cln = r->pool->cleanup; cln; cln = cln->next) {
-        if (cln->handler == ngx_http_playarr_metrics_export_cleanup) {
-            return cln->data;
-        }
-    }
-
-    return NULL;
-}
-
 
 static void
 ngx_http_playarr_metrics_export_cleanup(void *data)

@@ -95,6 +95,28 @@ typedef struct ngx_http_playarr_metrics_recent_s
     ngx_http_playarr_metrics_recent_t;
 
 
+/* an export being sent, a merge's subrequest (handler.c) */
+typedef struct ngx_http_playarr_metrics_export_s
+    ngx_http_playarr_metrics_export_t;
+typedef struct ngx_http_playarr_metrics_merge_s
+    ngx_http_playarr_metrics_merge_t;
+
+
+/*
+ * The module's request context, one struct for every part that keeps
+ * something for a request, made by the first of them that needs it
+ * (ngx_http_playarr_metrics_ctx()).  An internal redirect clears it: the
+ * export and the merge are made by a content handler, after any
+ * redirect; what the recording keeps is made again.
+ */
+
+typedef struct {
+    ngx_array_t                          headers;      /* ngx_str_t */
+    ngx_http_playarr_metrics_export_t   *export;
+    ngx_http_playarr_metrics_merge_t    *merge;
+} ngx_http_playarr_metrics_ctx_t;
+
+
 /* the app's exposition, parsed (merge.c) */
 
 typedef struct {
@@ -206,6 +228,8 @@ ngx_int_t ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 void ngx_http_playarr_metrics_in_flight_exit(void);
+ngx_http_playarr_metrics_ctx_t *ngx_http_playarr_metrics_ctx(
+    ngx_http_request_t *r);
 
 /* the families and the schema (family.c) */
 ngx_array_t *ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf);

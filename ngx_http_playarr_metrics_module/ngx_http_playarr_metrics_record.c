@@ -19,11 +19,6 @@
  */
 
 
-typedef struct {
-    ngx_array_t                    headers;       /* ngx_str_t */
-} ngx_http_playarr_metrics_ctx_t;
-
-
 /*
  * The requests a worker recorded lately: the series of an endpoint, a
  * status and a user (as the request gave it), found again without the
@@ -167,6 +162,28 @@ ngx_http_playarr_metrics_in_flight_exit(void)
 }
 
 
+/* the request's context, made when first asked for */
+
+ngx_http_playarr_metrics_ctx_t *
+ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
+{
+    ngx_http_playarr_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+    }
+
+    return ctx;
+}
+
+
 /*
  * Updates carried by upstream response headers are taken out of the
  * response here, and applied when the request is logged.  And the
@@ -221,18 +238,17 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
         }
 
         if (ctx == NULL) {
-            ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+            ctx = ngx_http_playarr_metrics_ctx(r);
             if (ctx == NULL) {
                 return NGX_ERROR;
             }
+        }
 
-            if (ngx_array_init(&ctx->headers, r->pool, 2, sizeof(ngx_str_t))
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+        if (ctx->headers.elts == NULL
+            && ngx_array_init(&ctx->headers, r->pool, 2, sizeof(ngx_str_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
         }
 
         v = ngx_array_push(&ctx->headers);
@@ -263,7 +279,7 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
 
-    if (ctx == NULL) {
+    if (ctx == NULL || ctx->headers.nelts == 0) {
         return;
     }
 
