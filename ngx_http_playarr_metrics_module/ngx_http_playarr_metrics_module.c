@@ -32,37 +32,37 @@ static ngx_int_t ngx_http_playarr_metrics_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle);
 static void ngx_http_playarr_metrics_note(ngx_conf_t *cf,
     ngx_command_t *cmd);
-static char *ngx_http_playarr_metrics_zone(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_zone(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_slot(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_route(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_route(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_values(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_values(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_value(ngx_conf_t *cf,
     ngx_str_t *arg, ngx_http_playarr_metrics_value_t *value);
 static ngx_int_t ngx_http_playarr_metrics_header_value(ngx_conf_t *cf,
     ngx_str_t *name, ngx_http_playarr_metrics_value_t *value);
-static char *ngx_http_playarr_metrics_buckets(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_buckets(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_token_file(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_token_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_state_file(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_state_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_jwt_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_jwt_cookie(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_playarr_metrics_set_name(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *name, ngx_uint_t kind);
-static char *ngx_http_playarr_metrics_handler(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_handler(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_upstream_header(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_playarr_metrics_schema(ngx_conf_t *cf,
+static char *ngx_http_playarr_metrics_set_schema(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
@@ -70,70 +70,70 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
 
     { ngx_string("playarr_metrics_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_zone,
+      ngx_http_playarr_metrics_set_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_http_playarr_metrics_slot,
+      ngx_http_playarr_metrics_set_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_loc_conf_t, enable),
       NULL },
 
     { ngx_string("playarr_metrics_route"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_route,
+      ngx_http_playarr_metrics_set_route,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_username"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_playarr_metrics_values,
+      ngx_http_playarr_metrics_set_values,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_loc_conf_t, username),
       NULL },
 
     { ngx_string("playarr_metrics_error_type"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_values,
+      ngx_http_playarr_metrics_set_values,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_loc_conf_t, error_type),
       NULL },
 
     { ngx_string("playarr_metrics_buckets"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_playarr_metrics_buckets,
+      ngx_http_playarr_metrics_set_buckets,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_token_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
-      ngx_http_playarr_metrics_token_file,
+      ngx_http_playarr_metrics_set_token_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_state_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
-      ngx_http_playarr_metrics_state_file,
+      ngx_http_playarr_metrics_set_state_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_schema"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_schema,
+      ngx_http_playarr_metrics_set_schema,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_export"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_handler,
+      ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_PLAYARR_METRICS_EXPORT,
       NULL },
@@ -147,21 +147,21 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
 
     { ngx_string("playarr_metrics_push"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_playarr_metrics_handler,
+      ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_PLAYARR_METRICS_PUSH,
       NULL },
 
     { ngx_string("playarr_metrics_token_admin"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_playarr_metrics_handler,
+      ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_PLAYARR_METRICS_ADMIN,
       NULL },
 
     { ngx_string("playarr_metrics_upstream_header"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_upstream_header,
+      ngx_http_playarr_metrics_set_upstream_header,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_loc_conf_t, upstream_header),
       NULL },
@@ -175,21 +175,21 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
 
     { ngx_string("playarr_metrics_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_jwt_secret_file,
+      ngx_http_playarr_metrics_set_jwt_secret_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
     { ngx_string("playarr_metrics_jwt_cookie"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_jwt_cookie,
+      ngx_http_playarr_metrics_set_jwt_cookie,
       NGX_HTTP_SRV_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_srv_conf_t, jwt_cookie),
       NULL },
 
     { ngx_string("playarr_metrics_max_series"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_playarr_metrics_slot,
+      ngx_http_playarr_metrics_set_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_playarr_metrics_main_conf_t, max_series),
       NULL },
@@ -541,7 +541,7 @@ ngx_http_playarr_metrics_note(ngx_conf_t *cf, ngx_command_t *cmd)
 
 
 static char *
-ngx_http_playarr_metrics_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_note(cf, cmd);
@@ -559,7 +559,7 @@ ngx_http_playarr_metrics_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_note(cf, cmd);
@@ -644,7 +644,7 @@ ngx_http_playarr_metrics_set_auth(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_jwt_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_jwt_cookie(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_srv_conf_t *pscf = conf;
@@ -701,7 +701,8 @@ ngx_http_playarr_metrics_set_name(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_playarr_metrics_set_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
 
@@ -781,7 +782,7 @@ ngx_http_playarr_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
-ngx_http_playarr_metrics_route(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_route(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_srv_conf_t *pscf = conf;
@@ -822,7 +823,7 @@ ngx_http_playarr_metrics_route(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_values(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_values(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     char  *p = conf;
@@ -999,7 +1000,7 @@ ngx_http_playarr_metrics_header_value(ngx_conf_t *cf, ngx_str_t *name,
 
 
 static char *
-ngx_http_playarr_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
@@ -1069,7 +1070,7 @@ ngx_http_playarr_metrics_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
@@ -1128,7 +1129,7 @@ ngx_http_playarr_metrics_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
@@ -1183,7 +1184,7 @@ ngx_http_playarr_metrics_handler(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_loc_conf_t *plcf = conf;
@@ -1194,7 +1195,7 @@ ngx_http_playarr_metrics_upstream_header(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
@@ -1244,7 +1245,7 @@ ngx_http_playarr_metrics_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 static char *
-ngx_http_playarr_metrics_schema(ngx_conf_t *cf, ngx_command_t *cmd,
+ngx_http_playarr_metrics_set_schema(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     ngx_http_playarr_metrics_main_conf_t *pmcf = conf;
