@@ -100,7 +100,7 @@ save_measure() {
 }
 
 save_verdicts() {
-    local added= r
+    local added='' r
 
     # what the saves add to the slowest request, round by round (on a
     # shared machine the runs without saves have stalls of their own: the

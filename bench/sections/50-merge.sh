@@ -35,6 +35,9 @@ http {
     scgi_temp_path $dir/tmp/scgi;
     access_log off;
 
+    # the N requests on one connection: more than the default 1000
+    keepalive_requests 1000000;
+
     playarr_metrics_zone playarr:16m;
     include $ROUTES82;
 
