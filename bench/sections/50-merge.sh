@@ -79,6 +79,7 @@ merge_measure() {
     mkdir -p "$dir"
     say "bench: merge: Playarr's families by prom-client, merged"
     port_free "$APORT" || die "127.0.0.1:$APORT is in use (set BENCH_PORT)"
+    : > "$dir/app.log"
     node "$TOP/t/js/app-metrics.js" "$APORT" bench-app-token \
         "$TOP/docs/playarr/metrics.json" > "$dir/app.log" 2>&1 &
     app=$!
