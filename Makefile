@@ -4,7 +4,9 @@
 #   make         build build/ngx_http_playarr_metrics_module.so
 #   make run     nginx + the module in front of a demo Playarr, on loopback
 #   make test    deps + build + the test suite (prove -r t/)
-#   make bench   per-request cost, throughput, render time, module on vs off
+#   make bench   per-request cost, throughput, render time, module on vs off;
+#                fails above the cost gates (bench/sections/15-gates.sh)
+#   make bench-gates  the callgrind cost gates only (BENCH_ONLY=gates)
 #   make lint    the module built with clang -Werror, plus nginx style checks
 #                (80 columns, no tabs, no trailing blanks)
 #   make deb     build/libnginx-mod-http-playarr-metrics_VERSION_ARCH.deb
@@ -132,7 +134,7 @@ define apt_install
 endef
 
 .PHONY: all build deps bench-deps browser-deps js-deps run test bench \
-        lint clean deb fuzz fuzz-build
+        bench-gates lint clean deb fuzz fuzz-build
 
 all: build
 
@@ -194,6 +196,11 @@ test: deps build browser-deps js-deps $(TEST_DEPS)
 
 bench: bench-deps build js-deps
 	bash bench/run
+
+# the quick check of the cost gates: the module's own and whole cost per
+# request on each mix, the render per series, a known session (callgrind)
+bench-gates: bench-deps build
+	BENCH_ONLY=gates bash bench/run
 
 lint:
 	$(MAKE) CC=clang BUILD=$(BUILD)/clang build

@@ -2,11 +2,14 @@
 """Per-request Ir by function from two callgrind runs of N and 3N requests.
 
   cgdiff.py N OUT_N OUT_3N [--base BASE_N BASE_3N] [--top K] [--match RE]
+            [--object NAME] [--values FN...]
 
 Reads both callgrind.out files (self and inclusive cost per function) and
 prints, per function, (Ir(3N) - Ir(N)) / 2N: start-up and shutdown cancel.
 Functions whose name or object file matches RE (default: the module's) are
-listed first, by self cost, with their inclusive cost.  With --base (the
+listed first, by self cost, with their inclusive cost; with --object,
+the functions of that object file (the module's .so, by its base name)
+rather than those whose name matches.  With --base (the
 same pair of another configuration, e.g. bare) the K functions whose self
 cost per request grew most against it are listed too, whatever their
 object: that is where the added instructions go (libc, nginx).  nginx's
@@ -19,6 +22,11 @@ The callgrind.out files are parsed here rather than with
 callgrind_annotate, which splits one function into several entries (by
 the file its inlined code comes from) and then counts inclusive costs
 more than once.
+
+--values prints key=value words only, for bench/run: own= the self cost
+per request of the functions the listing selects (the module's own
+cost), total= the whole per request, and incl:FN= the inclusive cost per
+request of each function FN named.
 """
 
 import argparse
@@ -93,6 +101,13 @@ def per_request(n, a, b):
             for k in set(a) | set(b)}
 
 
+def selected(a, fn):
+    """Whether fn is one of the module's functions"""
+    if a.object:
+        return OBJ.get(fn, "") == a.object
+    return bool(re.search(a.match, fn + " " + OBJ.get(fn, "")))
+
+
 def short(fn):
     obj = OBJ.get(fn, "")
     return "%s (%s)" % (fn, obj) if obj else fn
@@ -106,6 +121,9 @@ def main():
     ap.add_argument("--base", nargs=2, metavar=("BASE_N", "BASE_3N"))
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--match", default=r"playarr_metrics")
+    ap.add_argument("--object", help="the module's object file, base name")
+    ap.add_argument("--values", nargs="*", metavar="FN",
+                    help="print own=, total= and incl:FN= only")
     ap.add_argument("--base-name", default="bare")
     ap.add_argument("--diff-only", action="store_true",
                     help="only the comparison with --base")
@@ -116,9 +134,20 @@ def main():
     self_ = per_request(a.n, s1, s3)
     incl = per_request(a.n, i1, i3)
 
+    if a.values is not None:
+        own = sum(v for k, v in self_.items() if selected(a, k))
+        words = ["own=%.0f" % own, "total=%.0f" % sum(self_.values())]
+        for fn in a.values:
+            if fn not in incl:
+                sys.stderr.write("cgdiff.py: no function %s in %s\n"
+                                 % (fn, a.out_n))
+                sys.exit(1)
+            words.append("incl:%s=%.0f" % (fn, incl[fn]))
+        print(" ".join(words))
+        return
+
     mine = [(v, k) for k, v in self_.items()
-            if re.search(a.match, k + " " + OBJ.get(k, ""))
-            and abs(v) >= 0.5]
+            if selected(a, k) and abs(v) >= 0.5]
     mine.sort(reverse=True)
 
     if a.diff_only:

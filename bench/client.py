@@ -8,10 +8,11 @@ response must be a 200 with a Content-Length; anything else (a refused or
 closed connection, another status) is fatal, so the count nginx served is
 exactly the count asked for.
 
-  client.py --port P -n N [--conns K] [--warm W]
+  client.py --port P -n N [--conns K] [--warm W] [--mix NAME]
             [--check-metrics PATH [--format playarr|vts|lua-prometheus]]
             [--scrape PATH [--scrapes K]]
-  client.py --print-mix          the mix, one "PATH USER" a line (for wrk)
+  client.py --print-mix [--mix NAME]
+                                 the mix, one "PATH USER" a line (for wrk)
 
 --check-metrics then reads the exporter at PATH and fails unless it counted
 exactly W + N requests: the module's playarr_http_requests_total and the
@@ -21,8 +22,25 @@ then times K scrapes of PATH on one keep-alive connection (first and last
 byte; Content-Length or chunked bodies) and prints them as key=value.
 
 The mix is deterministic: request number i (0-based, after the warm-up)
-is MIX[i % len(MIX)] with USERS[i % len(USERS)]; both lengths are prime,
-so every (path, user) pair occurs once per len(MIX) * len(USERS) requests.
+is PAIRS[i % len(PAIRS)], a (path, X-Playarr-User) pair.  The mixes
+(--mix):
+
+  playarr  the Playarr mix: MIX[i % len(MIX)] with USERS[i % len(USERS)];
+           both lengths are prime, so every (path, user) pair occurs once
+           per len(MIX) * len(USERS) requests
+  users    the same paths with --users distinct users (default 101)
+  query    every route template of docs/playarr/routes.txt but the Xtream
+           ones, its parameters filled in, with a query string whose
+           arguments are the label names of docs/playarr/metrics.json,
+           and the users of the Playarr mix
+  xtream   the Xtream templates of routes.txt (/movie/:username/...,
+           /player_api.php?username=...), the user in the path or the
+           query string, XTREAM_USERS of them, no X-Playarr-User header
+           (the module's route user)
+
+The fixtures are read from --fixtures (default: the repository's
+docs/playarr/).  Every (path, user) pair of a mix occurs once in a period
+of len(PAIRS) requests (--print-mix prints one period).
 """
 
 import argparse
@@ -31,6 +49,8 @@ import errno
 import hashlib
 import hmac
 import json
+import math
+import os
 import re
 import selectors
 import socket
@@ -88,7 +108,162 @@ MIX = [
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
          "heidi", "ivan", "judy", ""]
 
+# Xtream clients (IPTV players): the user and password are in the path or
+# the query string; "+" is a space and %XX a byte there, as Express reads
+# them
+XTREAM_USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
+                "heidi", "ivan", "judy", "mary+jane", "j%C3%BCrgen",
+                "kim"]
+
 HOST = "127.0.0.1"
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        os.pardir, "docs", "playarr")
+
+# a value for a template parameter, by its name
+PARAM = {
+    "password": "s3cret", "api_key": "0123456789abcdef",
+    "title_key": "tt0111161", "title_id": "tt0133093", "id": "42",
+    "provider_id": "p1", "providerId": "p2", "channelKey": "ch-7",
+    "jobName": "sync-titles", "key": "theme", "type": "movie",
+    "title_type": "movies", "season": "1", "episode": "5",
+    "username": "bob",
+}
+
+
+def templates(fixtures):
+    """The distinct route templates of routes.txt, in its order"""
+    seen = []
+    with open(os.path.join(fixtures, "routes.txt"), encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 2 or line.startswith("#"):
+                continue
+            if re.match(r"^[A-Z]+$", parts[0]) and parts[1].startswith("/") \
+                    and parts[1] not in seen:
+                seen.append(parts[1])
+    if not seen:
+        fail("%s/routes.txt: no route" % fixtures)
+    return seen
+
+
+def label_names(fixtures):
+    """The label names of metrics.json's families, in order, once each"""
+    with open(os.path.join(fixtures, "metrics.json"), encoding="utf-8") as f:
+        fams = json.load(f)["metrics"]
+    names = []
+    for fam in fams.values():
+        for n in fam.get("labelNames", []):
+            if n not in names:
+                names.append(n)
+    if not names:
+        fail("%s/metrics.json: no label name" % fixtures)
+    return names
+
+
+def fill(template, k, user=None):
+    """A concrete path for template: each :param filled in (:id.json keeps
+    its suffix), a final * as one or two segments"""
+    out = []
+    for seg in template.split("/"):
+        if seg == "*":
+            out.append("tt%07d.json" % (100000 + k) if k % 2
+                       else "tt0903747:1:%d.json" % (k % 9 + 1))
+        elif seg.startswith(":"):
+            name, dot, ext = seg[1:].partition(".")
+            if name == "username" and user is not None:
+                v = user
+            elif name == "streamId":
+                v = "%d.%s" % (100 + k, ("ts", "mkv", "mp4")[k % 3])
+            else:
+                v = PARAM.get(name, "v%d" % k)
+            out.append(v + dot + ext)
+        else:
+            out.append(seg)
+    return "/".join(out)
+
+
+def xtream_roots(tpls):
+    """The Xtream templates: those whose path continues with
+    /:username/:password/..., and those continuations"""
+    roots = [t for t in tpls
+             if any(u.startswith(t + "/:username/:password/")
+                    for u in tpls)]
+    deep = [t for t in tpls
+            if any(t.startswith(r + "/:username/:password/")
+                   for r in roots)]
+    return roots, deep
+
+
+def coprime(paths, users, pad):
+    """paths padded (with pad, a path of no route) until its length is
+    coprime with users'"""
+    paths = list(paths)
+    while math.gcd(len(paths), len(users)) != 1:
+        paths.append(pad)
+    return paths
+
+
+def cross(paths, users):
+    """One period of path i % len(paths) with user i % len(users)"""
+    n = len(paths) * len(users)
+    return [(paths[i % len(paths)], users[i % len(users)])
+            for i in range(n)]
+
+
+def mix_pairs(name, fixtures, nusers):
+    """One period of the mix name, a list of (path, header user or "")"""
+    if name == "playarr":
+        return cross(MIX, USERS)
+
+    if name == "users":
+        users = ["user%04d" % i for i in range(nusers)]
+        return cross(coprime(MIX, users, "/robots.txt"), users)
+
+    tpls = templates(fixtures)
+    roots, deep = xtream_roots(tpls)
+
+    if name == "query":
+        names = [n for n in label_names(fixtures)
+                 if n not in ("username", "user")]
+        paths = []
+        for k, t in enumerate(t for t in tpls
+                              if t not in roots and t not in deep):
+            args = ["%s=%s" % (names[(k + j) % len(names)],
+                               ("v%d" % (k + j), "a+b", "x%%2Fy%d" % j)
+                               [(k + j) % 3])
+                    for j in range(1 + k % 4)]
+            if k % 5 == 0:
+                args.append("page=%d&limit=50&sort=-updated_at" % (k % 7))
+            paths.append(fill(t, k) + "?" + "&".join(args))
+        return cross(coprime(paths, USERS, "/robots.txt?v=1"), USERS)
+
+    if name == "xtream":
+        if not roots:
+            fail("%s/routes.txt: no Xtream route" % fixtures)
+        actions = ["get_live_streams", "get_vod_streams", "get_series_info",
+                   "get_short_epg"]
+        shapes = deep + roots
+        users = XTREAM_USERS
+        if math.gcd(len(shapes), len(users)) != 1:
+            fail("xtream: %d templates, %d users: not coprime"
+                 % (len(shapes), len(users)))
+        pairs = []
+        for i in range(len(shapes) * len(users)):
+            t = shapes[i % len(shapes)]
+            u = users[i % len(users)]
+            if t in deep:
+                path = fill(t, i, u)
+            else:
+                path = "%s?username=%s&password=s3cret" % (t, u)
+                if t.startswith("/player_api"):
+                    path += "&action=" + actions[i % len(actions)]
+                elif t.startswith("/get"):
+                    path += "&type=m3u_plus&output=ts"
+            pairs.append((path, ""))
+        return pairs
+
+    fail("unknown mix %r" % name)
 
 
 def request_bytes(path, user, cookie=None):
@@ -416,15 +591,23 @@ def main():
                     help="then GET PATH --scrapes times, timed")
     ap.add_argument("--scrapes", type=int, default=5)
     ap.add_argument("--print-mix", action="store_true")
+    ap.add_argument("--mix", default="playarr",
+                    choices=("playarr", "users", "query", "xtream"))
+    ap.add_argument("--users", type=int, default=101,
+                    help="users of the users mix")
+    ap.add_argument("--fixtures", default=FIXTURES,
+                    help="the directory of routes.txt and metrics.json")
     ap.add_argument("--cookie", default="none",
                     choices=("none", "known", "fresh"),
                     help="session cookies on the mix (see cookie_for)")
     ap.add_argument("--jwt-secret", default="bench-jwt-secret")
     a = ap.parse_args()
 
+    pairs = mix_pairs(a.mix, a.fixtures, a.users)
+
     if a.print_mix:
-        for i in range(len(MIX) * len(USERS)):
-            print(MIX[i % len(MIX)], USERS[i % len(USERS)] or "-")
+        for path, user in pairs:
+            print(path, user or "-")
         return
 
     if a.port is None:
@@ -432,9 +615,9 @@ def main():
 
     warm = [request_bytes(a.warm_path, "warm%05d" % i)
             for i in range(a.warm)]
-    mix = [request_bytes(MIX[i % len(MIX)], USERS[i % len(USERS)],
+    mix = [request_bytes(pairs[i % len(pairs)][0], pairs[i % len(pairs)][1],
                          cookie_for(a.cookie, a.jwt_secret,
-                                    USERS[i % len(USERS)], i))
+                                    pairs[i % len(pairs)][1], i))
            for i in range(a.n)]
 
     run(a.port, a.conns, warm, a.timeout)
