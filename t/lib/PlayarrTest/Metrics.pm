@@ -1,0 +1,463 @@
+package PlayarrTest::Metrics;
+
+=head1 NAME
+
+PlayarrTest::Metrics - what a test checks of a /metrics body: a scrape
+through promtool and the prometheus_client parser, no duplicate series,
+the self metrics; the text format parsed into series and values
+
+=head1 SYNOPSIS
+
+Mixed into C<PlayarrTest> (F<t/lib/PlayarrTest.pm>): the methods below
+are called on a test object (they use its C<get> and C<write_file>); the
+functions are also reachable as C<PlayarrTest::name>.
+
+=head1 DESCRIPTION
+
+    $t->metrics(token => $tok, path => '/metrics', name => $n, headers => )
+        GET; ok() for status 200, promtool_ok, python_parse_ok and
+        no duplicate series; returns the body
+    $t->metrics_response(...)   the same checks, returns the response
+    $t->promtool_ok($body, $name)
+        ok() unless promtool reports a parse error; lint warnings are
+        printed with diag and collected in @PlayarrTest::LINT (they fail
+        only with PLAYARR_PROMTOOL_STRICT=1)
+    $t->promtool_check($body)   ($ok, $output, \@lint) without assertion
+    $t->python_parse_ok($body, $name)
+        the prometheus_client parser (skipped with PLAYARR_NO_PYPARSE=1)
+    $t->python_parse_check($body)   ($ok or undef if skipped, $output)
+    PlayarrTest::parse_metrics($body)   { series_key => value }
+    PlayarrTest::metric_types($body)    { family => type }
+    PlayarrTest::metric_help($body)     { family => help }
+    PlayarrTest::series_key($name, {labels})  'name{a="1",b="2"}' (sorted)
+    PlayarrTest::sample($body_or_parsed, $name, {labels})  value or undef
+    PlayarrTest::samples($body_or_parsed, $name) list of [{labels}, value]
+    PlayarrTest::duplicate_series($body) list of keys seen twice
+    $t->self_metrics_ok($body)       the module's self metrics (names in
+                                     %PlayarrTest::SELF, one place to adjust)
+
+    PlayarrTest::family_sum($parsed, $name)  the sum of a family's samples
+    $t->promtool_batch(@files), $t->python_parse_batch(@files)
+        { file => [ok, output] } for bodies saved with write_file, for
+        tests that scrape hundreds of times and check after the load
+
+Environment: C<PLAYARR_PROMTOOL_STRICT=1> (promtool lint warnings fail),
+C<PLAYARR_NO_PYPARSE=1> (skip the prometheus_client parser),
+C<PLAYARR_PYTHON> (the python3 that has prometheus_client; default
+/usr/bin/python3).
+
+=cut
+
+use strict;
+use warnings;
+
+use POSIX ();
+use Test::More ();
+
+use PlayarrTest::HTTP;
+
+our @LINT;
+
+# Names of the self metrics (DESIGN.md section 8), in one place.
+our %SELF = (
+    build_info    => 'playarr_metrics_build_info',
+    nginx_version => '1.22.1',
+    zone_prefix   => 'playarr_metrics_zone_',
+    zone_used     => qr/^playarr_metrics_zone_.*used/,
+    zone_free     => qr/^playarr_metrics_zone_.*free/,
+    series        => 'playarr_metrics_series',
+);
+
+sub metrics {
+    my ($self, %opt) = @_;
+    my $r = $self->metrics_response(%opt);
+
+    return $r->{body} // '';
+}
+
+
+sub metrics_response {
+    my ($self, %opt) = @_;
+    my @h = PlayarrTest::HTTP::header_pairs($opt{headers});
+    my $name = $opt{name} || 'metrics';
+
+    push @h, Authorization => "Bearer $opt{token}" if defined $opt{token};
+
+    my $r = $self->get($opt{path} || '/metrics', %opt, headers => \@h);
+
+    Test::More::is($r->{status}, 200, "$name: status 200")
+        or Test::More::diag("response: " . ($r->{error} // $r->{raw}));
+
+    my $body = $r->{body} // '';
+
+    $self->promtool_ok($body, "$name: promtool check metrics");
+    $self->python_parse_ok($body, "$name: prometheus_client parser");
+
+    my @dup = duplicate_series($body);
+    Test::More::ok(!@dup, "$name: no duplicate series")
+        or Test::More::diag("duplicates: @dup");
+
+    return $r;
+}
+
+
+my $promtool_n = 0;
+
+# ($ok, $output, \@lint): no assertion
+sub promtool_check {
+    my ($self, $body) = @_;
+    my $name = 'promtool-' . ++$promtool_n . '.txt';
+    my $file = $self->write_file($name, $body, 0644);
+
+    my $out = `promtool check metrics < '$file' 2>&1`;
+    my $rc = $? == -1 ? -1 : $? >> 8;
+    my @lines = grep { /\S/ } split /\n/, $out;
+    my $parse_re = qr/error while linting|parsing error|parse error/i;
+    my @parse = grep { $_ =~ $parse_re } @lines;
+    my @lint = grep { $_ !~ $parse_re } @lines;
+
+    unlink $file unless $ENV{KEEP_T};
+
+    # promtool: 0 clean, 3 lint problems only, 1 parse error
+    my $ok = ($rc == 0 || $rc == 3) && !@parse;
+    $ok = 0 if @lint && $ENV{PLAYARR_PROMTOOL_STRICT};
+
+    return ($ok, "promtool exit $rc:\n$out", \@lint);
+}
+
+
+# batches, for tests that scrape hundreds of times (t/52, t/54): files
+# written with write_file, checked after the load ends
+
+# { file => [ok, output] }: promtool on each file, two at a time; ok as
+# the harness's promtool_check has it (exit 0 or 3, no parse error)
+sub promtool_batch {
+    my ($t, @files) = @_;
+    my %res;
+
+    while (@files) {
+        my @two = splice @files, 0, 2;
+        my %pid;
+
+        for my $f (@two) {
+            my $pid = fork;
+            die "fork: $!" unless defined $pid;
+            if ($pid == 0) {
+                { exec 'sh', '-c',
+                       "promtool check metrics < '$f' > '$f.out' 2>&1" };
+                POSIX::_exit(127);
+            }
+            $pid{$f} = $pid;
+        }
+
+        for my $f (@two) {
+            waitpid $pid{$f}, 0;
+            my $rc = $? >> 8;
+            my $out = $t->read_file("$f.out") // '';
+            my $ok = ($rc == 0 || $rc == 3)
+                     && $out !~ /error\ while\ linting|parsing\ error
+                                 |parse\ error/xi;
+            $res{$f} = [$ok, "exit $rc: $out"];
+        }
+    }
+
+    return \%res;
+}
+
+
+# { file => [ok, output] }: Debian's prometheus_client parser, one python
+# process for all files; undef when it is not available
+sub python_parse_batch {
+    my ($t, @files) = @_;
+    my $py = $ENV{PLAYARR_PYTHON}
+             || (-x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3');
+
+    return undef if $ENV{PLAYARR_NO_PYPARSE}
+                    || system("$py -c 'import prometheus_client.parser'"
+                              . ' >/dev/null 2>&1') != 0;
+
+    my $list = $t->write_file('pyparse-list', join("\n", @files) . "\n");
+    my $out = `$py -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for f in open(sys.argv[1]).read().split():
+    try:
+        n = 0
+        for fam in text_string_to_metric_families(open(f).read()):
+            n += len(fam.samples)
+        print("ok", f, n)
+    except Exception as e:
+        print("bad", f, repr(e).replace("\\n", " "))
+' '$list' 2>&1`;
+
+    my %res;
+    for (split /\n/, $out) {
+        my ($st, $f, $msg) = split / /, $_, 3;
+        $res{$f} = [$st eq 'ok', $msg] if defined $f;
+    }
+
+    return \%res;
+}
+
+
+sub promtool_ok {
+    my ($self, $body, $name) = @_;
+    my ($ok, $out, $lint) = $self->promtool_check($body);
+
+    if (@$lint) {
+        push @LINT, @$lint;
+        Test::More::diag("promtool lint: $_") for @$lint;
+    }
+
+    Test::More::ok($ok, $name || 'promtool check metrics')
+        or Test::More::diag($out);
+
+    return $ok;
+}
+
+
+my $HAS_PYPARSE;
+
+# ($ok, $output): the prometheus_client parser, no assertion; $ok is
+# undef when the parser is not available or PLAYARR_NO_PYPARSE is set
+sub python_parse_check {
+    my ($self, $body) = @_;
+
+    return (undef, 'PLAYARR_NO_PYPARSE') if $ENV{PLAYARR_NO_PYPARSE};
+
+    # Debian's python3-prometheus-client lives in /usr/bin/python3, which
+    # is not always the python3 first in PATH
+    my $py = $ENV{PLAYARR_PYTHON} || (-x '/usr/bin/python3'
+                                      ? '/usr/bin/python3' : 'python3');
+
+    $HAS_PYPARSE //= system("$py -c 'import prometheus_client.parser'"
+                            . ' >/dev/null 2>&1') == 0;
+
+    return (undef, 'no python3-prometheus-client') unless $HAS_PYPARSE;
+
+    my $file = $self->write_file('pyparse.txt', $body, 0644);
+
+    my $out = `$py -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+n = 0
+for f in text_string_to_metric_families(open(sys.argv[1]).read()):
+    n += len(f.samples)
+print(n)
+' '$file' 2>&1`;
+
+    return ($? == 0 ? 1 : 0, $out);
+}
+
+
+sub python_parse_ok {
+    my ($self, $body, $name) = @_;
+    my ($ok, $out) = $self->python_parse_check($body);
+
+    $name ||= 'prometheus_client parser';
+
+    if (!defined $ok) {
+        Test::More::pass("$name (skipped: $out)");
+        return 1;
+    }
+
+    Test::More::ok($ok, $name) or Test::More::diag($out);
+
+    return $ok;
+}
+
+
+sub _unescape_label {
+    my ($v) = @_;
+    $v =~ s/\\(.)/$1 eq 'n' ? "\n" : $1/ge;
+    return $v;
+}
+
+sub _escape_label {
+    my ($v) = @_;
+    $v =~ s/\\/\\\\/g;
+    $v =~ s/"/\\"/g;
+    $v =~ s/\n/\\n/g;
+    return $v;
+}
+
+
+sub series_key {
+    my ($name, $labels) = @_;
+    my @l = map { $_ . '="' . _escape_label($labels->{$_}) . '"' }
+            sort keys %{ $labels || {} };
+
+    return @l ? $name . '{' . join(',', @l) . '}' : $name;
+}
+
+
+# [name, {labels}, value] for every sample line, in order
+sub _samples {
+    my ($body) = @_;
+    my @s;
+
+    for my $line (split /\n/, $body) {
+        next if $line =~ /^\s*(?:#|$)/;
+
+        my ($name, $rest) = $line =~ /^([a-zA-Z_:][a-zA-Z0-9_:]*)(.*)$/
+            or next;
+        my %l;
+
+        if ($rest =~ s/^\{//) {
+            while ($rest =~ s/^\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?//) {
+                $l{$1} = _unescape_label($2);
+            }
+            $rest =~ s/^\s*\}// or next;
+        }
+
+        my ($value) = $rest =~ /^\s+(\S+)/ or next;
+        push @s, [$name, \%l, $value];
+    }
+
+    return @s;
+}
+
+
+sub parse_metrics {
+    my ($body) = @_;
+    my %m;
+
+    $m{ series_key($_->[0], $_->[1]) } = $_->[2] for _samples($body);
+
+    return \%m;
+}
+
+
+sub duplicate_series {
+    my ($body) = @_;
+    my (%seen, @dup);
+
+    for (_samples($body)) {
+        my $k = series_key($_->[0], $_->[1]);
+        push @dup, $k if $seen{$k}++ == 1;
+    }
+
+    return @dup;
+}
+
+
+sub metric_types {
+    my ($body) = @_;
+    my %t;
+    $t{$1} = $2 while $body =~ /^# TYPE (\S+) (\S+)\s*$/mg;
+    return \%t;
+}
+
+sub metric_help {
+    my ($body) = @_;
+    my %h;
+    $h{$1} = $2 while $body =~ /^# HELP (\S+) ?(.*)$/mg;
+    return \%h;
+}
+
+
+sub sample {
+    my ($m, $name, $labels) = @_;
+
+    $m = parse_metrics($m) unless ref $m;
+
+    return $m->{ series_key($name, $labels) };
+}
+
+
+sub samples {
+    my ($m, $name) = @_;
+    my @out;
+
+    if (!ref $m) {
+        return map { [$_->[1], $_->[2]] } grep { $_->[0] eq $name }
+               _samples($m);
+    }
+
+    for my $k (sort keys %$m) {
+        my ($n, $l) = $k =~ /^([^{]+)(?:\{(.*)\})?$/ or next;
+        next unless $n eq $name;
+        my %l;
+        $l{$1} = _unescape_label($2)
+            while defined $l && $l =~ /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
+        push @out, [\%l, $m->{$k}];
+    }
+
+    return @out;
+}
+
+
+sub self_metrics_ok {
+    my ($self, $body, $name) = @_;
+    my $types = metric_types($body);
+    my $help = metric_help($body);
+    my @fam = keys %$types;
+
+    $name ||= 'self metrics';
+
+    my @bi = samples($body, $SELF{build_info});
+    Test::More::is(scalar @bi, 1, "$name: one $SELF{build_info} sample");
+
+    if (@bi) {
+        my ($l, $v) = @{ $bi[0] };
+        Test::More::is($v, 1, "$name: build_info value 1");
+        Test::More::is_deeply([sort keys %$l], ['nginx_version', 'version'],
+                              "$name: build_info labels");
+        Test::More::is($l->{nginx_version}, $SELF{nginx_version},
+                       "$name: nginx_version label");
+        Test::More::like($l->{version} // '', qr/^\S+$/,
+                         "$name: version label not empty");
+    }
+
+    for my $what (qw(zone_used zone_free)) {
+        my @f = grep { $_ =~ $SELF{$what} } @fam;
+        Test::More::ok(@f >= 1, "$name: a $what family ($SELF{$what})")
+            or Test::More::diag("families: @{[ sort @fam ]}");
+
+        for my $f (@f) {
+            my @s = samples($body, $f);
+            Test::More::ok(@s >= 1 && !grep({ $_->[1] !~ /^\d+(?:\.0+)?(?:e\+?\d+)?$/ } @s),
+                           "$name: $f has non-negative values");
+        }
+    }
+
+    my @zone = grep { index($_, $SELF{zone_prefix}) == 0 } @fam;
+    Test::More::ok(@zone >= 2, "$name: zone families: @{[ sort @zone ]}");
+
+    my @series = samples($body, $SELF{series});
+    Test::More::ok(@series >= 1, "$name: $SELF{series} samples present");
+    Test::More::ok(!grep({ !defined $_->[0]{family} || $_->[0]{family} eq '' }
+                         @series),
+                   "$name: every $SELF{series} sample has a family label");
+
+    # every family with samples has exactly one TYPE and a HELP
+    my %seen_fam;
+    for my $s (_samples($body)) {
+        my $n = $s->[0];
+        my $f = exists $types->{$n} ? $n
+              : ($n =~ /^(.*)_(?:bucket|sum|count)$/ && exists $types->{$1})
+                ? $1 : undef;
+        $seen_fam{ $f // "(untyped) $n" } = 1;
+    }
+    my @untyped = grep { /^\(untyped\)/ } keys %seen_fam;
+    Test::More::ok(!@untyped, "$name: every sample has a # TYPE")
+        or Test::More::diag("@untyped");
+    my @nohelp = grep { !/^\(untyped\)/ && !defined $help->{$_} }
+                 keys %seen_fam;
+    Test::More::ok(!@nohelp, "$name: every family has a # HELP")
+        or Test::More::diag("@nohelp");
+
+    return;
+}
+
+
+# the sum of a family's samples in parse_metrics() output
+sub family_sum {
+    my ($m, $name) = @_;
+    my $s = 0;
+    $s += $m->{$_} for grep { /^\Q$name\E(?:\{|$)/ } keys %$m;
+    return $s;
+}
+
+
+1;
