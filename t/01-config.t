@@ -13,8 +13,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 # A case: name, http text, optional files to create first, the line that
 # the message must point at (a regex matched against the generated

@@ -12,8 +12,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $t = PlayarrTest->new(http => <<'EOF');
     playarr_metrics_zone playarr:1m;

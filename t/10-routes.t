@@ -15,10 +15,9 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(delta);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
 my $ROUTES_TXT = $ENV{PLAYARR_ROUTES_TXT}
@@ -46,14 +45,6 @@ sub playarr_routes {
     return @r;
 }
 
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return undef;
-    local $/;
-    my $s = <$fh>;
-    return $s // '';
-}
-
 my @ROUTES = playarr_routes();
 
 plan skip_all => "no routes in $ROUTES_TXT" unless @ROUTES;
@@ -64,7 +55,7 @@ my %TEMPLATE = map { $_->[1] => 1 } @ROUTES;
 # when it holds the real list, else lines generated from routes.txt.
 my ($ROUTES_HTTP, $GENERATED);
 {
-    my $conf = slurp($ROUTES_CONF);
+    my $conf = -e $ROUTES_CONF ? PlayarrTest::slurp($ROUTES_CONF) : undef;
 
     if (defined $conf && $conf !~ /PLACEHOLDER/) {
         $ROUTES_HTTP = "include $ROUTES_CONF;\n";
@@ -195,30 +186,7 @@ $t->start;
 my $token = $t->read_token('metrics.token');
 my %auth = (Authorization => "Bearer $token");
 
-sub scrape {
-    my ($cl) = @_;
-    my $r = $cl->req('GET', '/scrape', headers => \%auth);
-
-    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
-        unless $r->{status} == 200;
-
-    return PlayarrTest::parse_metrics($r->{body});
-}
-
-# the series of a family whose value changed between two scrapes:
-# { series key => difference }
-sub delta {
-    my ($before, $after, $family) = @_;
-    my %d;
-
-    for my $k (keys %$after) {
-        next unless $k =~ /^\Q$family\E(?:\{|$)/;
-        my $diff = $after->{$k} - ($before->{$k} // 0);
-        $d{$k} = $diff if $diff != 0;
-    }
-
-    return \%d;
-}
+$t->scrape_setup(token => $token, path => '/scrape');
 
 # the user a request is counted for without playarr_metrics_username
 # (DESIGN 12): the path's segment at the template's ":username", else the
@@ -260,9 +228,9 @@ sub endpoint_is {
     my ($cl, $method, $path, $ep, $name, %opt) = @_;
     my $status = $opt{status} // 200;
 
-    my $before = scrape($cl);
+    my $before = $t->quiet_series(client => $cl);
     my $r = $cl->req($method, $path, %opt);
-    my $after = scrape($cl);
+    my $after = $t->quiet_series(client => $cl);
 
     my $dr = delta($before, $after, $REQS);
     my $dc = delta($before, $after, "${DUR}_count");
@@ -288,7 +256,7 @@ my $cl = PlayarrTest::Client->new($t, $t->port);
 SKIP: {
     skip 'docs/playarr-routes.conf is a placeholder', 2 if $GENERATED;
 
-    my $conf = slurp($ROUTES_CONF);
+    my $conf = PlayarrTest::slurp($ROUTES_CONF);
     my @lines = $conf =~ /^\s*playarr_metrics_route\s+(\S+?)\s*;/mg;
     my %dup;
     $dup{$_}++ for @lines;
@@ -303,7 +271,7 @@ SKIP: {
 # --- every template, by a concrete URL ---------------------------------------
 
 {
-    my $before = scrape($cl);
+    my $before = $t->quiet_series(client => $cl);
     my %answered;
 
     for my $rt (@ROUTES) {
@@ -316,7 +284,7 @@ SKIP: {
             if $r->{status} == 200;
     }
 
-    my $after = scrape($cl);
+    my $after = $t->quiet_series(client => $cl);
     my $dr = delta($before, $after, $REQS);
     my $dc = delta($before, $after, "${DUR}_count");
 
@@ -342,7 +310,7 @@ SKIP: {
 }
 
 # the full scrape, through promtool and the python parser
-$t->metrics(token => $token, path => '/scrape', name => 'all templates');
+$t->scrape('all templates');
 
 # --- precedence --------------------------------------------------------------
 
@@ -483,8 +451,7 @@ for my $s (@secret_req) {
 }
 
 {
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'after secrets');
+    my $body = $t->scrape('after secrets');
     my $json = $cl->req('GET', '/scrape/json', headers => \%auth);
 
     is($json->{status}, 200, '/metrics/json answered 200');
@@ -531,10 +498,10 @@ for my $rd (@redirect) {
     like($r->{body}, qr/\|/, 'SSI: the page was served');
 }
 
-$t->metrics(token => $token, path => '/scrape', name => 'final');
+$t->scrape('final');
 
-$cl->{c}->close if $cl->{c};
-$cl2->{c}->close if $cl2->{c};
+$cl->close;
+$cl2->close;
 
 $t->stop;
 

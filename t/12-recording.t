@@ -22,10 +22,9 @@ use IO::Socket::INET;
 use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
-use PlayarrTest;
+use PlayarrTest qw(delta wait_until);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
@@ -222,37 +221,19 @@ my %auth = (Authorization => "Bearer $token");
 
 my $cl = PlayarrTest::Client->new($t, $t->port);
 
-sub scrape {
-    my $r = $cl->req('GET', '/scrape', headers => \%auth);
+$t->scrape_setup(token => $token, path => '/scrape');
 
-    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
-        unless $r->{status} == 200;
-
-    return PlayarrTest::parse_metrics($r->{body});
-}
-
-# { series key => difference } for every changed series of the module's
-# HTTP families (self metrics left out)
-sub delta {
-    my ($before, $after) = @_;
-    my %d;
-
-    for my $k (keys %$after) {
-        next unless $k =~ /^playarr_(?:http|authentication|managed)_/;
-        my $diff = $after->{$k} - ($before->{$k} // 0);
-        $d{$k} = $diff if abs($diff) > 1e-9;
-    }
-
-    return \%d;
-}
+# what record() reports changed: the module's HTTP families (not the self
+# metrics)
+my $HTTP_FAMILIES = qr/^playarr_(?:http|authentication|managed)_/;
 
 sub record {
     my ($method, $path, %opt) = @_;
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
     my $r = $cl->req($method, $path, %opt);
-    my $after = scrape();
+    my $after = $t->quiet_series(client => $cl);
 
-    return ($r, delta($before, $after), $after);
+    return ($r, delta($before, $after, $HTTP_FAMILIES), $after);
 }
 
 sub K { PlayarrTest::series_key(@_) }
@@ -278,18 +259,6 @@ sub le_values {
            PlayarrTest::samples($body, "${DUR}_bucket");
 }
 
-sub wait_until {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + $timeout;
-
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-
-    return $cond->() ? 1 : 0;
-}
-
 # --- a slow upstream: the buckets --------------------------------------------
 
 {
@@ -309,8 +278,7 @@ sub wait_until {
     my $sum = $d->{ dur_key('sum', '/api/stats') } // 0;
     ok($sum >= 0.3 && $sum <= 0.5, "300 ms: _sum is 0.3 .. 0.5 ($sum)");
 
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'default buckets');
+    my $body = $t->scrape('default buckets');
     is_deeply([le_values($body, '/api/stats')], \@DEFAULT_LE,
               'default buckets: the 12 documented bounds and +Inf');
 }
@@ -328,8 +296,7 @@ sub wait_until {
     is($d->{ dur_key('bucket', '/api/jobs', '0.1') }, 1,
        'custom buckets, fast: in le="0.1"');
 
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'custom buckets');
+    my $body = $t->scrape('custom buckets');
     is_deeply([le_values($body, '/api/jobs')], [qw(0.1 0.25 0.5 1 +Inf)],
               'playarr_metrics_buckets 0.1 0.25 0.5 1: exactly those le');
 
@@ -363,7 +330,7 @@ sub wait_until {
 # --- 499: the client goes away -----------------------------------------------
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
     my $mark = -s $UPS_LOG || 0;
 
     my $c = $t->connect;
@@ -383,14 +350,14 @@ sub wait_until {
     my $k499 = req_key('/api/stats', 499);
     my $after;
     my $seen = wait_until(sub {
-        $after = scrape();
+        $after = $t->quiet_series(client => $cl);
         ($after->{$k499} // 0) > ($before->{$k499} // 0);
     }, 4);
 
     ok($seen, '499: recorded after the client closed');
     ok(time - $t0 < 4, '499: recorded without waiting for the upstream');
 
-    my $d = delta($before, $after);
+    my $d = delta($before, $after, $HTTP_FAMILIES);
     is($d->{$k499}, 1, '499: status_code="499" counted once');
     is($d->{ dur_key('count', '/api/stats') }, 1, '499: one observation');
     is(scalar(grep { /^\Q$REQS\E\{/ } keys %$d), 1,
@@ -435,7 +402,7 @@ sub wait_until {
        'error type from a map of $status: upstream_unavailable +1');
     is($d->{ req_key('/api/tmdb/verify', 502) }, 1, 'status_code="502"');
 
-    $t->metrics(token => $token, path => '/scrape', name => 'managed errors');
+    $t->scrape('managed errors');
 }
 
 # --- 401 and 404 from nginx itself -------------------------------------------
@@ -500,7 +467,7 @@ sub wait_until {
     is($r->{status}, 405, 'POST /metrics: 405');
     is_deeply($d, {}, 'POST /metrics: not recorded');
 
-    my $m = scrape();
+    my $m = $t->quiet_series(client => $cl);
     ok(!grep({ /endpoint="\/metrics(?:\/json)?"/ } keys %$m),
        'no series for the /metrics endpoints at all');
 }
@@ -508,7 +475,7 @@ sub wait_until {
 # --- requests nginx rejects --------------------------------------------------
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
 
     # the connection is closed after the answer, once the request is logged
     my $raw = $t->raw("GET /api/titles/tt2 HTTP/1.1\r\nHost: a\r\n"
@@ -518,15 +485,15 @@ sub wait_until {
     $raw = $t->raw("GET /api/jobs HTTP/1.0\r\n\r\n");
     like($raw, qr{^HTTP/1\.1 200 }, 'HTTP/1.0: 200');
 
-    my $d = delta($before, scrape());
+    my $d = delta($before, $t->quiet_series(client => $cl), $HTTP_FAMILIES);
     is($d->{ req_key('/api/titles/:title_key', 400) }, 1,
        'a 400 after the request line: counted with its endpoint');
     is($d->{ req_key('/api/jobs', 200) }, 1, 'HTTP/1.0 counted');
 }
 
-$t->metrics(token => $token, path => '/scrape', name => 'final');
+$t->scrape('final');
 
-$cl->{c}->close if $cl->{c};
+$cl->close;
 
 $t->stop;
 

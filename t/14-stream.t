@@ -34,8 +34,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 # under AddressSanitizer or valgrind (make test ASAN=1, VALGRIND=1) memory
 # and time mean nothing: fewer series, and what is checked is what the

@@ -30,8 +30,7 @@ my $ROUTES = "$REPO/docs/playarr-routes.conf";
 my $RULES = "$REPO/docs/prometheus/alerts.yml";
 my $DASHBOARD = "$REPO/docs/grafana/playarr-dashboard.json";
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 plan skip_all => "no $PROMETHEUS (apt-get install prometheus)"
     unless -x $PROMETHEUS;
 

@@ -21,13 +21,9 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $RELOADS = $ENV{PLAYARR_RELOADS} || 50;
 my $CLIENTS = 5;

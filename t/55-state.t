@@ -14,7 +14,9 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
+
+my $SCHEMA = PlayarrTest::need_schema();
 
 sub http_block {
     my (%o) = @_;

@@ -20,7 +20,9 @@ use PlayarrTest;
 plan skip_all => 'a binary upgrade does not run under ' . $ENV{PLAYARR_WRAP}
     if $ENV{PLAYARR_WRAP};
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
+
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $HTTP = <<"EOF";
     playarr_metrics_zone playarr:1m;

@@ -16,7 +16,9 @@ use Test::More;
 use PlayarrTest;
 use Time::HiRes qw(sleep time);
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
+
+my $SCHEMA = PlayarrTest::need_schema();
 
 # enough series that a save writes a few MB: its bytes stand out from what
 # the worker writes to its sockets meanwhile

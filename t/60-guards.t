@@ -30,8 +30,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $MiB = 1024 * 1024;
 

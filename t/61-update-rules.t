@@ -27,11 +27,9 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical->utf8;
 

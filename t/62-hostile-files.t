@@ -38,12 +38,11 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 plan skip_all => 'needs root: the master as root, workers as nobody'
     unless $> == 0;
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+my $SCHEMA = PlayarrTest::need_schema();
 my $FAST = 5;                 # seconds: "at once", for nginx -t and start
 my $HEADER = 32;              # the state file's header, see state.c
 my $ALICE = { endpoint => '/api/titles/:title_key', status_code => '200',

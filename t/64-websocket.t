@@ -27,8 +27,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $GAUGE = 'playarr_http_requests_in_flight';
 my $REQS = 'playarr_http_requests_total';

@@ -21,8 +21,7 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
 my $CHROMIUM = $ENV{PLAYARR_CHROMIUM} || '/usr/bin/chromium';

@@ -16,8 +16,7 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $SECRET = 'auth-modes-secret';
 

@@ -46,8 +46,22 @@ are three modules, all mixed into this class:
                           self metrics; the text format parsed
 
 Their functions are also here under their old names
-(C<PlayarrTest::sample>, C<PlayarrTest::header>, ...).  Each module's POD
+(C<PlayarrTest::sample>, C<PlayarrTest::header>, ...), and C<use
+PlayarrTest qw(bearer sample)> brings the ones named into the test.  Each module's POD
 lists what it offers: C<perldoc t/lib/PlayarrTest/Nginx.pm>.
+
+=head2 What a test needs, in one line each
+
+    PlayarrTest::need_module();     skip_all unless the module is built
+                                    (PLAYARR_METRICS_SO or build/)
+    my $SCHEMA = PlayarrTest::need_schema();
+                                    Playarr's metrics.json: the repo's
+                                    docs/playarr/ copy, or
+                                    PLAYARR_METRICS_JSON; skip_all when
+                                    it cannot be read
+    PlayarrTest::need_all($why);    skip_all unless PLAYARR_TEST_ALL=1:
+                                    a slow or system-changing test, which
+                                    make test runs and make check does not
 
 =cut
 
@@ -63,12 +77,12 @@ our @ISA = qw(PlayarrTest::Nginx PlayarrTest::HTTP PlayarrTest::Metrics);
 # the functions, under PlayarrTest:: as the tests call them
 my %FUNCTIONS = (
     'PlayarrTest::Nginx' => [qw(repo nginx_bin module_path example_http
-                                spawn reap_kids _proc_children
-                                _is_nginx_worker)],
-    'PlayarrTest::HTTP' => [qw(header parse_challenge json_body
+                                slurp wait_until spawn kids_running reap_kids
+                                _proc_children _is_nginx_worker)],
+    'PlayarrTest::HTTP' => [qw(header parse_challenge json_body bearer
                                parse_response session_jwt header_pairs)],
     'PlayarrTest::Metrics' => [qw(parse_metrics metric_types metric_help
-                                  series_key sample samples
+                                  series_key sample samples delta
                                   duplicate_series family_sum)],
 );
 
@@ -76,6 +90,50 @@ for my $pkg (keys %FUNCTIONS) {
     no strict 'refs';
     *{"PlayarrTest::$_"} = \&{"${pkg}::$_"} for @{ $FUNCTIONS{$pkg} };
 }
+
+sub need_module {
+    my $so = module_path();
+
+    Test::More::plan(skip_all => "module not built: $so") unless -e $so;
+}
+
+
+sub need_schema {
+    my $schema = $ENV{PLAYARR_METRICS_JSON}
+                 || repo() . '/docs/playarr/metrics.json';
+
+    Test::More::plan(skip_all => "no $schema (set PLAYARR_METRICS_JSON)")
+        unless -r $schema;
+
+    return $schema;
+}
+
+
+# nginx-tests' TEST_NGINX_UNSAFE: the tests that take long or change the
+# machine run only when asked for
+sub need_all {
+    my ($why) = @_;
+
+    Test::More::plan(skip_all => "$why: PLAYARR_TEST_ALL=1 runs it"
+                                 . ' (make test does, make check not)')
+        unless $ENV{PLAYARR_TEST_ALL};
+}
+
+
+# use PlayarrTest qw(bearer sample): those functions, in the test's package
+sub import {
+    my ($class, @names) = @_;
+    my $caller = caller;
+
+    no strict 'refs';
+
+    for my $name (@names) {
+        die "PlayarrTest: no function $name to import\n"
+            unless defined &{"PlayarrTest::$name"};
+        *{"${caller}::$name"} = \&{"PlayarrTest::$name"};
+    }
+}
+
 
 our @LINT;
 our %SELF;

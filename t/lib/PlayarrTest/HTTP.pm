@@ -43,6 +43,7 @@ a hash value that is an arrayref) repeats a header.
                                     X-Worker-Pid $pid always;) came from
                                     every current worker; returns
                                     (\@responses, \%seen_pids, $all_seen)
+    PlayarrTest::bearer($token)     [Authorization => "Bearer $token"]
 
     PlayarrTest::session_jwt($secret, \%payload or $json, %o)
                                     a session cookie's value as Playarr's
@@ -193,6 +194,9 @@ sub hit_all_workers {
 
     return (\@resp, \%seen, $all);
 }
+
+
+sub bearer { [ Authorization => "Bearer $_[0]" ] }
 
 
 # parses one response from the beginning of $text; $method decides whether
@@ -349,7 +353,8 @@ sub keepalive_request {
 # before it reads the next one on the same connection, so a scrape sent
 # after a request on the same connection always sees that request
 # recorded.  PlayarrTest::Client->new($t, $port), ->req($method, $path,
-# %opt) as $t->request; a closed connection is opened again next time.
+# %opt) as $t->request; a closed connection is opened again next time;
+# ->close.
 
 package PlayarrTest::Client;
 
@@ -374,6 +379,13 @@ sub req {
     }
 
     return $r;
+}
+
+sub close {
+    my ($self) = @_;
+
+    $self->{c}->close if $self->{c};
+    $self->{c} = undef;
 }
 
 

@@ -41,6 +41,53 @@ functions are also reachable as C<PlayarrTest::name>.
         { file => [ok, output] } for bodies saved with write_file, for
         tests that scrape hundreds of times and check after the load
 
+=head2 Scraping and pushing as a test does it
+
+    $t->scrape_setup(token => $tok, path => '/scrape')
+        what scrape, quiet_scrape and push_updates send when a call says
+        nothing: the Bearer token (none by default) and the export path
+        (/metrics)
+    $t->scrape($name, %opt)
+        metrics() with those defaults (every check of metrics_response,
+        named $name); returns the body and keeps it:
+    $t->scraped                 the body of the last scrape
+    $t->value($family, {labels}) a sample of it (sample())
+    $t->quiet_scrape(%opt)      no assertion: the body, or a die unless
+                                200 (or_undef => 1: undef); client => $cl
+                                sends it on that PlayarrTest::Client's
+                                connection (after the request it follows
+                                there has been recorded), keepalive =>
+                                \%state with keepalive_request (sent again
+                                on a new connection when nginx closed
+                                it); token, path, port
+    $t->quiet_series(%opt)      parse_metrics() of a quiet_scrape
+    PlayarrTest::delta($before, $after, $family or qr/.../)
+        { series key => after - before } of the series that changed, of
+        one family (its name: the family with _bucket, _sum, _count
+        spelled out) or of the series names matching a regex; $before and
+        $after are bodies or parse_metrics() results
+    $t->push_updates($updates, %opt)
+        POST /push, Content-Type: application/json, the default token;
+        $updates a ref (encoded as canonical UTF-8 JSON) or the body as
+        it is; path, method, token, timeout, headers (all of them,
+        replacing the defaults)
+    $t->push_ok($updates, $name, %opt)   status 204 and no body
+    $t->push_bad($updates, $index, $error, $name, %opt)
+        status 400, application/json, {"error": $error (a string: that
+        exact text; a qr//: matching)}, "index": $index as a JSON number,
+        or no index when $index is undef, no other field; returns the
+        decoded answer
+
+    $t->all_workers_answer($status, $name, token => $tok, path => $p,
+                           code => sub { ... }, promtool => 1)
+                                    ok() that hit_all_workers reached every
+                                    worker and that every answer had
+                                    $status; the request is a GET of path
+                                    (/metrics) with the Bearer token, or
+                                    code; promtool => 1 and $status 200:
+                                    ok() that promtool takes every distinct
+                                    body; returns the responses
+
 Environment: C<PLAYARR_PROMTOOL_STRICT=1> (promtool lint warnings fail),
 C<PLAYARR_NO_PYPARSE=1> (skip the prometheus_client parser),
 C<PLAYARR_PYTHON> (the python3 that has prometheus_client; default
@@ -51,6 +98,7 @@ C<PLAYARR_PYTHON> (the python3 that has prometheus_client; default
 use strict;
 use warnings;
 
+use JSON::PP ();
 use POSIX ();
 use Test::More ();
 
@@ -448,6 +496,196 @@ sub self_metrics_ok {
         or Test::More::diag("@nohelp");
 
     return;
+}
+
+
+# { key => after - before } of the changed series of a family, or of the
+# series whose name matches a regex
+sub delta {
+    my ($before, $after, $match) = @_;
+    my %d;
+
+    $before = parse_metrics($before) unless ref $before;
+    $after = parse_metrics($after) unless ref $after;
+
+    my $re = ref $match ? $match : qr/^\Q$match\E(?:\{|$)/;
+
+    for my $k (keys %$after) {
+        next unless $k =~ $re;
+        my $diff = $after->{$k} - ($before->{$k} // 0);
+        $d{$k} = $diff if abs($diff) > 1e-9;
+    }
+
+    return \%d;
+}
+
+
+# --- a test's scrapes and pushes -------------------------------------------
+
+sub scrape_setup {
+    my ($self, %opt) = @_;
+
+    $self->{scrape}{$_} = $opt{$_} for keys %opt;
+
+    return $self;
+}
+
+
+sub _scrape_opt {
+    my ($self, %opt) = @_;
+    my $d = $self->{scrape} || {};
+
+    $opt{token} = $d->{token} unless exists $opt{token};
+    $opt{path} ||= $d->{path} || '/metrics';
+
+    return %opt;
+}
+
+
+sub scrape {
+    my ($self, $name, %opt) = @_;
+
+    %opt = $self->_scrape_opt(%opt);
+    $opt{name} = $name if defined $name;
+    $self->{scraped} = $self->metrics(%opt);
+
+    return $self->{scraped};
+}
+
+sub scraped { $_[0]{scraped} }
+
+sub value {
+    my ($self, $name, $labels) = @_;
+    return sample($self->{scraped} // '', $name, $labels);
+}
+
+
+sub quiet_scrape {
+    my ($self, %opt) = @_;
+
+    %opt = $self->_scrape_opt(%opt);
+
+    my @h = defined $opt{token} ? (Authorization => "Bearer $opt{token}")
+                                : ();
+    my $r = $opt{client}
+            ? $opt{client}->req('GET', $opt{path}, headers => \@h)
+            : $opt{keepalive}
+            ? $self->keepalive_request($opt{keepalive}, 'GET', $opt{path},
+                                       headers => \@h)
+            : $self->get($opt{path}, headers => \@h,
+                         $opt{port} ? (port => $opt{port}) : ());
+
+    if ($r->{status} != 200) {
+        return undef if $opt{or_undef};
+        die "scrape $opt{path}: $r->{status} " . ($r->{error} // '') . "\n";
+    }
+
+    return $r->{body};
+}
+
+sub quiet_series {
+    my ($self, %opt) = @_;
+    my $body = $self->quiet_scrape(%opt);
+
+    return defined $body ? parse_metrics($body) : undef;
+}
+
+
+my $JSON = JSON::PP->new->canonical->utf8;
+
+sub push_updates {
+    my ($self, $updates, %opt) = @_;
+    my $token = exists $opt{token} ? $opt{token}
+                                   : ($self->{scrape} || {})->{token};
+    my @h = $opt{headers}
+            ? @{ $opt{headers} }
+            : ((defined $token ? (Authorization => "Bearer $token") : ()),
+               'Content-Type' => 'application/json');
+
+    return $self->request($opt{method} || 'POST', $opt{path} || '/push',
+                          headers => \@h,
+                          body => ref $updates ? $JSON->encode($updates)
+                                               : $updates,
+                          $opt{timeout} ? (timeout => $opt{timeout}) : ());
+}
+
+
+sub push_ok {
+    my ($self, $updates, $name, %opt) = @_;
+    my $r = $self->push_updates($updates, %opt);
+
+    Test::More::is($r->{status}, 204, "$name: 204")
+        or Test::More::diag($r->{raw} // $r->{error});
+    Test::More::is($r->{body}, '', "$name: no body");
+
+    return $r;
+}
+
+
+sub push_bad {
+    my ($self, $updates, $index, $error, $name, %opt) = @_;
+    my $r = $self->push_updates($updates, %opt);
+    my $j = PlayarrTest::HTTP::json_body($r);
+
+    Test::More::is($r->{status}, 400, "$name: 400")
+        or Test::More::diag($r->{raw} // $r->{error});
+    Test::More::is(PlayarrTest::HTTP::header($r, 'Content-Type'),
+                   'application/json', "$name: JSON answer");
+    Test::More::is(ref $j, 'HASH', "$name: a JSON object")
+        or Test::More::diag($r->{body});
+
+    if (ref $error) {
+        Test::More::like($j->{error} // '', $error, "$name: error text")
+            or Test::More::diag($r->{body});
+    } else {
+        Test::More::is($j->{error}, $error, "$name: error text")
+            or Test::More::diag($r->{body});
+    }
+
+    if (defined $index) {
+        Test::More::is($j->{index}, $index, "$name: index $index");
+        Test::More::like($r->{body}, qr/"index":$index\}\z/,
+                         "$name: index a JSON number");
+    } else {
+        Test::More::ok(!exists $j->{index}, "$name: no index");
+    }
+
+    Test::More::is_deeply([sort keys %{ $j || {} }],
+                          [sort('error', defined $index ? 'index' : ())],
+                          "$name: no other field");
+
+    return $j;
+}
+
+
+sub all_workers_answer {
+    my ($self, $status, $name, %opt) = @_;
+    my @h = defined $opt{token} ? (Authorization => "Bearer $opt{token}")
+                                : ();
+    my $code = $opt{code}
+               || sub { $self->get($opt{path} || '/metrics', headers => \@h) };
+    my ($resp, $seen, $all) = $self->hit_all_workers($code);
+    my @wrong = grep { $_->{status} != $status } @$resp;
+
+    Test::More::ok($all, "$name: all workers reached ("
+                         . scalar(@$resp) . ' requests)')
+        or Test::More::diag(Test::More::explain($seen));
+    Test::More::is(scalar @wrong, 0, "$name: every answer $status")
+        or Test::More::diag(join ', ',
+               map { "$_->{status} from "
+                     . (PlayarrTest::HTTP::header($_, 'X-Worker-Pid') // '?') }
+               @wrong);
+
+    if ($opt{promtool} && $status == 200) {
+        my %seen;
+        my @bodies = grep { !$seen{$_}++ } map { $_->{body} // '' } @$resp;
+        my $ok = !grep { !($self->promtool_check($_))[0] } @bodies;
+
+        Test::More::ok($ok, "$name: promtool accepts every body ("
+                            . scalar(@bodies) . ' distinct)');
+    }
+
+    return $resp;
 }
 
 

@@ -87,8 +87,16 @@ keep their value) and the same ports; then C<reload> or C<test_config>.
                                     through a temp file renamed over it
     $t->worker_ids, $t->worker_uid  (uid, gid) the workers run as (nobody
                                     and its group when the tests run as root)
+    $t->worker_dir($name, $mode)    DIR/$name made (if missing) and owned by
+                                    the worker user; chmod to $mode if given
     PlayarrTest::example_http       docs/examples/nginx.conf, its site paths
                                     rewritten to the test's own
+    PlayarrTest::slurp($file)       a file of the repo, whole; dies if it
+                                    cannot be read
+    PlayarrTest::wait_until($code, $seconds)
+                                    calls $code every 50 ms until it is
+                                    true (then 1) or $seconds (15) have
+                                    passed (then 0)
 
 =head2 Process control
 
@@ -127,6 +135,9 @@ keep their value) and the same ports; then C<reload> or C<test_config>.
 
     PlayarrTest::spawn(sub { ... })   a child running the code; exit 0
                                       unless it died; returns its pid
+    PlayarrTest::kids_running(@pids)  the ones still running (all
+                                      spawned ones by default); those that
+                                      ended are reaped
     PlayarrTest::reap_kids(@pids)     waits for them (all by default);
                                       how many failed.  Children still
                                       running at exit are killed before
@@ -445,6 +456,46 @@ sub worker_ids {
 }
 
 sub worker_uid { ($_[0]->worker_ids)[0] }
+
+
+# a directory of the workers: the token and state files go there
+sub worker_dir {
+    my ($self, $name, $mode) = @_;
+    my $dir = $self->path($name);
+    my ($uid, $gid) = $self->worker_ids;
+
+    -d $dir or mkdir $dir or die "mkdir $dir: $!";
+    chown $uid, $gid, $dir or die "chown $dir: $!";
+    chmod $mode, $dir or die "chmod $dir: $!" if defined $mode;
+
+    return $dir;
+}
+
+
+sub slurp {
+    my ($file) = @_;
+
+    open my $fh, '<', $file or die "$file: $!";
+    binmode $fh;
+    local $/;
+    my $s = <$fh>;
+    close $fh;
+
+    return $s // '';
+}
+
+
+sub wait_until {
+    my ($cond, $seconds) = @_;
+    my $deadline = time + ($seconds || 15);
+
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+
+    return $cond->() ? 1 : 0;
+}
 
 
 # writes a file only the workers may read: mode 0600, owned by the worker
@@ -1018,17 +1069,40 @@ sub spawn {
     return $pid;
 }
 
+# exit statuses of children kids_running saw end: pid => $?
+my %KID_STATUS;
+
+# the children among these (all spawned ones by default) still running;
+# the ones that ended are reaped, their status kept for reap_kids
+sub kids_running {
+    my (@pids) = @_;
+
+    @pids = @KIDS unless @pids;
+
+    for my $p (@pids) {
+        next if exists $KID_STATUS{$p};
+        local $?;
+        $KID_STATUS{$p} = $? if waitpid($p, WNOHANG) == $p;
+    }
+
+    @KIDS = grep { !exists $KID_STATUS{$_} } @KIDS;
+
+    return grep { !exists $KID_STATUS{$_} } @pids;
+}
+
 # waits for these children (all spawned ones by default); how many failed
 sub reap_kids {
     my (@pids) = @_;
     my %gone;
     my $failed = 0;
 
-    @pids = @KIDS unless @pids;
+    @pids = (@KIDS, keys %KID_STATUS) unless @pids;
 
     for my $p (@pids) {
-        waitpid $p, 0;
-        $failed++ if $?;
+        my $st = exists $KID_STATUS{$p} ? delete $KID_STATUS{$p}
+               : waitpid($p, 0) == $p ? $?
+               : -1;
+        $failed++ if $st;
         $gone{$p} = 1;
     }
 
