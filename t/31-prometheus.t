@@ -34,7 +34,6 @@ PlayarrTest::need_module();
 plan skip_all => "no $PROMETHEUS (apt-get install prometheus)"
     unless -x $PROMETHEUS;
 
-my $JSON = JSON::PP->new->canonical->utf8;
 my $started = time;
 
 my $t = PlayarrTest->new(http => <<"EOF");
@@ -62,6 +61,7 @@ EOF
 $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
+$t->scrape_setup(token => $TOKEN);
 my $PPORT = $t->port(3);
 my $PROM_DIR = $t->path('prometheus');
 my $prom_pid;
@@ -281,16 +281,6 @@ sub batch {
     return $n;
 }
 
-sub push_ok {
-    my ($updates, $name) = @_;
-    my $r = $t->request('POST', '/push',
-                        headers => { Authorization => "Bearer $TOKEN",
-                                     'Content-Type' => 'application/json' },
-                        body => $JSON->encode($updates));
-
-    is($r->{status}, 204, "push: $name") or diag($r->{raw});
-}
-
 my $N = batch();
 
 value_is('sum(playarr_http_requests_total)', $N,
@@ -299,7 +289,7 @@ value_is('sum(playarr_http_requests_total)', $N,
 # the second batch lands between scrapes: rate() sees it
 $N += batch();
 
-push_ok([
+$t->push_ok([
     { metric => 'provider_active', op => 'set',
       labels => { provider_id => 'p1' }, value => 1 },
     { metric => 'provider_active', op => 'set',

@@ -36,7 +36,8 @@ functions are also reachable as C<PlayarrTest::name>.
     $t->self_metrics_ok($body)       the module's self metrics (names in
                                      %PlayarrTest::SELF, one place to adjust)
 
-    PlayarrTest::family_sum($parsed, $name)  the sum of a family's samples
+    PlayarrTest::family_sum($body_or_parsed, $name)
+        the sum of a family's samples
     $t->promtool_batch(@files), $t->python_parse_batch(@files)
         { file => [ok, output] } for bodies saved with write_file, for
         tests that scrape hundreds of times and check after the load
@@ -50,6 +51,7 @@ functions are also reachable as C<PlayarrTest::name>.
     $t->scrape($name, %opt)
         metrics() with those defaults (every check of metrics_response,
         named $name); returns the body and keeps it:
+    $t->scrape_series($name, %opt)  parse_metrics() of a scrape
     $t->scraped                 the body of the last scrape
     $t->value($family, {labels}) a sample of it (sample())
     $t->quiet_scrape(%opt)      no assertion: the body, or a die unless
@@ -552,6 +554,11 @@ sub scrape {
     return $self->{scraped};
 }
 
+sub scrape_series {
+    my ($self, @arg) = @_;
+    return parse_metrics($self->scrape(@arg));
+}
+
 sub scraped { $_[0]{scraped} }
 
 sub value {
@@ -689,10 +696,12 @@ sub all_workers_answer {
 }
 
 
-# the sum of a family's samples in parse_metrics() output
+# the sum of a family's samples in a body or in parse_metrics() output
 sub family_sum {
     my ($m, $name) = @_;
     my $s = 0;
+
+    $m = parse_metrics($m) unless ref $m;
     $s += $m->{$_} for grep { /^\Q$name\E(?:\{|$)/ } keys %$m;
     return $s;
 }
