@@ -37,6 +37,7 @@ use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
+use PlayarrTest::State qw(state_http traffic snapshot);
 
 PlayarrTest::need_module();
 plan skip_all => 'needs root: the master as root, workers as nobody'
@@ -47,29 +48,6 @@ my $FAST = 5;                 # seconds: "at once", for nginx -t and start
 my $HEADER = 32;              # the state file's header, see state.c
 my $ALICE = { endpoint => '/api/titles/:title_key', status_code => '200',
               username => 'alice' };
-
-sub http_block {
-    my (%o) = @_;
-
-    my $schema = $o{schema} // $SCHEMA;
-
-    return <<"EOF";
-    playarr_metrics_zone playarr:1m;
-    playarr_metrics_token_file %%DIR%%/metrics.token;
-    playarr_metrics_state_file %%DIR%%/state/metrics.state;
-    playarr_metrics_schema $schema;
-    playarr_metrics_route /api/titles/:title_key;
-    playarr_metrics_username \$http_x_user;
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location / { return 200 "ok\\n"; }
-        location = /metrics { playarr_metrics_export; playarr_metrics_auth off; }
-        location = /push { playarr_metrics_push; playarr_metrics_auth off; }
-    }
-EOF
-}
-
 
 # --- local helpers ----------------------------------------------------------
 
@@ -95,45 +73,6 @@ sub as_worker {
     waitpid($pid, 0);
 
     return $? == 0;
-}
-
-sub push_ok {
-    my ($t, $body, $name) = @_;
-
-    my $r = $t->request('POST', '/push', body => $body,
-                        headers => { 'Content-Type' => 'application/json' });
-    is($r->{status}, 204, $name) or diag($r->{body});
-}
-
-sub traffic {
-    my ($t) = @_;
-
-    $t->get('/api/titles/tt1', headers => { 'X-User' => 'alice' })
-        for 1 .. 5;
-    $t->get('/api/titles/tt2', headers => { 'X-User' => 'bob' }) for 1 .. 3;
-
-    push_ok($t, '[{"metric":"provider_active","op":"set",'
-                . '"labels":{"provider_id":"p1"},"value":1},'
-                . '{"metric":"cache_operations","op":"inc",'
-                . '"labels":{"operation":"hit"},"value":7},'
-                . '{"metric":"job_duration","op":"observe",'
-                . '"labels":{"job_type":"sync"},"value":45}]',
-            'push business metrics');
-}
-
-# every sample of the families the traffic fills
-sub snapshot {
-    my ($body) = @_;
-
-    my $all = PlayarrTest::parse_metrics($body);
-
-    return { map { $_ => $all->{$_} }
-             grep { /^playarr_(?:http_requests_total|
-                                 http_request_duration_seconds|
-                                 provider_active|
-                                 cache_operations_total|
-                                 job_duration_seconds)/x }
-             keys %$all };
 }
 
 # the samples of those families that are not zero: none after a fresh start
@@ -258,7 +197,7 @@ sub reseal {
 
 # --- links planted where the root master saves at exit ----------------------
 
-my $t = PlayarrTest->new(http => http_block());
+my $t = PlayarrTest->new(http => state_http());
 my ($UID, $GID) = $t->worker_ids;
 
 mkdir $t->path('state'), 0700 or die "mkdir: $!";
@@ -516,7 +455,7 @@ my $MOUNTED;
 END { system('umount', $MOUNTED) if $MOUNTED }
 
 {
-    my $f = PlayarrTest->new(http => http_block());
+    my $f = PlayarrTest->new(http => state_http());
     my $dir = $f->path('state');
     my $file = $f->path('state/metrics.state');
 
@@ -581,7 +520,7 @@ END { system('umount', $MOUNTED) if $MOUNTED }
 # --- the schema: a FIFO, a link, a 10 MiB file ------------------------------
 
 {
-    my $s = PlayarrTest->new(http => http_block(schema => '%%DIR%%/schema.json'));
+    my $s = PlayarrTest->new(http => state_http(schema => '%%DIR%%/schema.json'));
     my $file = $s->path('schema.json');
     my $line = $s->conf_line(qr/playarr_metrics_schema/);
     my $conf = $s->conf_file;

@@ -101,11 +101,8 @@ EOF
 my $base = 'http://127.0.0.1:' . $t->port;
 my $cross = 'http://127.0.0.1:' . $t->port(3);
 
-mkdir $t->path($_) or die "mkdir: $!" for qw(ui cross tok);
-{
-    my ($uid, $gid) = $t->worker_ids;
-    chown $uid, $gid, $t->path('tok') or die "chown: $!";
-}
+mkdir $t->path($_) or die "mkdir: $!" for qw(ui cross);
+$t->worker_dir('tok');
 
 $t->write_file('ui/playarr-ui.html',
                PlayarrTest->read_file("$REPO/t/browser/playarr-ui.html"));

@@ -69,13 +69,7 @@ $t->write_file('jwt.secret', "$SECRET\n", 0600);
 
 # the workers write the new token next to the old one: the directory is
 # theirs
-{
-    my ($uid, $gid) = $t->worker_ids;
-    my $dir = $t->path('tok');
-    mkdir $dir or die "mkdir $dir: $!";
-    chown $uid, $gid, $dir or die "chown $dir: $!";
-    chmod 0700, $dir or die "chmod $dir: $!";
-}
+$t->worker_dir('tok', 0700);
 
 $t->start;
 

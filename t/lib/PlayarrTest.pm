@@ -50,12 +50,15 @@ Their functions are also here under their old names
 PlayarrTest qw(bearer sample)> brings the ones named into the test.  Each module's POD
 lists what it offers: C<perldoc t/lib/PlayarrTest/Nginx.pm>.
 
+L<PlayarrTest::State> is the setting of the state file tests.
+
 =head2 What a test needs, in one line each
 
     PlayarrTest::need_module();     skip_all unless the module is built
                                     (PLAYARR_METRICS_SO or build/)
     my $SCHEMA = PlayarrTest::need_schema();
-                                    Playarr's metrics.json: the repo's
+                                    Playarr's metrics.json,
+                                    PlayarrTest::schema(): the repo's
                                     docs/playarr/ copy, or
                                     PLAYARR_METRICS_JSON; skip_all when
                                     it cannot be read
@@ -98,9 +101,13 @@ sub need_module {
 }
 
 
+sub schema {
+    return $ENV{PLAYARR_METRICS_JSON} || repo() . '/docs/playarr/metrics.json';
+}
+
+
 sub need_schema {
-    my $schema = $ENV{PLAYARR_METRICS_JSON}
-                 || repo() . '/docs/playarr/metrics.json';
+    my $schema = schema();
 
     Test::More::plan(skip_all => "no $schema (set PLAYARR_METRICS_JSON)")
         unless -r $schema;
