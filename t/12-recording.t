@@ -126,79 +126,46 @@ mkdir $t->path('www') or die "mkdir: $!";
 
 # --- the slow upstream -------------------------------------------------------
 
-my $PARENT = $$;
 my $UPS_LOG = $t->path('upstream.log');
 
-sub start_upstream {
-    my ($port) = @_;
-    my $srv = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1',
-        LocalPort => $port,
-        Proto     => 'tcp',
-        Listen    => 128,
-        ReuseAddr => 1,
-    ) or die "upstream: listen on $port: $@\n";
+# one connection: answers after ?delay= ms (unless nginx gives up first)
+# with ?status= and ?etype= (X-Error-Type), and logs the path
+sub upstream_answer {
+    my ($c) = @_;
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid) {
-        close $srv;
-        return $pid;
+    my $req = '';
+    while ($req !~ /\r\n\r\n/) {
+        my $n = sysread $c, $req, 4096, length $req;
+        return unless $n;
     }
 
-    $SIG{CHLD} = 'IGNORE';
-    $SIG{PIPE} = 'IGNORE';
-    $SIG{TERM} = sub { _exit(0) };
+    my ($path) = $req =~ m{^\S+ (\S+)};
+    my %q = $path =~ /[?&]([a-z]+)=([^&]*)/g;
 
-    while (1) {
-        my $c = $srv->accept or next;
-        my $k = fork;
+    if (open my $log, '>>', $UPS_LOG) {
+        syswrite $log, "$path\n";
+        close $log;
+    }
 
-        if (!defined $k || $k) {
-            close $c;
-            next;
-        }
-
-        close $srv;
-        binmode $c;
-
-        my $req = '';
-        while ($req !~ /\r\n\r\n/) {
-            my $n = sysread $c, $req, 4096, length $req;
-            _exit(0) unless $n;
-        }
-
-        my ($path) = $req =~ m{^\S+ (\S+)};
-        my %q = $path =~ /[?&]([a-z]+)=([^&]*)/g;
-
-        if (open my $log, '>>', $UPS_LOG) {
-            syswrite $log, "$path\n";
-            close $log;
-        }
-
-        # waits, unless nginx gives up on the request meanwhile
-        if ($q{delay}) {
-            my $end = time + $q{delay} / 1000;
-            while ((my $left = $end - time) > 0) {
-                if (IO::Select->new($c)->can_read($left)) {
-                    my $n = sysread $c, my $buf, 4096;
-                    _exit(0) unless $n;
-                }
+    # waits, unless nginx gives up on the request meanwhile
+    if ($q{delay}) {
+        my $end = time + $q{delay} / 1000;
+        while ((my $left = $end - time) > 0) {
+            if (IO::Select->new($c)->can_read($left)) {
+                my $n = sysread $c, my $buf, 4096;
+                return unless $n;
             }
         }
-
-        my $status = $q{status} || 200;
-        my $body = "upstream $path";
-        my $extra = defined $q{etype} ? "X-Error-Type: $q{etype}\r\n" : '';
-
-        syswrite $c, "HTTP/1.1 $status Whatever\r\n"
-                     . "Content-Type: text/plain\r\n"
-                     . "Content-Length: " . length($body) . "\r\n"
-                     . "Connection: close\r\n$extra\r\n$body";
-        close $c;
-        _exit(0);
     }
+
+    my $status = $q{status} || 200;
+    my $body = "upstream $path";
+    my $extra = defined $q{etype} ? "X-Error-Type: $q{etype}\r\n" : '';
+
+    syswrite $c, "HTTP/1.1 $status Whatever\r\n"
+                 . "Content-Type: text/plain\r\n"
+                 . "Content-Length: " . length($body) . "\r\n"
+                 . "Connection: close\r\n$extra\r\n$body";
 }
 
 # PlayarrTest->start checks that every %%PORTn%% of the configuration is
@@ -206,14 +173,8 @@ sub start_upstream {
 # once nginx runs.
 $t->start;
 
-my $UPS = start_upstream($t->port(2));
+PlayarrTest::upstream($t->port(2), \&upstream_answer);
 
-END {
-    if ($$ == $PARENT && $UPS) {
-        kill 'TERM', $UPS;
-        waitpid $UPS, 0;
-    }
-}
 my $token = $t->read_token('metrics.token');
 my %auth = (Authorization => "Bearer $token");
 

@@ -158,10 +158,8 @@ sub push_all {
     my $bad = 0;
 
     while (my @b = splice @ids, 0, $BATCH) {
-        my $r = $t->request('POST', '/push',
-                            headers => { 'Content-Type' => 'application/json' },
-                            body => '[' . join(',', map { $make->($_) } @b)
-                                    . ']');
+        my $r = $t->push_updates('[' . join(',', map { $make->($_) } @b)
+                                 . ']');
         $bad++ if $r->{status} != 204;
         diag("push: $r->{status} " . substr($r->{body} // '', 0, 200))
             if $r->{status} != 204;

@@ -56,9 +56,7 @@ sub push_all {
                      . '"endpoint":"/movies","status_code":"200"},'
                      . '"value":' . ($value + $i % 7) . '}';
         }
-        my $r = $t->request('POST', '/push', body => '[' . join(',', @u) . ']',
-                            headers => { 'Content-Type' => 'application/json' },
-                            timeout => 60);
+        my $r = $t->push_updates('[' . join(',', @u) . ']', timeout => 60);
         return 0 unless $r->{status} == 204;
     }
 

@@ -85,33 +85,10 @@ sub nonzero {
 # nginx -t, killed after 20 s whatever happens: ($rc, $seconds, $output)
 sub test_config_bounded {
     my ($t) = @_;
-    my $dir = $t->dir;
-    my $out = "$dir/nginx-t.out";
-
-    unlink $t->path('nginx-t.log');
-
     my $t0 = time;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
+    my ($rc, $out) = $t->test_config(timeout => 20);
 
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', $out;
-        open STDERR, '>&', \*STDOUT;
-        exec 'timeout', '-s', 'KILL', '20', PlayarrTest::nginx_bin(),
-             '-p', "$dir/", '-c', "$dir/nginx.conf",
-             '-e', "$dir/nginx-t.log", '-t'
-            or print STDERR "exec timeout: $!\n";
-        _exit(127);
-    }
-
-    local $?;
-    waitpid($pid, 0);
-    my $rc = $? >> 8;
-    my $took = time - $t0;
-
-    return ($rc, $took, ($t->read_file($out) // '')
-                        . ($t->read_file('nginx-t.log') // ''));
+    return ($rc, time - $t0, $out . ($t->read_file('nginx-t.log') // ''));
 }
 
 # $t->start that cannot die: ($started, $seconds)

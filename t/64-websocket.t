@@ -67,45 +67,13 @@ $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
 $t->scrape_setup(token => $TOKEN);
-my $UPSTREAM = upstream($t->port(2));
+my $UPSTREAM = PlayarrTest::upstream($t->port(2), \&serve);
 
 
 # --- helpers ----------------------------------------------------------------
 
-# the upstream, in a process group of its own; a process per connection
-sub upstream {
-    my ($port) = @_;
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                  LocalPort => $port, Listen => 128,
-                                  ReuseAddr => 1)
-        or die "upstream: listen on $port: $!";
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid) {
-        close $l;
-        return $pid;
-    }
-
-    setpgrp(0, 0);
-    $SIG{CHLD} = 'IGNORE';
-
-    while (1) {
-        my $c = $l->accept or next;
-        my $k = fork;
-
-        if (!defined $k || $k) {
-            close $c;
-            next;
-        }
-
-        close $l;
-        serve($c);
-        POSIX::_exit(0);
-    }
-}
-
+# the upstream: a request with Upgrade: websocket is answered 101 and
+# echoed; any other, 200 "polling"
 sub serve {
     my ($c) = @_;
     my $head = '';
@@ -454,7 +422,6 @@ is(in_flight($t->scrape('at the end')), 1, 'in flight at the end: 1');
 
 $t->stop;
 
-kill 'TERM', -$UPSTREAM;
-waitpid($UPSTREAM, 0);
+PlayarrTest::stop_upstream($UPSTREAM);
 
 done_testing;

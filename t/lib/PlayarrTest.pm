@@ -81,6 +81,7 @@ our @ISA = qw(PlayarrTest::Nginx PlayarrTest::HTTP PlayarrTest::Metrics);
 my %FUNCTIONS = (
     'PlayarrTest::Nginx' => [qw(repo nginx_bin module_path example_http
                                 slurp wait_until spawn kids_running reap_kids
+                                upstream stop_upstream
                                 _proc_children _is_nginx_worker)],
     'PlayarrTest::HTTP' => [qw(header parse_challenge json_body bearer
                                parse_response session_jwt header_pairs)],

@@ -103,9 +103,11 @@ keep their value) and the same ports; then C<reload> or C<test_config>.
     $t->start          dies (with the error log) if nginx does not start;
                        returns once the pid file holds the master pid, all
                        workers exist and the port accepts connections
-    $t->test_config    ($exit_code, $output): nginx -t on the current
+    $t->test_config(timeout => $s)
+                       ($exit_code, $output): nginx -t on the current
                        configuration, with its own error log
-                       (-e DIR/nginx-t.log); $output is what nginx printed
+                       (-e DIR/nginx-t.log); $output is what nginx printed;
+                       timeout: killed after $s seconds (exit code 137)
     $t->reload(%opt)   nginx -s reload (opt signal => 1: kill -HUP
                        instead); waits until every old worker has exited and
                        the new generation is complete; dies when the master
@@ -135,6 +137,12 @@ keep their value) and the same ports; then C<reload> or C<test_config>.
 
     PlayarrTest::spawn(sub { ... })   a child running the code; exit 0
                                       unless it died; returns its pid
+    PlayarrTest::upstream($port, sub { my ($socket) = @_; ... })
+                                      a tiny upstream on 127.0.0.1:$port:
+                                      a process a connection runs the
+                                      code; returns the server's pid
+    PlayarrTest::stop_upstream($pid)  stops it and its connections (at
+                                      exit at the latest)
     PlayarrTest::kids_running(@pids)  the ones still running (all
                                       spawned ones by default); those that
                                       ended are reaped
@@ -774,8 +782,14 @@ sub _port_accepts {
 }
 
 
+# nginx with these arguments, waited for: ($exit_code, $output); a
+# leading { timeout => $s } kills it (SIGKILL, by timeout(1)) after $s
 sub _run_nginx {
     my ($self, @args) = @_;
+    my %o = ref $args[0] ? %{ shift @args } : ();
+    my @cmd = (defined $o{timeout} ? ('timeout', '-s', 'KILL', $o{timeout})
+                                   : (),
+               nginx_bin());
     my $dir = $self->{dir};
     my $out = "$dir/nginx-cmd.out";
 
@@ -786,8 +800,8 @@ sub _run_nginx {
         open STDIN, '<', '/dev/null';
         open STDOUT, '>', $out;
         open STDERR, '>&', \*STDOUT;
-        exec nginx_bin(), '-p', "$dir/", '-c', "$dir/nginx.conf", @args
-            or print STDERR "exec " . nginx_bin() . ": $!\n";
+        exec @cmd, '-p', "$dir/", '-c', "$dir/nginx.conf", @args
+            or print STDERR "exec $cmd[0]: $!\n";
         _exit(127);
     }
 
@@ -801,11 +815,12 @@ sub _run_nginx {
 
 
 sub test_config {
-    my ($self) = @_;
+    my ($self, %opt) = @_;
 
     unlink $self->path('nginx-t.log');
 
-    return $self->_run_nginx('-e', $self->path('nginx-t.log'), '-t');
+    return $self->_run_nginx({ timeout => $opt{timeout} },
+                             '-e', $self->path('nginx-t.log'), '-t');
 }
 
 
@@ -1069,6 +1084,58 @@ sub spawn {
     return $pid;
 }
 
+my @UPSTREAMS;
+
+# a tiny upstream server: listens on 127.0.0.1:$port, and runs
+# $handler->($socket) in a process of its own for each connection; the
+# server and its connections are a process group, stopped by
+# stop_upstream or at exit
+sub upstream {
+    my ($port, $handler) = @_;
+    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $port, Proto => 'tcp',
+                                  Listen => 128, ReuseAddr => 1)
+        or die "upstream: listen on $port: $@\n";
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+
+    if ($pid) {
+        close $l;
+        push @UPSTREAMS, $pid;
+        return $pid;
+    }
+
+    setpgrp(0, 0);
+    $SIG{CHLD} = 'IGNORE';
+    $SIG{PIPE} = 'IGNORE';
+
+    while (1) {
+        my $c = $l->accept or next;
+        my $k = fork;
+
+        if (!defined $k || $k) {
+            close $c;
+            next;
+        }
+
+        close $l;
+        binmode $c;
+        eval { $handler->($c) };
+        _exit(0);
+    }
+}
+
+sub stop_upstream {
+    my ($pid) = @_;
+
+    local $?;
+    kill 'TERM', -$pid;
+    waitpid $pid, 0;
+    @UPSTREAMS = grep { $_ != $pid } @UPSTREAMS;
+}
+
+
 # exit statuses of children kids_running saw end: pid => $?
 my %KID_STATUS;
 
@@ -1117,10 +1184,12 @@ END {
     $END_STATUS = $status;
     $? = 0;
 
-    # clients still running are stopped before their nginx is
+    # clients and upstreams still running are stopped before their nginx
     if ($$ == $KIDS_PARENT) {
         kill 'KILL', @KIDS if @KIDS;
         reap_kids();
+        my @up = @UPSTREAMS;
+        stop_upstream($_) for @up;
     }
 
     for my $t (@LIVE) {
