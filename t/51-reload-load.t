@@ -22,6 +22,7 @@ use Time::HiRes qw(time sleep);
 use PlayarrTest qw(family_sum);
 
 PlayarrTest::need_module();
+PlayarrTest::need_all('50 reloads under load (25 s)');
 
 my $SCHEMA = PlayarrTest::need_schema();
 

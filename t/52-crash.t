@@ -22,6 +22,7 @@ use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
 PlayarrTest::need_module();
+PlayarrTest::need_all('ten kill -9 of workers under load (25 s)');
 
 my $SCHEMA = PlayarrTest::need_schema();
 

@@ -25,6 +25,7 @@ use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
 PlayarrTest::need_module();
+PlayarrTest::need_all('a soak of 300 scrapes under load (60 s)');
 
 my $SCHEMA = PlayarrTest::need_schema();
 
