@@ -50,7 +50,9 @@ Their functions are also here under their old names
 PlayarrTest qw(bearer sample)> brings the ones named into the test.  Each module's POD
 lists what it offers: C<perldoc t/lib/PlayarrTest/Nginx.pm>.
 
-L<PlayarrTest::State> is the setting of the state file tests.
+L<PlayarrTest::Blocks> runs tests written as data (per block a
+configuration, a request, the answer expected, or the exact [emerg] of
+nginx -t); L<PlayarrTest::State> is the setting of the state file tests.
 
 =head2 What a test needs, in one line each
 
