@@ -17,6 +17,7 @@ use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time);
 use PlayarrTest;
+use PlayarrTest::Blocks qw(run_blocks);
 
 PlayarrTest::need_module();
 
@@ -311,109 +312,12 @@ push_bad({ metric => 'active_users', op => 'reset', value => 0 }, 0,
 # --- every rejection, and none of them changes anything ---
 
 my $before = business($t->scrape('before the rejections'));
-my $long = 'x' x 129;
-
-my @invalid = (
-    [ { metric => 'no_such_metric', op => 'inc' },
-      qr/^unknown metric "no_such_metric"$/, 'unknown metric' ],
-    [ { metric => 'playarr_no_such_total', op => 'inc' },
-      qr/^unknown metric "playarr_no_such_total"$/, 'unknown full name' ],
-    [ { metric => 'Stream_Requests', op => 'inc', labels => { user => 'a' } },
-      qr/^unknown metric "Stream_Requests"$/,
-      'metric keys are case-sensitive' ],
-    [ { op => 'inc' },
-      qr/^"metric" must be a metric key or name$/, 'no metric' ],
-    [ { metric => 5, op => 'inc' },
-      qr/^"metric" must be a metric key or name$/, 'metric not a string' ],
-    [ { metric => 'stream_requests', labels => { user => 'a' } },
-      qr/^"op" must be one of inc, dec, set, observe, reset$/, 'no op' ],
-    [ { metric => 'stream_requests', op => 'add', labels => { user => 'a' } },
-      qr/^"op" must be one of inc, dec, set, observe, reset$/, 'unknown op' ],
-    [ { metric => 'stream_requests', op => 'INC', labels => { user => 'a' } },
-      qr/^"op" must be one of/, 'op in upper case' ],
-    [ { metric => 'stream_requests', op => 'inc' },
-      qr/^missing label "user" for "playarr_stream_requests_total"$/,
-      'no labels' ],
-    [ { metric => 'job_executions', op => 'inc',
-        labels => { job_type => 'sync' } },
-      qr/^missing label "status" for "playarr_job_executions_total"$/,
-      'one label missing' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => 'a', extra => 'b' } },
-      qr/^unknown label "extra" for "playarr_stream_requests_total"$/,
-      'extra label' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { username => 'a' } },
-      qr/^(?:missing\ label\ "user"|unknown\ label\ "username")
-          \ for\ "playarr_stream_requests_total"$/x,
-      'wrong label name' ],
-    [ { metric => 'active_users', op => 'inc', labels => { user => 'a' } },
-      qr/^unknown label "user" for "playarr_active_users"$/,
-      'a label on a label-less family' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => ['user', 'a'] },
-      qr/^"labels" must be an object$/, 'labels an array' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => JSON::PP::true } },
-      qr/^label "user" must be a string$/, 'label value true' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => undef } },
-      qr/^label "user" must be a string$/, 'label value null' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => 1.5 } },
-      qr/^label "user" must be a string$/, 'label value 1.5' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => { a => 1 } } },
-      qr/^label "user" must be a string$/, 'label value an object' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => $long } },
-      qr/^label "user" is longer than 128 bytes$/, 'label value of 129 bytes' ],
-    [ { metric => 'active_users', op => 'set', value => '1' },
-      qr/^"value" must be a finite number$/, 'value a string' ],
-    [ { metric => 'active_users', op => 'set', value => undef },
-      qr/^"value" must be a finite number$/, 'value null' ],
-    [ { metric => 'active_users', op => 'set', value => JSON::PP::true },
-      qr/^"value" must be a finite number$/, 'value true' ],
-    [ { metric => 'active_users', op => 'set', value => [1] },
-      qr/^"value" must be a finite number$/, 'value an array' ],
-    [ { metric => 'active_users', op => 'set', value => 1, unit => 's' },
-      qr/^unknown field "unit"$/, 'unknown field' ],
-    [ { metric => 'active_users', op => 'set', value => 1, Labels => {} },
-      qr/^unknown field "Labels"$/, 'field names are case-sensitive' ],
-    [ [ 1 ], qr/^an update must be an object$/, 'a number in the array' ],
-    [ [ 'inc' ], qr/^an update must be an object$/, 'a string in the array' ],
-    [ [ [] ], qr/^an update must be an object$/, 'an array in the array' ],
-    [ [ undef ], qr/^an update must be an object$/, 'null in the array' ],
-);
-
-for my $c (@invalid) {
-    my ($u, $re, $name) = @$c;
-    push_bad($u, 0, $re, $name);
-}
-
-# JSON that is not JSON, or numbers JSON cannot carry: no index
-my @malformed = (
-    [ '{',                            'unterminated object' ],
-    [ '[{"metric":"active_users","op":"inc"},', 'unterminated array' ],
-    [ 'not json',                     'not JSON' ],
-    [ '',                             'empty body' ],
-    [ '   ',                          'only spaces' ],
-    [ '{"metric":"active_users","op":"inc"} {}', 'two documents' ],
-    [ '{"metric":"active_users","op":"set","value":NaN}', 'NaN' ],
-    [ '{"metric":"active_users","op":"set","value":Infinity}', 'Infinity' ],
-    [ '{"metric":"active_users","op":"set","value":-Infinity}', '-Infinity' ],
-    [ '{"metric":"active_users","op":"set","value":1e400}', '1e400' ],
-    [ '{"metric":"active_users","op":"set","value":1,"value":2}',
-      'duplicate field' ],
-    [ '{"metric":"stream_requests","op":"inc","labels":{"user":"'
-      . "\xff" . '"}}', 'invalid UTF-8' ],
-    [ "{'metric':'active_users','op':'inc'}", 'single quotes' ],
-    [ '"active_users"', 'a bare string' ],
-    [ '{"metric":"stream_requests","op":"inc","labels":{"user":"a\\u0000b"}}',
-      'a label value with a NUL (\\u0000)' ],
-);
-
-for my $c (@malformed) {
-    my ($data, $name) = @$c;
-    push_bad($data, undef, qr/^malformed JSON: .+ at line \d+ column -?\d+$/,
-             "malformed: $name");
-}
+# every rejection of __DATA__: 400, application/json, the exact
+# {"error", "index"} (malformed JSON: jansson's words, matched), counted
+# by its reason
+run_blocks(t => $t,
+           headers => [ %AUTH, 'Content-Type' => 'application/json' ],
+           sections => { reason => sub { $REJ{ $_[3] }++ } });
 
 # 128 bytes is the limit, not beyond
 $t->push_ok({ metric => 'stream_requests', op => 'inc',
@@ -748,3 +652,533 @@ $t->stop;
 }
 
 done_testing;
+
+__DATA__
+
+=== push error: unknown metric
+--- request
+POST /push
+--- request_body
+{"metric":"no_such_metric","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"no_such_metric\"","index":0}
+--- reason: invalid
+
+=== push error: unknown full name
+--- request
+POST /push
+--- request_body
+{"metric":"playarr_no_such_total","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"playarr_no_such_total\"","index":0}
+--- reason: invalid
+
+=== push error: metric keys are case-sensitive
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"Stream_Requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"Stream_Requests\"","index":0}
+--- reason: invalid
+
+=== push error: no metric
+--- request
+POST /push
+--- request_body
+{"op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"metric\" must be a metric key or name","index":0}
+--- reason: invalid
+
+=== push error: metric not a string
+--- request
+POST /push
+--- request_body
+{"metric":5,"op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"metric\" must be a metric key or name","index":0}
+--- reason: invalid
+
+=== push error: no op
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: unknown op
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests","op":"add"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: op in upper case
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests","op":"INC"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: no labels
+--- request
+POST /push
+--- request_body
+{"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"user\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: one label missing
+--- request
+POST /push
+--- request_body
+{"labels":{"job_type":"sync"},"metric":"job_executions","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"status\" for \"playarr_job_executions_total\"","index":0}
+--- reason: invalid
+
+=== push error: extra label
+--- request
+POST /push
+--- request_body
+{"labels":{"extra":"b","user":"a"},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown label \"extra\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: wrong label name
+--- request
+POST /push
+--- request_body
+{"labels":{"username":"a"},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"user\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: a label on a label-less family
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"active_users","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown label \"user\" for \"playarr_active_users\"","index":0}
+--- reason: invalid
+
+=== push error: labels an array
+--- request
+POST /push
+--- request_body
+{"labels":["user","a"],"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"labels\" must be an object","index":0}
+--- reason: invalid
+
+=== push error: label value true
+--- request
+POST /push
+--- request_body
+{"labels":{"user":true},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value null
+--- request
+POST /push
+--- request_body
+{"labels":{"user":null},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value 1.5
+--- request
+POST /push
+--- request_body
+{"labels":{"user":1.5},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value an object
+--- request
+POST /push
+--- request_body
+{"labels":{"user":{"a":1}},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value of 129 bytes
+--- request
+POST /push
+--- request_body eval
+'{"labels":{"user":"' . ("x" x 129) . '"},"metric":"stream_requests","op":"inc"}'
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" is longer than 128 bytes","index":0}
+--- reason: invalid
+
+=== push error: value a string
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":"1"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value null
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":null}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value true
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":true}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value an array
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":[1]}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: unknown field
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","unit":"s","value":1}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown field \"unit\"","index":0}
+--- reason: invalid
+
+=== push error: field names are case-sensitive
+--- request
+POST /push
+--- request_body
+{"Labels":{},"metric":"active_users","op":"set","value":1}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown field \"Labels\"","index":0}
+--- reason: invalid
+
+=== push error: a number in the array
+--- request
+POST /push
+--- request_body
+[1]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: a string in the array
+--- request
+POST /push
+--- request_body
+["inc"]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: an array in the array
+--- request
+POST /push
+--- request_body
+[[]]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: null in the array
+--- request
+POST /push
+--- request_body
+[null]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error, malformed: unterminated object
+--- request
+POST /push
+--- request_body
+{
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: unterminated array
+--- request
+POST /push
+--- request_body
+[{"metric":"active_users","op":"inc"},
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: not JSON
+--- request
+POST /push
+--- request_body
+not json
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: empty body
+--- request
+POST /push
+--- request_body eval
+""
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: only spaces
+--- request
+POST /push
+--- request_body eval
+"   "
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: two documents
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"inc"} {}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: NaN
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":NaN}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: Infinity
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":Infinity}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: -Infinity
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":-Infinity}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: 1e400
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":1e400}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: duplicate field
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":1,"value":2}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: invalid UTF-8
+--- request
+POST /push
+--- request_body eval
+"{\"metric\":\"stream_requests\",\"op\":\"inc\",\"labels\":{\"user\":\"\xff\"}}"
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: single quotes
+--- request
+POST /push
+--- request_body
+{'metric':'active_users','op':'inc'}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: a bare string
+--- request
+POST /push
+--- request_body
+"active_users"
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: a label value with a NUL (\u0000)
+--- request
+POST /push
+--- request_body
+{"metric":"stream_requests","op":"inc","labels":{"user":"a\u0000b"}}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed

@@ -81,6 +81,9 @@ length; C<never> strings appear nowhere in it.
     t       => $t           a running PlayarrTest for blocks without their
                             own configuration
     vars    => { NAME => $value }    %%NAME%% in every section
+    headers => [ Name => $value, ... ]
+                            sent with every request, before its
+                            more_headers
     never   => [ $secret ]  strings no answer may hold
     sections => { name => sub { my ($block, $r, $t) = @_; ... } }
                             more sections: called with the block, the
@@ -310,7 +313,7 @@ sub _request {
     my ($line, $body) = split /\n/, $t->_subst($v->{request}), 2;
     my ($method, $path) = $line =~ /^\s*([A-Z]+)\s+(\S+)\s*$/
         or die "block \"$name\": --- request is not \"METHOD PATH\"\n";
-    my @h;
+    my @h = @{ $opt->{headers} || [] };
 
     $body = $v->{request_body} if exists $v->{request_body};
 
