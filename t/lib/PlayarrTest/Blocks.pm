@@ -85,9 +85,13 @@ length; C<never> strings appear nowhere in it.
                             sent with every request, before its
                             more_headers
     never   => [ $secret ]  strings no answer may hold
-    sections => { name => sub { my ($block, $r, $t) = @_; ... } }
-                            more sections: called with the block, the
-                            response and the nginx, after the checks above
+    client  => $cl          requests sent on this PlayarrTest::Client
+                            (keep-alive) instead of a connection each
+    sections => { name => sub { my ($block, $r, $t, $value) = @_; ... } }
+                            more sections: called with the block (its
+                            method and path too), the response, the nginx
+                            and the section's value, after the checks
+                            above
     send    => sub { my ($block, $request) = @_; ... }
                             sends the request (a coderef that does it and
                             returns the response): around it, a test can
@@ -324,10 +328,12 @@ sub _request {
         push @h, $k => $val;
     }
 
-    my $send = sub {
-        $t->request($method, $path, headers => \@h,
-                    defined $body ? (body => $body) : ());
-    };
+    my @o = (headers => \@h, defined $body ? (body => $body) : ());
+    my $send = $opt->{client}
+               ? sub { $opt->{client}->req($method, $path, @o) }
+               : sub { $t->request($method, $path, @o) };
+
+    @$b{qw(method path)} = ($method, $path);
     my $r = $opt->{send} ? $opt->{send}->($b, $send) : $send->();
     my $status = $v->{error_code} // 200;
 
