@@ -353,7 +353,8 @@ is_deeply(delta(qq{a 1\nb{x="1"} 2\nb{x="2"} 5\n},
     ok(!kill(0, $up), 'upstream: stopped');
 
     my $k = PlayarrTest::spawn(sub { sleep 0.3 });
-    my $bad = PlayarrTest::spawn(sub { die "harness self-test: a child that fails on purpose\n" });
+    my $bad = PlayarrTest::spawn(sub {
+        die "harness self-test: a child that fails on purpose\n" });
     is(scalar(PlayarrTest::kids_running($k)), 1, 'kids_running: running');
     PlayarrTest::wait_until(sub { !PlayarrTest::kids_running($k) }, 5);
     is(PlayarrTest::reap_kids($k, $bad), 1,
