@@ -332,6 +332,31 @@ EOF
         or diag(@out);
 }
 
+# a block with a configuration of its own: its own nginx, started for it
+# and stopped after; an emerg block
+run_blocks(new => { module => 0 },
+           blocks => [ PlayarrTest::Blocks::parse(<<'EOF', 'self-test') ]);
+=== own nginx
+--- http
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / { return 200 "own $uri"; }
+}
+--- request
+GET /x
+--- response_body
+own /x
+
+=== own nginx, nginx -t
+--- http
+server {
+    listen 127.0.0.1:%%PORT%%;
+    no_such_directive on;    # <-
+}
+--- emerg
+unknown directive "no_such_directive"
+EOF
+
 # --- delta, upstreams, children ---
 
 is_deeply(delta(qq{a 1\nb{x="1"} 2\nb{x="2"} 5\n},
@@ -352,7 +377,7 @@ is_deeply(delta(qq{a 1\nb{x="1"} 2\nb{x="2"} 5\n},
     PlayarrTest::stop_upstream($up);
     ok(!kill(0, $up), 'upstream: stopped');
 
-    my $k = PlayarrTest::spawn(sub { sleep 0.3 });
+    my $k = PlayarrTest::spawn(sub { Time::HiRes::sleep(0.5) });
     my $bad = PlayarrTest::spawn(sub {
         die "harness self-test: a child that fails on purpose\n" });
     is(scalar(PlayarrTest::kids_running($k)), 1, 'kids_running: running');

@@ -78,6 +78,7 @@ length; C<never> strings appear nowhere in it.
 
     blocks  => \@blocks     instead of __DATA__ (PlayarrTest::Blocks::parse)
     http, main              the configuration of a block without its own
+    new     => { module => 0 }   more options of PlayarrTest->new
     t       => $t           a running PlayarrTest for blocks without their
                             own configuration
     vars    => { NAME => $value }    %%NAME%% in every section
@@ -233,7 +234,7 @@ sub run_blocks {
         my $main = $v{main} // $opt{main};
 
         if (exists $v{emerg}) {
-            _emerg($b, \%v, $http // '', $main // '', \@files);
+            _emerg($b, \%v, $http // '', $main // '', \@files, \%opt);
             next;
         }
 
@@ -248,7 +249,8 @@ sub run_blocks {
 
             if (!$own || $key ne $own_key) {
                 $own->stop if $own;
-                $own = PlayarrTest->new(http => $http // '',
+                $own = PlayarrTest->new(%{ $opt{new} || {} },
+                                        http => $http // '',
                                         main => $main // '');
                 _plant($own, \@files, $b->{mkdir});
                 $own->start;
@@ -282,9 +284,10 @@ sub _plant {
 
 
 sub _emerg {
-    my ($b, $v, $http, $main, $files) = @_;
+    my ($b, $v, $http, $main, $files, $opt) = @_;
     my $name = $b->{name};
-    my $t = PlayarrTest->new(http => $http, main => $main);
+    my $t = PlayarrTest->new(%{ $opt->{new} || {} },
+                             http => $http, main => $main);
 
     _plant($t, $files, $b->{mkdir});
 
