@@ -3,7 +3,12 @@
 #   make deps    install what is missing (Debian packages, apt-get)
 #   make         build build/ngx_http_playarr_metrics_module.so
 #   make run     nginx + the module in front of a demo Playarr, on loopback
-#   make test    deps + build + the test suite (prove -r t/)
+#   make test    deps + build + the whole test suite (prove -r t/), with
+#                PLAYARR_TEST_ALL=1: the slow and system-changing tests too
+#                (the .deb installed here, fuzzing, 50 reloads, kill -9
+#                under load, soak); what .ci/run runs
+#   make check   the quick developer run: the same without those (about
+#                half the time)
 #   make bench   per-request cost, throughput, render time, module on vs off;
 #                fails above the cost gates (bench/sections/15-gates.sh)
 #   make bench-gates  the callgrind cost gates only (BENCH_ONLY=gates)
@@ -133,8 +138,8 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build deps bench-deps browser-deps js-deps run test bench \
-        bench-gates lint clean deb fuzz fuzz-build
+.PHONY: all build deps bench-deps browser-deps js-deps run test check \
+        bench bench-gates lint clean deb fuzz fuzz-build
 
 all: build
 
@@ -190,9 +195,19 @@ js-deps: t/js/node_modules/.package-lock.json
 t/js/node_modules/.package-lock.json: t/js/package.json t/js/package-lock.json
 	npm ci --prefix t/js --no-audit --no-fund --loglevel=error
 
+# PLAYARR_TEST_ALL=1 (as nginx-tests' TEST_NGINX_UNSAFE): the tests that
+# take long or change the machine run too; without it they skip
+# (PlayarrTest::need_all)
+TEST_RUN = PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) $(TEST_ENV) \
+           prove -r t/
+
 test: deps build browser-deps js-deps $(TEST_DEPS)
 	$(TEST_SETUP)
-	PLAYARR_METRICS_SO=$(SO) NGINX_BIN=$(NGINX_BIN) $(TEST_ENV) prove -r t/
+	PLAYARR_TEST_ALL=1 $(TEST_RUN)
+
+check: deps build browser-deps js-deps
+	$(TEST_SETUP)
+	PLAYARR_TEST_ALL= $(TEST_RUN)
 
 bench: bench-deps build js-deps
 	bash bench/run

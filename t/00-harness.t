@@ -1,16 +1,19 @@
 #!/usr/bin/perl
 
-# The test harness itself (t/lib/PlayarrTest.pm), against plain nginx:
-# no module loaded, so this runs before the module builds.
+# The test harness itself (t/lib/PlayarrTest.pm and t/lib/PlayarrTest/),
+# against plain nginx: no module loaded, so this runs before the module
+# builds.
 
 use strict;
 use warnings;
 
 use FindBin;
+use POSIX ();
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(delta);
+use PlayarrTest::Blocks qw(run_blocks);
 
 my $METRICS = '# HELP demo_requests_total Requests.\n'
     . '# TYPE demo_requests_total counter\n'
@@ -226,6 +229,162 @@ like($bad->read_file('nginx-t.log'), qr/\[emerg\]/, 'nginx -t has its own log');
 ok(!-s $bad->path('error.log'), 'main error log untouched');
 eval { $bad->start };
 like($@, qr/nginx failed to start.*unknown directive/s, 'start dies with the log');
+
+# --- the block runner ---
+
+{
+    my @b = PlayarrTest::Blocks::parse(<<'EOF', 'self-test');
+=== one
+--- http
+a;    # <-
+b;
+
+--- file x.txt 0640
+line one
+line two
+--- file y eval
+"\x01\n"
+--- mkdir d1 d2
+--- error_code: 401
+--- emerg
+msg %%V%%
+
+=== two
+--- request
+GET /
+EOF
+
+    is(scalar @b, 2, 'blocks: two');
+    is($b[0]{sec}{http}{text}, "a;    # <-\nb;",
+       'blocks: a section, without its last newline and blank lines');
+    is($b[0]{sec}{error_code}{text}, '401', 'blocks: "--- name: value"');
+    my @f = grep { $_->{file} } @{ $b[0]{order} };
+    is_deeply([ map { [ @{ $_->{file} }, $_->{text}, $_->{eval} ] } @f ],
+              [ [ 'x.txt', 0640, "line one\nline two", 0 ],
+                [ 'y', 0600, '"\x01\n"', 1 ] ],
+              'blocks: files, their modes (0600 by default), eval');
+    is(PlayarrTest::Blocks::_value($f[1], {}), "\x01\n", 'blocks: eval');
+    is(PlayarrTest::Blocks::_value($b[0]{sec}{emerg}, { V => 'v' }),
+       'msg v', 'blocks: %%NAME%% from vars');
+    is_deeply($b[0]{mkdir}, ['d1', 'd2'], 'blocks: mkdir');
+    ok(!eval { PlayarrTest::Blocks::parse("--- http\nx\n", 's'); 1 }
+       && $@ =~ /before the first block/, 'blocks: a section needs a block');
+    ok(!eval { run_blocks(blocks => [ $b[1] ]); 1 } && $@ =~ /no nginx/,
+       'blocks: a request needs an nginx');
+
+    # against the plain nginx above, right expectations, then wrong ones
+    my $text = <<'EOF';
+=== cookies
+--- request
+GET /cookie
+--- error_code: 204
+--- response_headers
+Set-Cookie: a=1
+Set-Cookie: b=2
+!X-Nothing
+
+=== echo
+--- request
+GET /echo-auth
+--- more_headers
+Authorization: %%WHO%%
+--- response_body
+[%%WHO%%]
+--- response_body_like
+^\[s
+EOF
+
+    run_blocks(t => $t, blocks => [ PlayarrTest::Blocks::parse($text, 's') ],
+               vars => { WHO => 'self' });
+
+    (my $wrong = $text) =~ s/204/200/;
+    $wrong =~ s/b=2/b=3/;
+    $wrong =~ s/X-Nothing/Set-Cookie/;
+    $wrong =~ s/^\[%%WHO%%\]$/[%%WHO%%]x/m;
+    $wrong =~ s/\^\\\[s/^\\[x/;
+
+    # failures on purpose, in a child with a Test::Builder of its own
+    my $pid = open my $from, '-|';
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        my $tb = Test::More->builder;
+        $tb->reset;
+        $tb->output(\*STDOUT);
+        $tb->failure_output(\*STDOUT);
+        run_blocks(t => $t, blocks => [ PlayarrTest::Blocks::parse($wrong,
+                                                                   's') ],
+                   vars => { WHO => 'self' }, never => ['self']);
+        POSIX::_exit(0);
+    }
+
+    my @out = <$from>;
+    close $from;
+    my @failed = map { /^not ok \d+ - (.*)$/ ? $1 : () } @out;
+
+    is_deeply(\@failed, [ 'cookies: status 200',
+                          'cookies: set-cookie: a=1 | b=3',
+                          'cookies: no Set-Cookie', 'echo: body',
+                          'echo: body like /^\\[x/',
+                          'echo: the answer holds no secret' ],
+              'blocks: each wrong expectation fails (status, header, absent'
+              . ' header, body, body like, a secret in the answer)')
+        or diag(@out);
+}
+
+# a block with a configuration of its own: its own nginx, started for it
+# and stopped after; an emerg block
+run_blocks(new => { module => 0 },
+           blocks => [ PlayarrTest::Blocks::parse(<<'EOF', 'self-test') ]);
+=== own nginx
+--- http
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / { return 200 "own $uri"; }
+}
+--- request
+GET /x
+--- response_body
+own /x
+
+=== own nginx, nginx -t
+--- http
+server {
+    listen 127.0.0.1:%%PORT%%;
+    no_such_directive on;    # <-
+}
+--- emerg
+unknown directive "no_such_directive"
+EOF
+
+# --- delta, upstreams, children ---
+
+is_deeply(delta(qq{a 1\nb{x="1"} 2\nb{x="2"} 5\n},
+                qq{a 1\nb{x="1"} 4\nb{x="2"} 5\nb{x="3"} 1\n}, 'b'),
+          { 'b{x="1"}' => 2, 'b{x="3"}' => 1 }, 'delta: the changed series');
+
+{
+    my $port = $t->port(3);
+    my $up = PlayarrTest::upstream($port, sub {
+        my ($c) = @_;
+        syswrite $c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                     . "Connection: close\r\n\r\nup";
+    });
+    my $r;
+    PlayarrTest::wait_until(sub {
+        ($r = $t->get('/', port => $port))->{status} == 200 }, 5);
+    is($r->{body}, 'up', 'upstream: answers');
+    PlayarrTest::stop_upstream($up);
+    ok(!kill(0, $up), 'upstream: stopped');
+
+    my $k = PlayarrTest::spawn(sub { Time::HiRes::sleep(0.5) });
+    my $bad = PlayarrTest::spawn(sub {
+        die "harness self-test: a child that fails on purpose\n" });
+    is(scalar(PlayarrTest::kids_running($k)), 1, 'kids_running: running');
+    PlayarrTest::wait_until(sub { !PlayarrTest::kids_running($k) }, 5);
+    is(PlayarrTest::reap_kids($k, $bad), 1,
+       'reap_kids: the one that died, after kids_running reaped the other');
+}
 
 $t->stop;
 ok(!$t->running, 'stopped');

@@ -14,8 +14,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $HTTP = <<'EOF';
     playarr_metrics_zone playarr:1m;
@@ -122,35 +121,23 @@ $t->metrics(token => $A, name => 'trimmed token');
 
 # --- rotation without reload, on every worker ---
 
-# sends requests on new connections until every worker answered; every
-# answer must have the expected status
-sub on_every_worker {
-    my ($token, $status, $name) = @_;
-    my ($resp, $seen, $all) = $t->hit_all_workers(sub {
-        $t->get('/metrics', headers => { Authorization => "Bearer $token" });
-    });
-    my @wrong = grep { $_->{status} != $status } @$resp;
-
-    ok($all, "$name: all workers reached (" . scalar(@$resp) . ' requests)');
-    is(scalar @wrong, 0, "$name: every answer $status")
-        or diag(join ', ', map { "$_->{status} from "
-                          . (PlayarrTest::header($_, 'X-Worker-Pid') // '?') }
-                          @wrong);
-    return $resp;
-}
+# every worker's answer (new connections until each one answered) must
+# have the expected status: $t->all_workers_answer
 
 sub next_second {
     my $now = time;
     sleep(int($now) + 1.02 - $now);
 }
 
-on_every_worker($A, 200, 'token A');
+$t->all_workers_answer(200, 'token A', token => $A);
 
 my $B = 'b2' x 32;
 next_second();
 $t->write_secret('metrics.token', "$B\n");
-on_every_worker($B, 200, 'in place, one second later: new token B');
-on_every_worker($A, 401, 'in place, one second later: old token A');
+$t->all_workers_answer(200, 'in place, one second later: new token B',
+                       token => $B);
+$t->all_workers_answer(401, 'in place, one second later: old token A',
+                       token => $A);
 
 # two in-place rewrites of the same size within one second: the file's
 # mtime (in seconds) and size do not change between them
@@ -159,23 +146,25 @@ my $D = 'd4' x 32;
 next_second();
 my $t0 = int time;
 $t->write_secret('metrics.token', "$C\n");
-on_every_worker($C, 200, 'in place: token C');
+$t->all_workers_answer(200, 'in place: token C', token => $C);
 sleep 0.02;    # past the kernel's timestamp granularity (a jiffy)
 $t->write_secret('metrics.token', "$D\n");
 my $same_second = int(time) == $t0;
-on_every_worker($D, 200, 'in place, same second, same size: token D');
-on_every_worker($C, 401, 'in place, same second, same size: old token C');
+$t->all_workers_answer(200, 'in place, same second, same size: token D',
+                       token => $D);
+$t->all_workers_answer(401, 'in place, same second, same size: old token C',
+                       token => $C);
 note("C and D written in the same second: " . ($same_second ? 'yes' : 'no'));
 
 my $E = 'e5' x 32;
 $t->write_secret('metrics.token', "$E\n", rename => 1);
-on_every_worker($E, 200, 'replaced by rename: new token E');
-on_every_worker($D, 401, 'replaced by rename: old token D');
+$t->all_workers_answer(200, 'replaced by rename: new token E', token => $E);
+$t->all_workers_answer(401, 'replaced by rename: old token D', token => $D);
 
 # an empty file fails closed: the last good token must not stay valid
 $t->write_secret('metrics.token', '', rename => 1);
 my ($resp) = $t->hit_all_workers(sub {
-    $t->get('/metrics', headers => { Authorization => "Bearer $E" });
+    $t->get('/metrics', headers => PlayarrTest::bearer($E));
 });
 is(scalar(grep { $_->{status} == 200 } @$resp), 0,
    'empty file: the last token is refused on every worker');
@@ -184,7 +173,7 @@ is(scalar(grep { $_->{status} != 401 && $_->{status} != 500 } @$resp), 0,
 
 my $F = 'f6' x 32;
 $t->write_secret('metrics.token', " $F\n", rename => 1);
-on_every_worker($F, 200, 'valid again: token F');
+$t->all_workers_answer(200, 'valid again: token F', token => $F);
 
 $t->stop;
 

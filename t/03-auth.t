@@ -11,9 +11,9 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use PlayarrTest;
+use PlayarrTest::Blocks qw(run_blocks);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $t = PlayarrTest->new(http => <<'EOF');
     playarr_metrics_zone playarr:1m;
@@ -37,104 +37,12 @@ my $TOKEN = '0123456789abcdef' x 4;
 $t->write_secret('metrics.token', "$TOKEN\n");
 $t->start;
 
-my $MISSING = {
-    error => 'Missing or invalid Authorization header. '
-             . 'Expected: Authorization: Bearer <token>',
-};
-my $INVALID = { error => 'Invalid metrics token' };
-
-# expected answers: [status, challenge error param (undef: none), body]
-my %A = (
-    ok       => [200],
-    missing  => [401, undef, $MISSING],
-    invalid  => [401, 'invalid_token', $INVALID],
-    bad_req  => [400, 'invalid_request', undef],
-    core_400 => ['core 400'],
-);
-
-# [name, Authorization header values (none, one, or several), answer]
-my @cases = (
-    [ 'no Authorization header',        [],                        'missing' ],
-    [ 'empty Authorization header',     [''],                      'missing' ],
-    [ 'Basic credentials',              ['Basic dXNlcjpwYXNz'],    'missing' ],
-    [ 'Digest scheme',                  ['Digest username="u"'],   'missing' ],
-    [ 'scheme name containing Bearer',  ["Bearerx $TOKEN"],        'missing' ],
-    [ 'right token',                    ["Bearer $TOKEN"],         'ok' ],
-    [ 'lowercase scheme',               ["bearer $TOKEN"],         'ok' ],
-    [ 'uppercase scheme',               ["BEARER $TOKEN"],         'ok' ],
-    [ 'wrong token',                    ['Bearer ' . ('9' x 64)],  'invalid' ],
-    [ 'token in uppercase hex',         ['Bearer ' . uc $TOKEN],   'invalid' ],
-    [ 'strict prefix of the token',     ['Bearer ' . substr($TOKEN, 0, 63)],
-                                                                   'invalid' ],
-    [ 'first character only',           ['Bearer 0'],              'invalid' ],
-    [ 'token with one more character',  ["Bearer ${TOKEN}0"],      'invalid' ],
-    [ 'token twice',                    ["Bearer $TOKEN$TOKEN"],   'invalid' ],
-    [ '16 KiB token',                   ['Bearer ' . ('a' x 16384)],
-                                                                   'invalid' ],
-    [ 'Bearer alone',                   ['Bearer'],                'bad_req' ],
-    [ 'Bearer and spaces',              ['Bearer    '],            'bad_req' ],
-    [ 'two words after Bearer',         ['Bearer a b'],            'bad_req' ],
-    [ 'token then a second word',       ["Bearer $TOKEN x"],       'bad_req' ],
-    [ 'duplicated header (nginx core)', ["Bearer $TOKEN", "Bearer $TOKEN"],
-                                                                   'core_400' ],
-);
-
-for my $c (@cases) {
-    my ($name, $values, $answer) = @$c;
-    my ($status, $error, $body) = @{ $A{$answer} };
-    my $r = $t->get('/metrics',
-                    headers => [map { (Authorization => $_) } @$values]);
-
-    if ($answer eq 'core_400') {
-        is($r->{status}, 400, "$name: 400");
-        like($r->{body}, qr{<center>nginx/[0-9.]+</center>},
-             "$name: nginx's own error page, before the module");
-        next;
-    }
-
-    is($r->{status}, $status, "$name: status $status")
-        or diag($r->{error} // $r->{raw});
-
-    unlike($r->{raw} // '', qr/\Q$TOKEN\E/, "$name: token not in the answer");
-
-    if ($status == 200) {
-        like(PlayarrTest::header($r, 'Content-Type') // '', qr{^text/plain},
-             "$name: metrics body");
-        ok(!defined $r->{headers}{'www-authenticate'},
-           "$name: no challenge");
-        next;
-    }
-
-    my $www = $r->{headers}{'www-authenticate'};
-    ok(defined $www && !ref $www, "$name: one WWW-Authenticate header");
-
-    my ($scheme, $p, $rest) = PlayarrTest::parse_challenge($www);
-    is($scheme, 'Bearer', "$name: Bearer challenge");
-    is($rest, '', "$name: challenge fully parsed") or diag($www);
-    is($p->{realm}, 'playarr-metrics', "$name: realm");
-    is($p->{error}, $error, "$name: error=" . ($error // '(none)'));
-    is_deeply([grep { !/^(?:realm|error|error_description)$/ } keys %$p], [],
-              "$name: no other challenge parameter");
-    if (!defined $error) {
-        is($www, 'Bearer realm="playarr-metrics"', "$name: exact challenge");
-    }
-
-    like(PlayarrTest::header($r, 'Content-Type') // '',
-         qr{^application/json\b}, "$name: JSON content type");
-
-    my $json = PlayarrTest::json_body($r);
-
-    if ($body) {
-        is_deeply($json, $body, "$name: JSON body") or diag($r->{body});
-    } else {
-        ok(ref $json eq 'HASH' && defined $json->{error} && !ref $json->{error},
-           "$name: JSON body with an error string") or diag($r->{body});
-    }
-
-    my $cl = PlayarrTest::header($r, 'Content-Length');
-    is($cl // length $r->{body}, length $r->{body},
-       "$name: Content-Length, if any, matches the body");
-}
+# every Authorization header of __DATA__ and its exact answer: status,
+# Content-Type, the WWW-Authenticate challenge (or none), the body; the
+# token never in it
+run_blocks(t => $t, never => [$TOKEN],
+           vars => { TOKEN => $TOKEN, TOKEN_UC => uc $TOKEN,
+                     TOKEN_63 => substr($TOKEN, 0, 63) });
 
 # HEAD without credentials: same status and challenge, no body
 {
@@ -178,3 +86,235 @@ $t->stop;
 unlike($t->error_log_text, qr/\Q$TOKEN\E/, 'the token is not logged');
 
 done_testing;
+
+__DATA__
+
+=== no Authorization header
+--- request
+GET /metrics
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics"
+--- response_body
+{"error":"Missing or invalid Authorization header. Expected: Authorization: Bearer <token>"}
+
+=== empty Authorization header
+--- request
+GET /metrics
+--- more_headers
+Authorization: 
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics"
+--- response_body
+{"error":"Missing or invalid Authorization header. Expected: Authorization: Bearer <token>"}
+
+=== Basic credentials
+--- request
+GET /metrics
+--- more_headers
+Authorization: Basic dXNlcjpwYXNz
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics"
+--- response_body
+{"error":"Missing or invalid Authorization header. Expected: Authorization: Bearer <token>"}
+
+=== Digest scheme
+--- request
+GET /metrics
+--- more_headers
+Authorization: Digest username="u"
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics"
+--- response_body
+{"error":"Missing or invalid Authorization header. Expected: Authorization: Bearer <token>"}
+
+=== scheme name containing Bearer
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearerx %%TOKEN%%
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics"
+--- response_body
+{"error":"Missing or invalid Authorization header. Expected: Authorization: Bearer <token>"}
+
+=== right token
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN%%
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+!WWW-Authenticate
+
+=== lowercase scheme
+--- request
+GET /metrics
+--- more_headers
+Authorization: bearer %%TOKEN%%
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+!WWW-Authenticate
+
+=== uppercase scheme
+--- request
+GET /metrics
+--- more_headers
+Authorization: BEARER %%TOKEN%%
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+!WWW-Authenticate
+
+=== wrong token
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer 9999999999999999999999999999999999999999999999999999999999999999
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== token in uppercase hex
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN_UC%%
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== strict prefix of the token
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN_63%%
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== first character only
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer 0
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== token with one more character
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN%%0
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== token twice
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN%%%%TOKEN%%
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== 16 KiB token
+--- request
+GET /metrics
+--- more_headers eval
+"Authorization: Bearer " . ("a" x 16384)
+--- error_code: 401
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_token"
+--- response_body
+{"error":"Invalid metrics token"}
+
+=== Bearer alone
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_request"
+--- response_body
+{"error":"Malformed Authorization header"}
+
+=== Bearer and spaces
+--- request
+GET /metrics
+--- more_headers eval
+"Authorization: Bearer    "
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_request"
+--- response_body
+{"error":"Malformed Authorization header"}
+
+=== two words after Bearer
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer a b
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_request"
+--- response_body
+{"error":"Malformed Authorization header"}
+
+=== token then a second word
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN%% x
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+WWW-Authenticate: Bearer realm="playarr-metrics", error="invalid_request"
+--- response_body
+{"error":"Malformed Authorization header"}
+
+=== duplicated header (nginx core)
+--- request
+GET /metrics
+--- more_headers
+Authorization: Bearer %%TOKEN%%
+Authorization: Bearer %%TOKEN%%
+--- error_code: 400
+--- response_headers
+Content-Type: text/html
+!WWW-Authenticate
+--- response_body_like
+<center>nginx/[0-9.]+</center>

@@ -13,8 +13,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $CT = 'text/plain; version=0.0.4; charset=utf-8';
 

@@ -13,8 +13,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 # Recording (issue 1) brings playarr_metrics_route; when this build knows
 # the directive, traffic is recorded before the reload and its counts

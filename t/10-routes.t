@@ -15,10 +15,10 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(delta);
+use PlayarrTest::Blocks qw(run_blocks);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
 my $ROUTES_TXT = $ENV{PLAYARR_ROUTES_TXT}
@@ -46,14 +46,6 @@ sub playarr_routes {
     return @r;
 }
 
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or return undef;
-    local $/;
-    my $s = <$fh>;
-    return $s // '';
-}
-
 my @ROUTES = playarr_routes();
 
 plan skip_all => "no routes in $ROUTES_TXT" unless @ROUTES;
@@ -64,7 +56,7 @@ my %TEMPLATE = map { $_->[1] => 1 } @ROUTES;
 # when it holds the real list, else lines generated from routes.txt.
 my ($ROUTES_HTTP, $GENERATED);
 {
-    my $conf = slurp($ROUTES_CONF);
+    my $conf = -e $ROUTES_CONF ? PlayarrTest::slurp($ROUTES_CONF) : undef;
 
     if (defined $conf && $conf !~ /PLACEHOLDER/) {
         $ROUTES_HTTP = "include $ROUTES_CONF;\n";
@@ -195,30 +187,7 @@ $t->start;
 my $token = $t->read_token('metrics.token');
 my %auth = (Authorization => "Bearer $token");
 
-sub scrape {
-    my ($cl) = @_;
-    my $r = $cl->req('GET', '/scrape', headers => \%auth);
-
-    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
-        unless $r->{status} == 200;
-
-    return PlayarrTest::parse_metrics($r->{body});
-}
-
-# the series of a family whose value changed between two scrapes:
-# { series key => difference }
-sub delta {
-    my ($before, $after, $family) = @_;
-    my %d;
-
-    for my $k (keys %$after) {
-        next unless $k =~ /^\Q$family\E(?:\{|$)/;
-        my $diff = $after->{$k} - ($before->{$k} // 0);
-        $d{$k} = $diff if $diff != 0;
-    }
-
-    return \%d;
-}
+$t->scrape_setup(token => $token, path => '/scrape');
 
 # the user a request is counted for without playarr_metrics_username
 # (DESIGN 12): the path's segment at the template's ":username", else the
@@ -253,22 +222,13 @@ sub key_count {
                                      username => $user // 'anonymous' });
 }
 
-# sends one request and checks that exactly one request was recorded,
+# checks that exactly one request was recorded between two scrapes,
 # with endpoint $ep and status $status: one requests_total series +1 and
 # one duration _count +1, nothing else
-sub endpoint_is {
-    my ($cl, $method, $path, $ep, $name, %opt) = @_;
-    my $status = $opt{status} // 200;
-
-    my $before = scrape($cl);
-    my $r = $cl->req($method, $path, %opt);
-    my $after = scrape($cl);
-
+sub recorded_as {
+    my ($name, $method, $path, $ep, $status, $before, $after) = @_;
     my $dr = delta($before, $after, $REQS);
     my $dc = delta($before, $after, "${DUR}_count");
-
-    is($r->{status}, $status, "$name: $method $path answered $status")
-        or diag($r->{error} // $r->{raw});
     my $user = $status == 401 ? undef : route_user($ep, $path);
 
     is_deeply($dr, { key_req($ep, $status, $user) => 1 },
@@ -277,6 +237,21 @@ sub endpoint_is {
     is_deeply($dc, { key_count($ep, $user) => 1 },
               "$name: one duration observation for $ep")
         or diag(explain($dc));
+}
+
+# sends one request on the keep-alive client $cl, checks its status and
+# that it was recorded as $ep
+sub endpoint_is {
+    my ($cl, $method, $path, $ep, $name, %opt) = @_;
+    my $status = $opt{status} // 200;
+
+    my $before = $t->quiet_series(client => $cl);
+    my $r = $cl->req($method, $path, %opt);
+    my $after = $t->quiet_series(client => $cl);
+
+    is($r->{status}, $status, "$name: $method $path answered $status")
+        or diag($r->{error} // $r->{raw});
+    recorded_as($name, $method, $path, $ep, $status, $before, $after);
 
     return $r;
 }
@@ -288,7 +263,7 @@ my $cl = PlayarrTest::Client->new($t, $t->port);
 SKIP: {
     skip 'docs/playarr-routes.conf is a placeholder', 2 if $GENERATED;
 
-    my $conf = slurp($ROUTES_CONF);
+    my $conf = PlayarrTest::slurp($ROUTES_CONF);
     my @lines = $conf =~ /^\s*playarr_metrics_route\s+(\S+?)\s*;/mg;
     my %dup;
     $dup{$_}++ for @lines;
@@ -303,7 +278,7 @@ SKIP: {
 # --- every template, by a concrete URL ---------------------------------------
 
 {
-    my $before = scrape($cl);
+    my $before = $t->quiet_series(client => $cl);
     my %answered;
 
     for my $rt (@ROUTES) {
@@ -316,7 +291,7 @@ SKIP: {
             if $r->{status} == 200;
     }
 
-    my $after = scrape($cl);
+    my $after = $t->quiet_series(client => $cl);
     my $dr = delta($before, $after, $REQS);
     my $dc = delta($before, $after, "${DUR}_count");
 
@@ -342,125 +317,30 @@ SKIP: {
 }
 
 # the full scrape, through promtool and the python parser
-$t->metrics(token => $token, path => '/scrape', name => 'all templates');
+$t->scrape('all templates');
 
-# --- precedence --------------------------------------------------------------
+# --- precedence, what matches nothing, normalization ---------------------------
 
-my @prec = (
-    ['GET', '/api/titles/watchlist/bulk', '/api/titles/watchlist/bulk'],
-    ['PUT', '/api/titles/watchlist/bulk', '/api/titles/watchlist/bulk'],
-    ['GET', '/api/titles/tt123/watchlist', '/api/titles/:title_key/watchlist'],
-    ['GET', '/api/titles/watchlist/watchlist',
-     '/api/titles/:title_key/watchlist'],
-    ['GET', '/api/titles/bulk/watchlist', '/api/titles/:title_key/watchlist'],
-    ['GET', '/api/titles/watchlist', '/api/titles/:title_key'],
-    ['GET', '/api/titles', '/api/titles'],
-    ['GET', '/api/settings/metrics', '/api/settings/metrics'],
-    ['GET', '/api/settings/metrics/regenerate',
-     '/api/settings/metrics/regenerate'],
-    ['GET', '/api/settings/log_stream_level',
-     '/api/settings/log_stream_level'],
-    ['GET', '/api/settings/theme', '/api/settings/:key'],
-    ['GET', '/api/settings/metricsx', '/api/settings/:key'],
-    ['GET', '/api/iptv/providers/priorities',
-     '/api/iptv/providers/priorities'],
-    ['GET', '/api/iptv/providers/validate', '/api/iptv/providers/validate'],
-    ['GET', '/api/iptv/providers/p1', '/api/iptv/providers/:provider_id'],
-    ['GET', '/api/iptv/providers/priorities/counts',
-     '/api/iptv/providers/:provider_id/counts'],
-    ['GET', '/api/provider-titles/ignored', '/api/provider-titles/ignored'],
-    ['GET', '/api/provider-titles/ignored/7',
-     '/api/provider-titles/ignored/:id'],
-    ['GET', '/api/livetv/channels', '/api/livetv/channels'],
-    ['GET', '/api/livetv/channels/c1/programs',
-     '/api/livetv/channels/:channelKey/programs'],
-    ['GET', '/api/playlist/movies/data', '/api/playlist/:title_type/data'],
-    ['GET', '/api/stream/tvshows/t1/1/2',
-     '/api/stream/tvshows/:title_id/:season/:episode'],
-    ['GET', '/stremio/k1/manifest.json', '/stremio/:api_key/manifest.json'],
-    ['GET', '/stremio/k1/catalog/movie/top.json',
-     '/stremio/:api_key/catalog/:type/:id.json'],
-    ['GET', '/stremio/k1/catalog/movie/a.b.json',
-     '/stremio/:api_key/catalog/:type/:id.json'],
-    ['GET', '/stremio/k1/meta/movie/tt1', '/stremio/:api_key/meta/:type/*'],
-    ['GET', '/stremio/k1/meta/movie/tt1.json',
-     '/stremio/:api_key/meta/:type/*'],
-    ['GET', '/stremio/k1/stream/series/tt1:1:2/x/y/z',
-     '/stremio/:api_key/stream/:type/*'],
-    ['GET', '/player_api.php', '/player_api.php'],
-    ['GET', '/player_api.php/u/p/1',
-     '/player_api.php/:username/:password/:streamId'],
-    ['GET', '/metrics', '/metrics'],
-    ['GET', '/metrics/json', '/metrics/json'],
-);
-
-for my $p (@prec) {
-    endpoint_is($cl, @$p, 'precedence');
-}
-
-# --- what matches nothing ----------------------------------------------------
-
-for my $path ('/', '/nope', '/api', '/api/', '/api/titles/a/b',
-              '/api/titles/a/watchlist/b', '/api/settings/metrics/other',
-              '/stremio/k1/catalog/movie/top',
-              '/stremio/k1/catalog/movie/top.jsonx',
-              '/stremio/k1/meta/movie', '/stremio/k1/meta/movie/',
-              '/stremio/k1', '/movie/u/p', '/movie/u/p/1/2', '/index.html',
-              '/api/healthcheckx', '/xapi/healthcheck')
-{
-    endpoint_is($cl, 'GET', $path, 'unknown_endpoint', 'no template');
-}
-
-# --- normalization -----------------------------------------------------------
-
-my @norm = (
-    # case
-    ['/API/Titles/X', '/api/titles/:title_key', 'case'],
-    ['/API/HEALTHCHECK', '/api/healthcheck', 'case'],
-    ['/Stremio/K/MANIFEST.JSON', '/stremio/:api_key/manifest.json', 'case'],
-    ['/api/titles/WATCHLIST/Bulk', '/api/titles/watchlist/bulk', 'case'],
-    ['/stremio/k/catalog/movie/top.JSON',
-     '/stremio/:api_key/catalog/:type/:id.json', 'case of a suffix'],
-
-    # trailing slash
-    ['/api/titles/x/', '/api/titles/:title_key', 'trailing slash'],
-    ['/api/healthcheck/', '/api/healthcheck', 'trailing slash'],
-    ['/api/titles/', '/api/titles', 'trailing slash'],
-    ['/stremio/k/meta/movie/tt1/', '/stremio/:api_key/meta/:type/*',
-     'trailing slash after *'],
-
-    # merged slashes
-    ['//api//titles/x', '/api/titles/:title_key', 'merged slashes'],
-    ['/api///healthcheck', '/api/healthcheck', 'merged slashes'],
-    ['/api/titles//watchlist//bulk', '/api/titles/watchlist/bulk',
-     'merged slashes'],
-
-    # percent-encoding
-    ['/api/%74itles/x', '/api/titles/:title_key', 'percent-encoding'],
-    ['/%61%70%69/%68ealthcheck', '/api/healthcheck', 'percent-encoding'],
-    ['/api/settings/%6Detrics', '/api/settings/metrics', 'percent-encoding'],
-    ['/api/titles/a%20b', '/api/titles/:title_key',
-     'percent-encoded space in a param'],
-
-    # dot segments
-    ['/api/x/../titles/y', '/api/titles/:title_key', 'dot segments'],
-    ['/api/./titles/./y', '/api/titles/:title_key', 'dot segments'],
-    ['/api/titles/x/../../healthcheck', '/api/healthcheck', 'dot segments'],
-    ['/api/%2e%2e/api/titles/y', '/api/titles/:title_key',
-     'percent-encoded dot segments'],
-
-    # query strings
-    ['/api/titles/x?api_key=SECRET', '/api/titles/:title_key', 'query string'],
-    ['/api/healthcheck?/api/titles/x', '/api/healthcheck', 'query string'],
-    ['/nope?/api/healthcheck', 'unknown_endpoint', 'query string'],
-    ['/api/titles?', '/api/titles', 'empty query string'],
-);
-
-for my $n (@norm) {
-    my ($path, $ep, $what) = @$n;
-    my $r = endpoint_is($cl, 'GET', $path, $ep, $what);
-    is($r->{body}, $ep, "$what: $path: \$playarr_metrics_endpoint is $ep");
-}
+# the blocks of __DATA__: a request, and the template it is recorded and
+# answered ($playarr_metrics_endpoint) as: the most specific template
+# wins; paths that match no template are unknown_endpoint; matching uses
+# the path after nginx's normalization (case, trailing slash, merged
+# slashes, percent-encoding, dot segments), never the query string
+run_blocks(t => $t, client => $cl,
+           send => sub {
+               my ($b, $request) = @_;
+               $b->{before} = $t->quiet_series(client => $cl);
+               my $r = $request->();
+               $b->{after} = $t->quiet_series(client => $cl);
+               return $r;
+           },
+           sections => { endpoint => sub {
+               my ($b, $r, undef, $ep) = @_;
+               recorded_as($b->{name}, $b->{method}, $b->{path}, $ep, 200,
+                           $b->{before}, $b->{after});
+               is($r->{body}, $ep,
+                  "$b->{name}: \$playarr_metrics_endpoint is $ep");
+           } });
 
 # --- secrets in paths and query strings --------------------------------------
 
@@ -483,8 +363,7 @@ for my $s (@secret_req) {
 }
 
 {
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'after secrets');
+    my $body = $t->scrape('after secrets');
     my $json = $cl->req('GET', '/scrape/json', headers => \%auth);
 
     is($json->{status}, 200, '/metrics/json answered 200');
@@ -531,11 +410,378 @@ for my $rd (@redirect) {
     like($r->{body}, qr/\|/, 'SSI: the page was served');
 }
 
-$t->metrics(token => $token, path => '/scrape', name => 'final');
+$t->scrape('final');
 
-$cl->{c}->close if $cl->{c};
-$cl2->{c}->close if $cl2->{c};
+$cl->close;
+$cl2->close;
 
 $t->stop;
 
 done_testing;
+
+__DATA__
+
+=== precedence: GET /api/titles/watchlist/bulk
+--- request
+GET /api/titles/watchlist/bulk
+--- endpoint: /api/titles/watchlist/bulk
+
+=== precedence: PUT /api/titles/watchlist/bulk
+--- request
+PUT /api/titles/watchlist/bulk
+--- endpoint: /api/titles/watchlist/bulk
+
+=== precedence: GET /api/titles/tt123/watchlist
+--- request
+GET /api/titles/tt123/watchlist
+--- endpoint: /api/titles/:title_key/watchlist
+
+=== precedence: GET /api/titles/watchlist/watchlist
+--- request
+GET /api/titles/watchlist/watchlist
+--- endpoint: /api/titles/:title_key/watchlist
+
+=== precedence: GET /api/titles/bulk/watchlist
+--- request
+GET /api/titles/bulk/watchlist
+--- endpoint: /api/titles/:title_key/watchlist
+
+=== precedence: GET /api/titles/watchlist
+--- request
+GET /api/titles/watchlist
+--- endpoint: /api/titles/:title_key
+
+=== precedence: GET /api/titles
+--- request
+GET /api/titles
+--- endpoint: /api/titles
+
+=== precedence: GET /api/settings/metrics
+--- request
+GET /api/settings/metrics
+--- endpoint: /api/settings/metrics
+
+=== precedence: GET /api/settings/metrics/regenerate
+--- request
+GET /api/settings/metrics/regenerate
+--- endpoint: /api/settings/metrics/regenerate
+
+=== precedence: GET /api/settings/log_stream_level
+--- request
+GET /api/settings/log_stream_level
+--- endpoint: /api/settings/log_stream_level
+
+=== precedence: GET /api/settings/theme
+--- request
+GET /api/settings/theme
+--- endpoint: /api/settings/:key
+
+=== precedence: GET /api/settings/metricsx
+--- request
+GET /api/settings/metricsx
+--- endpoint: /api/settings/:key
+
+=== precedence: GET /api/iptv/providers/priorities
+--- request
+GET /api/iptv/providers/priorities
+--- endpoint: /api/iptv/providers/priorities
+
+=== precedence: GET /api/iptv/providers/validate
+--- request
+GET /api/iptv/providers/validate
+--- endpoint: /api/iptv/providers/validate
+
+=== precedence: GET /api/iptv/providers/p1
+--- request
+GET /api/iptv/providers/p1
+--- endpoint: /api/iptv/providers/:provider_id
+
+=== precedence: GET /api/iptv/providers/priorities/counts
+--- request
+GET /api/iptv/providers/priorities/counts
+--- endpoint: /api/iptv/providers/:provider_id/counts
+
+=== precedence: GET /api/provider-titles/ignored
+--- request
+GET /api/provider-titles/ignored
+--- endpoint: /api/provider-titles/ignored
+
+=== precedence: GET /api/provider-titles/ignored/7
+--- request
+GET /api/provider-titles/ignored/7
+--- endpoint: /api/provider-titles/ignored/:id
+
+=== precedence: GET /api/livetv/channels
+--- request
+GET /api/livetv/channels
+--- endpoint: /api/livetv/channels
+
+=== precedence: GET /api/livetv/channels/c1/programs
+--- request
+GET /api/livetv/channels/c1/programs
+--- endpoint: /api/livetv/channels/:channelKey/programs
+
+=== precedence: GET /api/playlist/movies/data
+--- request
+GET /api/playlist/movies/data
+--- endpoint: /api/playlist/:title_type/data
+
+=== precedence: GET /api/stream/tvshows/t1/1/2
+--- request
+GET /api/stream/tvshows/t1/1/2
+--- endpoint: /api/stream/tvshows/:title_id/:season/:episode
+
+=== precedence: GET /stremio/k1/manifest.json
+--- request
+GET /stremio/k1/manifest.json
+--- endpoint: /stremio/:api_key/manifest.json
+
+=== precedence: GET /stremio/k1/catalog/movie/top.json
+--- request
+GET /stremio/k1/catalog/movie/top.json
+--- endpoint: /stremio/:api_key/catalog/:type/:id.json
+
+=== precedence: GET /stremio/k1/catalog/movie/a.b.json
+--- request
+GET /stremio/k1/catalog/movie/a.b.json
+--- endpoint: /stremio/:api_key/catalog/:type/:id.json
+
+=== precedence: GET /stremio/k1/meta/movie/tt1
+--- request
+GET /stremio/k1/meta/movie/tt1
+--- endpoint: /stremio/:api_key/meta/:type/*
+
+=== precedence: GET /stremio/k1/meta/movie/tt1.json
+--- request
+GET /stremio/k1/meta/movie/tt1.json
+--- endpoint: /stremio/:api_key/meta/:type/*
+
+=== precedence: GET /stremio/k1/stream/series/tt1:1:2/x/y/z
+--- request
+GET /stremio/k1/stream/series/tt1:1:2/x/y/z
+--- endpoint: /stremio/:api_key/stream/:type/*
+
+=== precedence: GET /player_api.php
+--- request
+GET /player_api.php
+--- endpoint: /player_api.php
+
+=== precedence: GET /player_api.php/u/p/1
+--- request
+GET /player_api.php/u/p/1
+--- endpoint: /player_api.php/:username/:password/:streamId
+
+=== precedence: GET /metrics
+--- request
+GET /metrics
+--- endpoint: /metrics
+
+=== precedence: GET /metrics/json
+--- request
+GET /metrics/json
+--- endpoint: /metrics/json
+
+=== no template: GET /
+--- request
+GET /
+--- endpoint: unknown_endpoint
+
+=== no template: GET /nope
+--- request
+GET /nope
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api
+--- request
+GET /api
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api/
+--- request
+GET /api/
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api/titles/a/b
+--- request
+GET /api/titles/a/b
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api/titles/a/watchlist/b
+--- request
+GET /api/titles/a/watchlist/b
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api/settings/metrics/other
+--- request
+GET /api/settings/metrics/other
+--- endpoint: unknown_endpoint
+
+=== no template: GET /stremio/k1/catalog/movie/top
+--- request
+GET /stremio/k1/catalog/movie/top
+--- endpoint: unknown_endpoint
+
+=== no template: GET /stremio/k1/catalog/movie/top.jsonx
+--- request
+GET /stremio/k1/catalog/movie/top.jsonx
+--- endpoint: unknown_endpoint
+
+=== no template: GET /stremio/k1/meta/movie
+--- request
+GET /stremio/k1/meta/movie
+--- endpoint: unknown_endpoint
+
+=== no template: GET /stremio/k1/meta/movie/
+--- request
+GET /stremio/k1/meta/movie/
+--- endpoint: unknown_endpoint
+
+=== no template: GET /stremio/k1
+--- request
+GET /stremio/k1
+--- endpoint: unknown_endpoint
+
+=== no template: GET /movie/u/p
+--- request
+GET /movie/u/p
+--- endpoint: unknown_endpoint
+
+=== no template: GET /movie/u/p/1/2
+--- request
+GET /movie/u/p/1/2
+--- endpoint: unknown_endpoint
+
+=== no template: GET /index.html
+--- request
+GET /index.html
+--- endpoint: unknown_endpoint
+
+=== no template: GET /api/healthcheckx
+--- request
+GET /api/healthcheckx
+--- endpoint: unknown_endpoint
+
+=== no template: GET /xapi/healthcheck
+--- request
+GET /xapi/healthcheck
+--- endpoint: unknown_endpoint
+
+=== case: GET /API/Titles/X
+--- request
+GET /API/Titles/X
+--- endpoint: /api/titles/:title_key
+
+=== case: GET /API/HEALTHCHECK
+--- request
+GET /API/HEALTHCHECK
+--- endpoint: /api/healthcheck
+
+=== case: GET /Stremio/K/MANIFEST.JSON
+--- request
+GET /Stremio/K/MANIFEST.JSON
+--- endpoint: /stremio/:api_key/manifest.json
+
+=== case: GET /api/titles/WATCHLIST/Bulk
+--- request
+GET /api/titles/WATCHLIST/Bulk
+--- endpoint: /api/titles/watchlist/bulk
+
+=== case of a suffix: GET /stremio/k/catalog/movie/top.JSON
+--- request
+GET /stremio/k/catalog/movie/top.JSON
+--- endpoint: /stremio/:api_key/catalog/:type/:id.json
+
+=== trailing slash: GET /api/titles/x/
+--- request
+GET /api/titles/x/
+--- endpoint: /api/titles/:title_key
+
+=== trailing slash: GET /api/healthcheck/
+--- request
+GET /api/healthcheck/
+--- endpoint: /api/healthcheck
+
+=== trailing slash: GET /api/titles/
+--- request
+GET /api/titles/
+--- endpoint: /api/titles
+
+=== trailing slash after *: GET /stremio/k/meta/movie/tt1/
+--- request
+GET /stremio/k/meta/movie/tt1/
+--- endpoint: /stremio/:api_key/meta/:type/*
+
+=== merged slashes: GET //api//titles/x
+--- request
+GET //api//titles/x
+--- endpoint: /api/titles/:title_key
+
+=== merged slashes: GET /api///healthcheck
+--- request
+GET /api///healthcheck
+--- endpoint: /api/healthcheck
+
+=== merged slashes: GET /api/titles//watchlist//bulk
+--- request
+GET /api/titles//watchlist//bulk
+--- endpoint: /api/titles/watchlist/bulk
+
+=== percent-encoding: GET /api/%74itles/x
+--- request
+GET /api/%74itles/x
+--- endpoint: /api/titles/:title_key
+
+=== percent-encoding: GET /%61%70%69/%68ealthcheck
+--- request
+GET /%61%70%69/%68ealthcheck
+--- endpoint: /api/healthcheck
+
+=== percent-encoding: GET /api/settings/%6Detrics
+--- request
+GET /api/settings/%6Detrics
+--- endpoint: /api/settings/metrics
+
+=== percent-encoded space in a param: GET /api/titles/a%20b
+--- request
+GET /api/titles/a%20b
+--- endpoint: /api/titles/:title_key
+
+=== dot segments: GET /api/x/../titles/y
+--- request
+GET /api/x/../titles/y
+--- endpoint: /api/titles/:title_key
+
+=== dot segments: GET /api/./titles/./y
+--- request
+GET /api/./titles/./y
+--- endpoint: /api/titles/:title_key
+
+=== dot segments: GET /api/titles/x/../../healthcheck
+--- request
+GET /api/titles/x/../../healthcheck
+--- endpoint: /api/healthcheck
+
+=== percent-encoded dot segments: GET /api/%2e%2e/api/titles/y
+--- request
+GET /api/%2e%2e/api/titles/y
+--- endpoint: /api/titles/:title_key
+
+=== query string: GET /api/titles/x?api_key=SECRET
+--- request
+GET /api/titles/x?api_key=SECRET
+--- endpoint: /api/titles/:title_key
+
+=== query string: GET /api/healthcheck?/api/titles/x
+--- request
+GET /api/healthcheck?/api/titles/x
+--- endpoint: /api/healthcheck
+
+=== query string: GET /nope?/api/healthcheck
+--- request
+GET /nope?/api/healthcheck
+--- endpoint: unknown_endpoint
+
+=== empty query string: GET /api/titles?
+--- request
+GET /api/titles?
+--- endpoint: /api/titles

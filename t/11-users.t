@@ -18,10 +18,9 @@ use Encode ();
 use MIME::Base64 qw(encode_base64);
 use JSON::PP;
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(delta samples);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
@@ -125,43 +124,25 @@ my %auth = (Authorization => "Bearer $token");
 
 my $cl = PlayarrTest::Client->new($t, $t->port);
 
-sub scrape_body {
-    my $r = $cl->req('GET', '/scrape', headers => \%auth);
+$t->scrape_setup(token => $token, path => '/scrape');
 
-    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
-        unless $r->{status} == 200;
-
-    return $r->{body};
-}
-
-# [labels, difference] of the series of $family that changed
-sub delta {
-    my ($before, $after, $family) = @_;
-    my %b = map { PlayarrTest::series_key($family, $_->[0]) => $_->[1] }
-            PlayarrTest::samples($before, $family);
-    my @d;
-
-    for my $s (PlayarrTest::samples($after, $family)) {
-        my $k = PlayarrTest::series_key($family, $s->[0]);
-        my $diff = $s->[1] - ($b{$k} // 0);
-        push @d, [$s->[0], $diff] if $diff != 0;
-    }
-
-    return \@d;
-}
-
-# one request; returns the response and what changed:
-# { req => [...], count => [...], auth => [...], body => after }
+# one request; returns the response and what changed, as [labels,
+# difference] lists: { req => [...], count => [...], auth => [...],
+# body => after }
 sub record {
     my ($method, $path, %opt) = @_;
-    my $before = scrape_body();
+    my $before = $t->quiet_series(client => $cl);
     my $r = $cl->req($method, $path, %opt);
-    my $after = scrape_body();
+    my $body = $t->quiet_scrape(client => $cl);
+    my %fam = (req => $REQS, count => "${DUR}_count", auth => $AUTH);
+    my %d = (body => $body);
 
-    return ($r, { req   => delta($before, $after, $REQS),
-                  count => delta($before, $after, "${DUR}_count"),
-                  auth  => delta($before, $after, $AUTH),
-                  body  => $after });
+    for my $k (keys %fam) {
+        my $f = $fam{$k};
+        $d{$k} = [ samples(delta($before, $body, $f), $f) ];
+    }
+
+    return ($r, \%d);
 }
 
 # checks that exactly one request was recorded, for $ep / $status, and
@@ -307,7 +288,7 @@ sub basic {
     ($u) = user_of('a newline in the value', 'GET', '/api/healthcheck',
                    '/api/healthcheck', 200);
     is($u, "line1\nline2", 'a newline survives (parsed back from \\n)');
-    like(scrape_body(), qr/username="line1\\nline2"/,
+    like($t->quiet_scrape(client => $cl), qr/username="line1\\nline2"/,
          'a newline is written \\n');
 }
 
@@ -375,8 +356,7 @@ for my $w (@weird) {
 
 # the same bytes, through the whole exposition and the JSON export
 {
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'weird usernames');
+    my $body = $t->scrape('weird usernames');
 
     like($body, qr/username="a\\"b\\\\c\Q$FFFD\Ed"/,
          'the quote and backslash are escaped, \xff is U+FFFD');
@@ -408,7 +388,7 @@ for my $w (@weird) {
     }
 }
 
-$cl->{c}->close if $cl->{c};
+$cl->close;
 
 $t->stop;
 

@@ -22,10 +22,9 @@ use IO::Socket::INET;
 use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
-use PlayarrTest;
+use PlayarrTest qw(delta wait_until);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
@@ -127,79 +126,46 @@ mkdir $t->path('www') or die "mkdir: $!";
 
 # --- the slow upstream -------------------------------------------------------
 
-my $PARENT = $$;
 my $UPS_LOG = $t->path('upstream.log');
 
-sub start_upstream {
-    my ($port) = @_;
-    my $srv = IO::Socket::INET->new(
-        LocalAddr => '127.0.0.1',
-        LocalPort => $port,
-        Proto     => 'tcp',
-        Listen    => 128,
-        ReuseAddr => 1,
-    ) or die "upstream: listen on $port: $@\n";
+# one connection: answers after ?delay= ms (unless nginx gives up first)
+# with ?status= and ?etype= (X-Error-Type), and logs the path
+sub upstream_answer {
+    my ($c) = @_;
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid) {
-        close $srv;
-        return $pid;
+    my $req = '';
+    while ($req !~ /\r\n\r\n/) {
+        my $n = sysread $c, $req, 4096, length $req;
+        return unless $n;
     }
 
-    $SIG{CHLD} = 'IGNORE';
-    $SIG{PIPE} = 'IGNORE';
-    $SIG{TERM} = sub { _exit(0) };
+    my ($path) = $req =~ m{^\S+ (\S+)};
+    my %q = $path =~ /[?&]([a-z]+)=([^&]*)/g;
 
-    while (1) {
-        my $c = $srv->accept or next;
-        my $k = fork;
+    if (open my $log, '>>', $UPS_LOG) {
+        syswrite $log, "$path\n";
+        close $log;
+    }
 
-        if (!defined $k || $k) {
-            close $c;
-            next;
-        }
-
-        close $srv;
-        binmode $c;
-
-        my $req = '';
-        while ($req !~ /\r\n\r\n/) {
-            my $n = sysread $c, $req, 4096, length $req;
-            _exit(0) unless $n;
-        }
-
-        my ($path) = $req =~ m{^\S+ (\S+)};
-        my %q = $path =~ /[?&]([a-z]+)=([^&]*)/g;
-
-        if (open my $log, '>>', $UPS_LOG) {
-            syswrite $log, "$path\n";
-            close $log;
-        }
-
-        # waits, unless nginx gives up on the request meanwhile
-        if ($q{delay}) {
-            my $end = time + $q{delay} / 1000;
-            while ((my $left = $end - time) > 0) {
-                if (IO::Select->new($c)->can_read($left)) {
-                    my $n = sysread $c, my $buf, 4096;
-                    _exit(0) unless $n;
-                }
+    # waits, unless nginx gives up on the request meanwhile
+    if ($q{delay}) {
+        my $end = time + $q{delay} / 1000;
+        while ((my $left = $end - time) > 0) {
+            if (IO::Select->new($c)->can_read($left)) {
+                my $n = sysread $c, my $buf, 4096;
+                return unless $n;
             }
         }
-
-        my $status = $q{status} || 200;
-        my $body = "upstream $path";
-        my $extra = defined $q{etype} ? "X-Error-Type: $q{etype}\r\n" : '';
-
-        syswrite $c, "HTTP/1.1 $status Whatever\r\n"
-                     . "Content-Type: text/plain\r\n"
-                     . "Content-Length: " . length($body) . "\r\n"
-                     . "Connection: close\r\n$extra\r\n$body";
-        close $c;
-        _exit(0);
     }
+
+    my $status = $q{status} || 200;
+    my $body = "upstream $path";
+    my $extra = defined $q{etype} ? "X-Error-Type: $q{etype}\r\n" : '';
+
+    syswrite $c, "HTTP/1.1 $status Whatever\r\n"
+                 . "Content-Type: text/plain\r\n"
+                 . "Content-Length: " . length($body) . "\r\n"
+                 . "Connection: close\r\n$extra\r\n$body";
 }
 
 # PlayarrTest->start checks that every %%PORTn%% of the configuration is
@@ -207,14 +173,8 @@ sub start_upstream {
 # once nginx runs.
 $t->start;
 
-my $UPS = start_upstream($t->port(2));
+PlayarrTest::upstream($t->port(2), \&upstream_answer);
 
-END {
-    if ($$ == $PARENT && $UPS) {
-        kill 'TERM', $UPS;
-        waitpid $UPS, 0;
-    }
-}
 my $token = $t->read_token('metrics.token');
 my %auth = (Authorization => "Bearer $token");
 
@@ -222,37 +182,19 @@ my %auth = (Authorization => "Bearer $token");
 
 my $cl = PlayarrTest::Client->new($t, $t->port);
 
-sub scrape {
-    my $r = $cl->req('GET', '/scrape', headers => \%auth);
+$t->scrape_setup(token => $token, path => '/scrape');
 
-    die "scrape: $r->{status} " . ($r->{error} // '') . "\n"
-        unless $r->{status} == 200;
-
-    return PlayarrTest::parse_metrics($r->{body});
-}
-
-# { series key => difference } for every changed series of the module's
-# HTTP families (self metrics left out)
-sub delta {
-    my ($before, $after) = @_;
-    my %d;
-
-    for my $k (keys %$after) {
-        next unless $k =~ /^playarr_(?:http|authentication|managed)_/;
-        my $diff = $after->{$k} - ($before->{$k} // 0);
-        $d{$k} = $diff if abs($diff) > 1e-9;
-    }
-
-    return \%d;
-}
+# what record() reports changed: the module's HTTP families (not the self
+# metrics)
+my $HTTP_FAMILIES = qr/^playarr_(?:http|authentication|managed)_/;
 
 sub record {
     my ($method, $path, %opt) = @_;
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
     my $r = $cl->req($method, $path, %opt);
-    my $after = scrape();
+    my $after = $t->quiet_series(client => $cl);
 
-    return ($r, delta($before, $after), $after);
+    return ($r, delta($before, $after, $HTTP_FAMILIES), $after);
 }
 
 sub K { PlayarrTest::series_key(@_) }
@@ -278,18 +220,6 @@ sub le_values {
            PlayarrTest::samples($body, "${DUR}_bucket");
 }
 
-sub wait_until {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + $timeout;
-
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-
-    return $cond->() ? 1 : 0;
-}
-
 # --- a slow upstream: the buckets --------------------------------------------
 
 {
@@ -309,8 +239,7 @@ sub wait_until {
     my $sum = $d->{ dur_key('sum', '/api/stats') } // 0;
     ok($sum >= 0.3 && $sum <= 0.5, "300 ms: _sum is 0.3 .. 0.5 ($sum)");
 
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'default buckets');
+    my $body = $t->scrape('default buckets');
     is_deeply([le_values($body, '/api/stats')], \@DEFAULT_LE,
               'default buckets: the 12 documented bounds and +Inf');
 }
@@ -328,8 +257,7 @@ sub wait_until {
     is($d->{ dur_key('bucket', '/api/jobs', '0.1') }, 1,
        'custom buckets, fast: in le="0.1"');
 
-    my $body = $t->metrics(token => $token, path => '/scrape',
-                           name => 'custom buckets');
+    my $body = $t->scrape('custom buckets');
     is_deeply([le_values($body, '/api/jobs')], [qw(0.1 0.25 0.5 1 +Inf)],
               'playarr_metrics_buckets 0.1 0.25 0.5 1: exactly those le');
 
@@ -363,7 +291,7 @@ sub wait_until {
 # --- 499: the client goes away -----------------------------------------------
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
     my $mark = -s $UPS_LOG || 0;
 
     my $c = $t->connect;
@@ -383,14 +311,14 @@ sub wait_until {
     my $k499 = req_key('/api/stats', 499);
     my $after;
     my $seen = wait_until(sub {
-        $after = scrape();
+        $after = $t->quiet_series(client => $cl);
         ($after->{$k499} // 0) > ($before->{$k499} // 0);
     }, 4);
 
     ok($seen, '499: recorded after the client closed');
     ok(time - $t0 < 4, '499: recorded without waiting for the upstream');
 
-    my $d = delta($before, $after);
+    my $d = delta($before, $after, $HTTP_FAMILIES);
     is($d->{$k499}, 1, '499: status_code="499" counted once');
     is($d->{ dur_key('count', '/api/stats') }, 1, '499: one observation');
     is(scalar(grep { /^\Q$REQS\E\{/ } keys %$d), 1,
@@ -435,7 +363,7 @@ sub wait_until {
        'error type from a map of $status: upstream_unavailable +1');
     is($d->{ req_key('/api/tmdb/verify', 502) }, 1, 'status_code="502"');
 
-    $t->metrics(token => $token, path => '/scrape', name => 'managed errors');
+    $t->scrape('managed errors');
 }
 
 # --- 401 and 404 from nginx itself -------------------------------------------
@@ -500,7 +428,7 @@ sub wait_until {
     is($r->{status}, 405, 'POST /metrics: 405');
     is_deeply($d, {}, 'POST /metrics: not recorded');
 
-    my $m = scrape();
+    my $m = $t->quiet_series(client => $cl);
     ok(!grep({ /endpoint="\/metrics(?:\/json)?"/ } keys %$m),
        'no series for the /metrics endpoints at all');
 }
@@ -508,7 +436,7 @@ sub wait_until {
 # --- requests nginx rejects --------------------------------------------------
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(client => $cl);
 
     # the connection is closed after the answer, once the request is logged
     my $raw = $t->raw("GET /api/titles/tt2 HTTP/1.1\r\nHost: a\r\n"
@@ -518,15 +446,15 @@ sub wait_until {
     $raw = $t->raw("GET /api/jobs HTTP/1.0\r\n\r\n");
     like($raw, qr{^HTTP/1\.1 200 }, 'HTTP/1.0: 200');
 
-    my $d = delta($before, scrape());
+    my $d = delta($before, $t->quiet_series(client => $cl), $HTTP_FAMILIES);
     is($d->{ req_key('/api/titles/:title_key', 400) }, 1,
        'a 400 after the request line: counted with its endpoint');
     is($d->{ req_key('/api/jobs', 200) }, 1, 'HTTP/1.0 counted');
 }
 
-$t->metrics(token => $token, path => '/scrape', name => 'final');
+$t->scrape('final');
 
-$cl->{c}->close if $cl->{c};
+$cl->close;
 
 $t->stop;
 

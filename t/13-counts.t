@@ -12,13 +12,11 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
-use POSIX qw(_exit WNOHANG);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
@@ -54,8 +52,6 @@ EOF
 
 $t->start;
 my $token = $t->read_token('metrics.token');
-my %auth = (Authorization => "Bearer $token");
-my $PARENT = $$;
 
 # --- traffic -----------------------------------------------------------------
 
@@ -74,29 +70,6 @@ sub plan_request {
 
 sub user_of { 'user' . ($_[0] % $USERS) }
 
-# one request, on a new connection when the server closed the last one
-# (a reload closes them); a request without an answer is sent again
-sub send_req {
-    my ($st, $method, $path, %opt) = @_;
-
-    for (1 .. 300) {
-        $st->{c} ||= eval { $t->connect } or do { sleep 0.01; next };
-        my $r = $st->{c}->request($method, $path, %opt);
-        my $conn = PlayarrTest::header($r, 'Connection') // '';
-
-        if ($r->{status} == 599 || lc $conn eq 'close') {
-            $st->{c}->close;
-            $st->{c} = undef;
-        }
-
-        return $r if $r->{status} != 599;
-
-        $st->{retries}++;
-    }
-
-    return { status => 599 };
-}
-
 # a child: $per requests (or until the file $stop exists), then /sync on
 # the same connection, so that every answered request has been logged;
 # writes what it got to child-$tag-$i
@@ -112,7 +85,8 @@ sub child {
         last if defined $stop && -e $stop;
 
         my ($m, $path, $want, $ep) = @{ plan_request($i, $j++) };
-        my $r = send_req($st, $m, $path, headers => { 'X-User' => $user });
+        my $r = $t->keepalive_request($st, $m, $path,
+                                      headers => { 'X-User' => $user });
 
         if ($r->{status} == $want) {
             $n{"$ep\t$want\t$user"}++;
@@ -122,7 +96,7 @@ sub child {
         }
     }
 
-    my $s = send_req($st, 'GET', '/sync');
+    my $s = $t->keepalive_request($st, 'GET', '/sync');
     $bad++ if $s->{status} != 204;
     $st->{c}->close if $st->{c};
 
@@ -132,46 +106,14 @@ sub child {
     $t->write_file("child-$tag-$i", $out);
 }
 
-sub spawn {
+# $n children of child(), spawned by the harness (which kills them if the
+# test dies)
+sub children {
     my ($tag, $n, $per, $stop) = @_;
-    my @pids;
 
-    for my $i (0 .. $n - 1) {
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-
-        if ($pid == 0) {
-            eval { child($tag, $i, $per, $stop) };
-            _exit($@ ? 1 : 0);
-        }
-
-        push @pids, $pid;
-    }
-
-    return @pids;
-}
-
-END {
-    # children that are still running when the test dies
-    if ($$ == $PARENT) {
-        for my $p (@main::KIDS) {
-            kill 'KILL', $p;
-            waitpid $p, 0;
-        }
-    }
-}
-
-our @KIDS;
-
-# exit statuses of children reaped early: pid => $?
-my %REAPED;
-
-sub running_kids {
-    for my $p (@KIDS) {
-        next if exists $REAPED{$p};
-        $REAPED{$p} = $? if waitpid($p, WNOHANG) == $p;
-    }
-    return grep { !exists $REAPED{$_} } @KIDS;
+    return map { my $i = $_;
+                 PlayarrTest::spawn(sub { child($tag, $i, $per, $stop) }) }
+           0 .. $n - 1;
 }
 
 # the results of the children of $tag: { n => {ep\tstatus\tuser => n},
@@ -180,12 +122,7 @@ sub collect {
     my ($tag, $n, @pids) = @_;
     my %res = (n => {}, pid => {}, bad => 0, retries => 0, failed => 0);
 
-    for my $p (@pids) {
-        my $st = exists $REAPED{$p} ? delete $REAPED{$p}
-                                    : (waitpid($p, 0) == $p ? $? : -1);
-        $res{failed}++ if $st;
-    }
-    @KIDS = ();
+    $res{failed} += PlayarrTest::reap_kids(@pids);
 
     for my $i (0 .. $n - 1) {
         my $s = $t->read_file("child-$tag-$i");
@@ -210,17 +147,10 @@ sub collect {
 
 # --- scrapes -----------------------------------------------------------------
 
+$t->scrape_setup(token => $token, path => '/scrape');
+
+# the scrapes' own keep-alive connection, opened again after a reload
 my $sc = { retries => 0 };
-
-sub scrape_body {
-    my $r = send_req($sc, 'GET', '/scrape', headers => \%auth);
-
-    die "scrape: $r->{status}\n" unless $r->{status} == 200;
-
-    return $r->{body};
-}
-
-sub scrape { PlayarrTest::parse_metrics(scrape_body()) }
 
 # what the children's results should have made of the HTTP families
 sub expected {
@@ -270,7 +200,7 @@ sub settle {
     my $m;
 
     do {
-        $m = scrape();
+        $m = $t->quiet_series(keepalive => $sc);
         return $m if requests_sum($m) - requests_sum($before) >= $want;
         sleep 0.05;
     } while (time < $deadline);
@@ -351,19 +281,19 @@ sub histogram_problems {
 my $N = $CHILDREN * $PER_CHILD;
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(keepalive => $sc);
     my $t0 = time;
 
-    @KIDS = spawn('a', $CHILDREN, $PER_CHILD);
+    my @kids = children('a', $CHILDREN, $PER_CHILD);
 
     # scrapes while the clients run
     my @bodies;
-    while (running_kids()) {
-        push @bodies, scrape_body();
+    while (PlayarrTest::kids_running(@kids)) {
+        push @bodies, $t->quiet_scrape(keepalive => $sc);
         last if @bodies >= 200;
     }
 
-    my $res = collect('a', $CHILDREN, @KIDS);
+    my $res = collect('a', $CHILDREN, @kids);
     note(sprintf "%d requests in %.2f s, %d retries, %d scrapes meanwhile",
          $N, time - $t0, $res->{retries}, scalar @bodies);
 
@@ -411,7 +341,7 @@ my $N = $CHILDREN * $PER_CHILD;
         $t->python_parse_ok($b, "scrape under load, no. $i: python parser");
     }
 
-    $t->metrics(token => $token, path => '/scrape', name => 'after load');
+    $t->scrape('after load');
 }
 
 # --- 2: a reload keeps every count -------------------------------------------
@@ -427,13 +357,13 @@ sub http_state {
     $sc_c->close if $sc_c;
     $sc->{c} = undef;
 
-    my $before = scrape();
+    my $before = $t->quiet_series(keepalive => $sc);
     my @old = $t->worker_pids;
     my @new = $t->reload;
 
     isnt("@new", "@old", 'reload: new workers');
 
-    my $after = scrape();
+    my $after = $t->quiet_series(keepalive => $sc);
     is_deeply(http_state($after), http_state($before),
               'reload: every HTTP series has the same value')
         or diag('before ' . requests_sum($before) . ', after '
@@ -442,33 +372,33 @@ sub http_state {
     # more traffic: counting goes on from the kept values
     my $n = 10;
     my $per = 100;
-    @KIDS = spawn('b', $n, $per);
-    my $res = collect('b', $n, @KIDS);
+    my @kids = children('b', $n, $per);
+    my $res = collect('b', $n, @kids);
     my $end = check_phase('after the reload', $after, $res, $n * $per);
 
     is(requests_sum($end), $N + $n * $per,
        'after the reload: the sum of both rounds, ' . ($N + $n * $per));
 
-    $t->metrics(token => $token, path => '/scrape', name => 'after reload');
+    $t->scrape('after reload');
 }
 
 # --- 3: traffic during two reloads -------------------------------------------
 
 {
-    my $before = scrape();
+    my $before = $t->quiet_series(keepalive => $sc);
     my $base = requests_sum($before);
     my $stop = $t->path('stop-c');
     my $n = 8;
 
     my @gen1 = $t->worker_pids;
-    @KIDS = spawn('c', $n, undef, $stop);
+    my @kids = children('c', $n, undef, $stop);
 
     my $grow = sub {
         my ($by) = @_;
-        my $from = requests_sum(scrape());
+        my $from = requests_sum($t->quiet_series(keepalive => $sc));
         my $deadline = time + 15;
         while (time < $deadline) {
-            return 1 if requests_sum(scrape()) - $from >= $by;
+            return 1 if requests_sum($t->quiet_series(keepalive => $sc)) - $from >= $by;
             sleep 0.02;
         }
         return 0;
@@ -481,7 +411,7 @@ sub http_state {
     ok($grow->(300), 'traffic flows after the second reload');
 
     $t->write_file('stop-c', '');
-    my $res = collect('c', $n, @KIDS);
+    my $res = collect('c', $n, @kids);
 
     note(sprintf '%d requests answered during the reloads, %d sent again',
          total((expected($res))[0]), $res->{retries});
@@ -496,7 +426,7 @@ sub http_state {
                         . " ($served)");
     }
 
-    $t->metrics(token => $token, path => '/scrape', name => 'final');
+    $t->scrape('final');
 }
 
 $sc->{c}->close if $sc->{c};

@@ -34,8 +34,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 # under AddressSanitizer or valgrind (make test ASAN=1, VALGRIND=1) memory
 # and time mean nothing: fewer series, and what is checked is what the
@@ -159,10 +158,8 @@ sub push_all {
     my $bad = 0;
 
     while (my @b = splice @ids, 0, $BATCH) {
-        my $r = $t->request('POST', '/push',
-                            headers => { 'Content-Type' => 'application/json' },
-                            body => '[' . join(',', map { $make->($_) } @b)
-                                    . ']');
+        my $r = $t->push_updates('[' . join(',', map { $make->($_) } @b)
+                                 . ']');
         $bad++ if $r->{status} != 204;
         diag("push: $r->{status} " . substr($r->{body} // '', 0, 200))
             if $r->{status} != 204;
@@ -225,8 +222,9 @@ sub read_rest {
     return ($text, $eof);
 }
 
-# a whole scrape on its own connection: the response as parse_response has it
-sub scrape {
+# a whole scrape on a socket of its own, read to the end (60 s at most):
+# the response as parse_response has it
+sub socket_scrape {
     my ($path, %opt) = @_;
     my $s = small_socket(0);
     send_request($s, $path, %opt);
@@ -476,7 +474,7 @@ like($body, qr/\n\z/, 'slow scrape: the body ends with a whole line');
 
 # the series pushed meanwhile are all there now
 {
-    my $r = scrape('/metrics');
+    my $r = socket_scrape('/metrics');
     my ($cnt, undef, $hist) = census($r->{body});
     is(scalar(grep { ($cnt->{$_} // 0) == 1 } $NEW .. $NEW + 1999)
        + scalar(grep { $hist->{$_} } $NEW .. $NEW + 499), 2500,
@@ -602,10 +600,10 @@ like($body, qr/\n\z/, 'slow scrape: the body ends with a whole line');
 
 # --- HTTP/1.0, HEAD, gzip, limit_rate ------------------------------------
 
-my $ref = test_lines(scrape('/metrics')->{body});
+my $ref = test_lines(socket_scrape('/metrics')->{body});
 
 {
-    my $r = scrape('/metrics', proto => 'HTTP/1.0');
+    my $r = socket_scrape('/metrics', proto => 'HTTP/1.0');
     is($r->{status}, 200, 'HTTP/1.0: 200');
     ok(!defined PlayarrTest::header($r, 'Content-Length')
        && !defined PlayarrTest::header($r, 'Transfer-Encoding'),
@@ -648,7 +646,8 @@ my $ref = test_lines(scrape('/metrics')->{body});
 }
 
 {
-    my $r = scrape('/metrics-gz', headers => { 'Accept-Encoding' => 'gzip' });
+    my $r = socket_scrape('/metrics-gz',
+                          headers => { 'Accept-Encoding' => 'gzip' });
     is(PlayarrTest::header($r, 'Content-Encoding'), 'gzip', 'gzip: gzipped');
     my $plain;
     gunzip(\$r->{body} => \$plain) or diag("gunzip: $GunzipError");
@@ -657,7 +656,7 @@ my $ref = test_lines(scrape('/metrics')->{body});
 
 {
     my $t1 = time;
-    my $r = scrape('/metrics-rate');
+    my $r = socket_scrape('/metrics-rate');
     is($r->{status}, 200, 'limit_rate: 200');
     ok(test_lines($r->{body}) eq $ref, 'limit_rate: the same body');
     ok(time - $t1 > 0.3, sprintf 'limit_rate: applied (%.2f s)', time - $t1);
@@ -667,14 +666,14 @@ my $ref = test_lines(scrape('/metrics')->{body});
 # --- /metrics/json, streamed ------------------------------------------------
 
 {
-    my $r = scrape('/metrics/json');
+    my $r = socket_scrape('/metrics/json');
     is($r->{status}, 200, 'json: 200');
     is(lc(PlayarrTest::header($r, 'Transfer-Encoding') // ''), 'chunked',
        'json: chunked');
     ok(length $r->{body} > 4 * 256 * 1024,
        'json: a body of many steps (' . length($r->{body}) . ' bytes)');
 
-    my $text = scrape('/metrics')->{body};
+    my $text = socket_scrape('/metrics')->{body};
 
     # python's json: JSON::PP is too slow for tens of megabytes
     my $jf = $t->write_file('scrape.json', $r->{body});

@@ -17,13 +17,9 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical;
 
@@ -60,14 +56,6 @@ my @BUILTIN = qw(playarr_http_requests_total
 
 my @DEFAULT_BUCKETS = qw(0.005 0.01 0.025 0.05 0.1 0.25 0.5 1 2.5 5 10);
 
-
-sub push_updates {
-    my ($t, $token, $body, %opt) = @_;
-
-    return $t->request('POST', $opt{path} || '/push', body => $body,
-                       headers => [ Authorization => "Bearer $token",
-                                    'Content-Type' => 'application/json' ]);
-}
 
 sub le_list {
     my ($body, $name, $labels) = @_;
@@ -188,9 +176,9 @@ EOF
         }
 
         my %labels = map { $_ => "v_$_" } @{ $d->{labelNames} };
-        my $x = push_updates($t, $token, $JSON->encode(
-            { metric => $key, op => 'observe', labels => \%labels,
-              value => 0.5 }));
+        my $x = $t->push_updates({ metric => $key, op => 'observe',
+                                   labels => \%labels, value => 0.5 },
+                                 token => $token);
         is($x->{status}, 204, "$key: observe accepted") or diag($x->{raw});
     }
 
@@ -265,13 +253,13 @@ EOF
     $t->start;
     my $token = $t->read_token('metrics.token');
 
-    my $x = push_updates($t, $token, $JSON->encode([
+    my $x = $t->push_updates([
         { metric => 'plain', op => 'observe', labels => { kind => 'a' },
           value => 0.007 },
         { metric => 'bare', op => 'inc' },
         { metric => 'playarr_test_Mixed', op => 'set',
           labels => { Label_1 => 'x' }, value => 2 },
-    ]));
+    ], token => $token);
     is($x->{status}, 204, 'own schema: updates accepted') or diag($x->{raw});
 
     my $r = $t->get('/api/titles/tt42');

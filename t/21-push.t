@@ -17,14 +17,11 @@ use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time);
 use PlayarrTest;
+use PlayarrTest::Blocks qw(run_blocks);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical->utf8;
 my $started = time;
@@ -59,72 +56,23 @@ $t->start;
 my $TOKEN = $t->read_token('metrics.token');
 my %AUTH = (Authorization => "Bearer $TOKEN");
 my %REJ = (malformed => 0, invalid => 0, too_large => 0);
-my $body;     # the last /metrics body
+
+$t->scrape_setup(token => $TOKEN);
 
 
-sub push_raw {
-    my ($data, %opt) = @_;
-    my @h = (%AUTH, 'Content-Type' => 'application/json');
-
-    @h = @{ $opt{headers} } if $opt{headers};
-
-    return $t->request($opt{method} || 'POST', $opt{path} || '/push',
-                       headers => \@h, body => $data);
-}
-
-sub push_ok {
-    my ($u, $name) = @_;
-    my $r = push_raw(ref $u ? $JSON->encode($u) : $u);
-
-    is($r->{status}, 204, "$name: 204") or diag($r->{raw});
-    is($r->{body}, '', "$name: no body");
-
-    return $r;
-}
-
-# a 400 with {"error": matching $re, "index": $index (undef: no index)}
+# the harness's push_bad, counting the rejection as the module does
 sub push_bad {
-    my ($u, $index, $re, $name) = @_;
-    my $r = push_raw(ref $u ? $JSON->encode($u) : $u);
-    my $j = PlayarrTest::json_body($r);
+    my ($u, $index) = @_;
 
-    is($r->{status}, 400, "$name: 400") or diag($r->{raw});
-    is(PlayarrTest::header($r, 'Content-Type'), 'application/json',
-       "$name: JSON answer");
-    is(ref $j, 'HASH', "$name: a JSON object") or diag($r->{body});
-    like($j->{error} // '', $re, "$name: error text") or diag($r->{body});
+    $REJ{defined $index ? 'invalid' : 'malformed'}++;
 
-    if (defined $index) {
-        is($j->{index}, $index, "$name: index $index");
-        like($r->{body}, qr/"index":$index\}\z/, "$name: index a JSON number");
-        $REJ{invalid}++;
-    } else {
-        ok(!exists $j->{index}, "$name: no index");
-        $REJ{malformed}++;
-    }
-
-    is_deeply([sort keys %{ $j || {} }],
-              [sort('error', defined $index ? 'index' : ())],
-              "$name: no other field");
-
-    return $r;
+    return $t->push_bad(@_);
 }
 
 # the error for an op that does not apply to the family's type
 sub not_for {
     my ($op, $name, $type) = @_;
     return qr/^\Q"$op" does not apply to "$name", a $type\E$/;
-}
-
-sub scrape {
-    my ($name) = @_;
-    $body = $t->metrics(token => $TOKEN, name => $name);
-    return $body;
-}
-
-sub val {
-    my ($name, $labels) = @_;
-    return PlayarrTest::sample($body, $name, $labels);
 }
 
 # the samples of the business families only (not self, not HTTP)
@@ -139,31 +87,32 @@ sub business {
 
 # --- counters ---
 
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => 'alice' } }, 'counter inc by key, no value');
-push_ok({ metric => 'playarr_stream_requests_total', op => 'inc',
-          labels => { user => 'alice' }, value => 2.5 },
-        'counter inc by full name');
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => 'zero' }, value => 0 }, 'counter inc 0');
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => 42 } }, 'integer label value');
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => '' } }, 'empty label value');
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => "q\"b\\s\nl caf\x{e9}" } },
-        'label value with quote, backslash, newline, UTF-8');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => 'alice' } }, 'counter inc by key, no value');
+$t->push_ok({ metric => 'playarr_stream_requests_total', op => 'inc',
+              labels => { user => 'alice' }, value => 2.5 },
+            'counter inc by full name');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => 'zero' }, value => 0 }, 'counter inc 0');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => 42 } }, 'integer label value');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => '' } }, 'empty label value');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => "q\"b\\s\nl caf\x{e9}" } },
+            'label value with quote, backslash, newline, UTF-8');
 
-scrape('counters');
-is(val('playarr_stream_requests_total', { user => 'alice' }), 3.5,
+$t->scrape('counters');
+is($t->value('playarr_stream_requests_total', { user => 'alice' }), 3.5,
    'key and name reach the same series: 1 + 2.5');
-is(val('playarr_stream_requests_total', { user => 'zero' }), 0,
+is($t->value('playarr_stream_requests_total', { user => 'zero' }), 0,
    'inc 0 creates the series at 0');
-is(val('playarr_stream_requests_total', { user => '42' }), 1,
+is($t->value('playarr_stream_requests_total', { user => '42' }), 1,
    'integer label value becomes "42"');
-is(val('playarr_stream_requests_total', { user => '' }), 1,
+is($t->value('playarr_stream_requests_total', { user => '' }), 1,
    'empty label value');
-is((grep { /^playarr_stream_requests_total\{user="q/ } split /\n/, $body)[0],
+is((grep { /^playarr_stream_requests_total\{user="q/ }
+    split /\n/, $t->scraped)[0],
    'playarr_stream_requests_total{user="q\\"b\\\\s\\nl caf'
    . "\xc3\xa9" . '"} 1',
    'label value escaped in the text format');
@@ -207,21 +156,22 @@ my @gauge = (
 
 for my $g (@gauge) {
     my ($u, $want, $name) = @$g;
-    push_ok({ metric => 'provider_active_connections',
-              labels => { provider_id => 'p1' }, %$u }, $name);
-    scrape($name);
-    is(val('playarr_provider_active_connections', { provider_id => 'p1' }),
+    $t->push_ok({ metric => 'provider_active_connections',
+                  labels => { provider_id => 'p1' }, %$u }, $name);
+    $t->scrape($name);
+    is($t->value('playarr_provider_active_connections',
+                 { provider_id => 'p1' }),
        $want, "$name: value $want");
 }
 
-push_ok({ metric => 'active_users', op => 'set', value => 10 },
-        'label-less gauge set, no labels field');
-push_ok({ metric => 'playarr_active_users', op => 'inc', labels => {} },
-        'label-less gauge inc, empty labels, by name');
-push_ok({ metric => 'active_users', op => 'dec', value => 3 },
-        'label-less gauge dec 3');
-scrape('label-less gauge');
-is(val('playarr_active_users'), 8, 'label-less gauge: 10 + 1 - 3');
+$t->push_ok({ metric => 'active_users', op => 'set', value => 10 },
+            'label-less gauge set, no labels field');
+$t->push_ok({ metric => 'playarr_active_users', op => 'inc', labels => {} },
+            'label-less gauge inc, empty labels, by name');
+$t->push_ok({ metric => 'active_users', op => 'dec', value => 3 },
+            'label-less gauge dec 3');
+$t->scrape('label-less gauge');
+is($t->value('playarr_active_users'), 8, 'label-less gauge: 10 + 1 - 3');
 
 push_bad({ metric => 'provider_active_connections', op => 'observe',
            labels => { provider_id => 'p1' }, value => 1 }, 0,
@@ -238,34 +188,35 @@ push_bad({ metric => 'provider_active_connections', op => 'set',
 my @obs = (0.05, 0.1, 0.7, 100, -1, 30);
 
 for my $v (@obs) {
-    push_ok({ metric => 'stream_request_duration', op => 'observe',
-              labels => { media_type => 'movies' }, value => $v },
-            "observe $v");
+    $t->push_ok({ metric => 'stream_request_duration', op => 'observe',
+                  labels => { media_type => 'movies' }, value => $v },
+                "observe $v");
 }
 
-scrape('histogram');
+$t->scrape('histogram');
 {
     my %l = (media_type => 'movies');
     my %want = (0.1 => 3, 0.5 => 3, 1 => 4, 2 => 4, 5 => 4, 10 => 4,
                 30 => 5, '+Inf' => 6);
     for my $le (sort keys %want) {
-        is(val('playarr_stream_request_duration_seconds_bucket',
-               { %l, le => $le }), $want{$le},
+        is($t->value('playarr_stream_request_duration_seconds_bucket',
+                     { %l, le => $le }), $want{$le},
            "histogram: le=$le cumulative $want{$le}");
     }
     my $sum = 0;
     $sum += $_ for @obs;
-    is(val('playarr_stream_request_duration_seconds_count', \%l), 6,
+    is($t->value('playarr_stream_request_duration_seconds_count', \%l), 6,
        'histogram: _count 6');
-    ok(val('playarr_stream_request_duration_seconds_sum', \%l) == $sum,
+    ok($t->value('playarr_stream_request_duration_seconds_sum', \%l) == $sum,
        "histogram: _sum $sum");
 }
 
-push_ok({ metric => 'playarr_stream_request_duration_seconds',
-          op => 'observe', labels => { media_type => 'tv' }, value => 0.5 },
-        'observe by full name');
-scrape('histogram by name');
-is(val('playarr_stream_request_duration_seconds_count', { media_type => 'tv' }),
+$t->push_ok({ metric => 'playarr_stream_request_duration_seconds',
+              op => 'observe', labels => { media_type => 'tv' }, value => 0.5 },
+            'observe by full name');
+$t->scrape('histogram by name');
+is($t->value('playarr_stream_request_duration_seconds_count',
+             { media_type => 'tv' }),
    1, 'observe by full name: _count 1');
 
 for my $op (qw(inc dec set)) {
@@ -282,68 +233,72 @@ push_bad({ metric => 'stream_request_duration', op => 'observe',
 
 # --- reset ---
 
-push_ok([ map { { metric => 'provider_titles_count', op => 'set',
-                  labels => { provider_id => $_, media_type => 'movies' },
-                  value => 100 } } qw(p1 p2 p3) ],
-        'three gauge series');
-push_ok({ metric => 'cache_operations', op => 'inc',
-          labels => { operation => 'hit' }, value => 5 }, 'counter 5');
-scrape('before reset');
-is(scalar(PlayarrTest::samples($body, 'playarr_provider_titles_count')), 3,
+$t->push_ok([ map { { metric => 'provider_titles_count', op => 'set',
+                      labels => { provider_id => $_, media_type => 'movies' },
+                      value => 100 } } qw(p1 p2 p3) ],
+            'three gauge series');
+$t->push_ok({ metric => 'cache_operations', op => 'inc',
+              labels => { operation => 'hit' }, value => 5 }, 'counter 5');
+$t->scrape('before reset');
+is(scalar(PlayarrTest::samples($t->scraped,
+                               'playarr_provider_titles_count')), 3,
    'before reset: three gauge series');
 
-push_ok({ metric => 'provider_titles_count', op => 'reset' }, 'reset a gauge');
-push_ok({ metric => 'playarr_cache_operations_total', op => 'reset' },
-        'reset a counter by full name');
-push_ok({ metric => 'stream_request_duration', op => 'reset' },
-        'reset a histogram');
-scrape('after reset');
+$t->push_ok({ metric => 'provider_titles_count', op => 'reset' },
+            'reset a gauge');
+$t->push_ok({ metric => 'playarr_cache_operations_total', op => 'reset' },
+            'reset a counter by full name');
+$t->push_ok({ metric => 'stream_request_duration', op => 'reset' },
+            'reset a histogram');
+$t->scrape('after reset');
 for my $f (qw(playarr_provider_titles_count playarr_cache_operations_total
               playarr_stream_request_duration_seconds))
 {
-    my @s = grep { /^\Q$f\E(?:_bucket|_sum|_count)?[{ ]/ } split /\n/, $body;
+    my @s = grep { /^\Q$f\E(?:_bucket|_sum|_count)?[{ ]/ }
+            split /\n/, $t->scraped;
     is_deeply(\@s, [], "after reset: no $f sample");
-    like($body, qr/^# HELP \Q$f\E /m, "after reset: $f # HELP kept");
-    like($body, qr/^# TYPE \Q$f\E /m, "after reset: $f # TYPE kept");
+    like($t->scraped, qr/^# HELP \Q$f\E /m, "after reset: $f # HELP kept");
+    like($t->scraped, qr/^# TYPE \Q$f\E /m, "after reset: $f # TYPE kept");
 }
-is(val('playarr_stream_requests_total', { user => 'alice' }), 3.5,
+is($t->value('playarr_stream_requests_total', { user => 'alice' }), 3.5,
    'reset leaves other families alone');
 
-push_ok({ metric => 'provider_titles_count', op => 'set',
-          labels => { provider_id => 'p2', media_type => 'movies' },
-          value => 7 }, 'set after reset');
-push_ok({ metric => 'provider_titles_count', op => 'inc',
-          labels => { provider_id => 'p3', media_type => 'movies' } },
-        'gauge inc after reset');
-push_ok({ metric => 'cache_operations', op => 'inc',
-          labels => { operation => 'hit' } }, 'counter inc after reset');
-push_ok({ metric => 'stream_request_duration', op => 'observe',
-          labels => { media_type => 'movies' }, value => 2 },
-        'observe after reset');
-scrape('set again after reset');
+$t->push_ok({ metric => 'provider_titles_count', op => 'set',
+              labels => { provider_id => 'p2', media_type => 'movies' },
+              value => 7 }, 'set after reset');
+$t->push_ok({ metric => 'provider_titles_count', op => 'inc',
+              labels => { provider_id => 'p3', media_type => 'movies' } },
+            'gauge inc after reset');
+$t->push_ok({ metric => 'cache_operations', op => 'inc',
+              labels => { operation => 'hit' } }, 'counter inc after reset');
+$t->push_ok({ metric => 'stream_request_duration', op => 'observe',
+              labels => { media_type => 'movies' }, value => 2 },
+            'observe after reset');
+$t->scrape('set again after reset');
 is_deeply([ sort map { $_->[0]{provider_id} . '=' . $_->[1] }
-            PlayarrTest::samples($body, 'playarr_provider_titles_count') ],
+            PlayarrTest::samples($t->scraped,
+                                 'playarr_provider_titles_count') ],
           [ 'p2=7', 'p3=1' ],
           'after reset: only the series set again, from zero');
-is(val('playarr_cache_operations_total', { operation => 'hit' }), 1,
+is($t->value('playarr_cache_operations_total', { operation => 'hit' }), 1,
    'counter after reset starts from 0');
-is(val('playarr_stream_request_duration_seconds_count',
-       { media_type => 'movies' }), 1, 'histogram after reset: _count 1');
-is(val('playarr_stream_request_duration_seconds_sum',
-       { media_type => 'movies' }), 2, 'histogram after reset: _sum 2');
-is(val('playarr_stream_request_duration_seconds_bucket',
-       { media_type => 'movies', le => '1' }), 0,
+is($t->value('playarr_stream_request_duration_seconds_count',
+             { media_type => 'movies' }), 1, 'histogram after reset: _count 1');
+is($t->value('playarr_stream_request_duration_seconds_sum',
+             { media_type => 'movies' }), 2, 'histogram after reset: _sum 2');
+is($t->value('playarr_stream_request_duration_seconds_bucket',
+             { media_type => 'movies', le => '1' }), 0,
    'histogram after reset: old buckets gone');
-ok(!defined val('playarr_stream_request_duration_seconds_count',
-                { media_type => 'tv' }),
+ok(!defined $t->value('playarr_stream_request_duration_seconds_count',
+                      { media_type => 'tv' }),
    'histogram after reset: a series not observed again stays hidden');
 
-push_ok({ metric => 'active_users', op => 'reset' },
-        'reset a label-less gauge');
-push_ok({ metric => 'active_users', op => 'inc', value => 2 },
-        'label-less gauge inc after reset');
-scrape('label-less after reset');
-is(val('playarr_active_users'), 2, 'label-less gauge after reset: 0 + 2');
+$t->push_ok({ metric => 'active_users', op => 'reset' },
+            'reset a label-less gauge');
+$t->push_ok({ metric => 'active_users', op => 'inc', value => 2 },
+            'label-less gauge inc after reset');
+$t->scrape('label-less after reset');
+is($t->value('playarr_active_users'), 2, 'label-less gauge after reset: 0 + 2');
 
 push_bad({ metric => 'provider_titles_count', op => 'reset',
            labels => { provider_id => 'p2', media_type => 'movies' } }, 0,
@@ -356,116 +311,19 @@ push_bad({ metric => 'active_users', op => 'reset', value => 0 }, 0,
 
 # --- every rejection, and none of them changes anything ---
 
-my $before = business(scrape('before the rejections'));
-my $long = 'x' x 129;
-
-my @invalid = (
-    [ { metric => 'no_such_metric', op => 'inc' },
-      qr/^unknown metric "no_such_metric"$/, 'unknown metric' ],
-    [ { metric => 'playarr_no_such_total', op => 'inc' },
-      qr/^unknown metric "playarr_no_such_total"$/, 'unknown full name' ],
-    [ { metric => 'Stream_Requests', op => 'inc', labels => { user => 'a' } },
-      qr/^unknown metric "Stream_Requests"$/,
-      'metric keys are case-sensitive' ],
-    [ { op => 'inc' },
-      qr/^"metric" must be a metric key or name$/, 'no metric' ],
-    [ { metric => 5, op => 'inc' },
-      qr/^"metric" must be a metric key or name$/, 'metric not a string' ],
-    [ { metric => 'stream_requests', labels => { user => 'a' } },
-      qr/^"op" must be one of inc, dec, set, observe, reset$/, 'no op' ],
-    [ { metric => 'stream_requests', op => 'add', labels => { user => 'a' } },
-      qr/^"op" must be one of inc, dec, set, observe, reset$/, 'unknown op' ],
-    [ { metric => 'stream_requests', op => 'INC', labels => { user => 'a' } },
-      qr/^"op" must be one of/, 'op in upper case' ],
-    [ { metric => 'stream_requests', op => 'inc' },
-      qr/^missing label "user" for "playarr_stream_requests_total"$/,
-      'no labels' ],
-    [ { metric => 'job_executions', op => 'inc',
-        labels => { job_type => 'sync' } },
-      qr/^missing label "status" for "playarr_job_executions_total"$/,
-      'one label missing' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => 'a', extra => 'b' } },
-      qr/^unknown label "extra" for "playarr_stream_requests_total"$/,
-      'extra label' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { username => 'a' } },
-      qr/^(?:missing\ label\ "user"|unknown\ label\ "username")
-          \ for\ "playarr_stream_requests_total"$/x,
-      'wrong label name' ],
-    [ { metric => 'active_users', op => 'inc', labels => { user => 'a' } },
-      qr/^unknown label "user" for "playarr_active_users"$/,
-      'a label on a label-less family' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => ['user', 'a'] },
-      qr/^"labels" must be an object$/, 'labels an array' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => JSON::PP::true } },
-      qr/^label "user" must be a string$/, 'label value true' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => undef } },
-      qr/^label "user" must be a string$/, 'label value null' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => 1.5 } },
-      qr/^label "user" must be a string$/, 'label value 1.5' ],
-    [ { metric => 'stream_requests', op => 'inc',
-        labels => { user => { a => 1 } } },
-      qr/^label "user" must be a string$/, 'label value an object' ],
-    [ { metric => 'stream_requests', op => 'inc', labels => { user => $long } },
-      qr/^label "user" is longer than 128 bytes$/, 'label value of 129 bytes' ],
-    [ { metric => 'active_users', op => 'set', value => '1' },
-      qr/^"value" must be a finite number$/, 'value a string' ],
-    [ { metric => 'active_users', op => 'set', value => undef },
-      qr/^"value" must be a finite number$/, 'value null' ],
-    [ { metric => 'active_users', op => 'set', value => JSON::PP::true },
-      qr/^"value" must be a finite number$/, 'value true' ],
-    [ { metric => 'active_users', op => 'set', value => [1] },
-      qr/^"value" must be a finite number$/, 'value an array' ],
-    [ { metric => 'active_users', op => 'set', value => 1, unit => 's' },
-      qr/^unknown field "unit"$/, 'unknown field' ],
-    [ { metric => 'active_users', op => 'set', value => 1, Labels => {} },
-      qr/^unknown field "Labels"$/, 'field names are case-sensitive' ],
-    [ [ 1 ], qr/^an update must be an object$/, 'a number in the array' ],
-    [ [ 'inc' ], qr/^an update must be an object$/, 'a string in the array' ],
-    [ [ [] ], qr/^an update must be an object$/, 'an array in the array' ],
-    [ [ undef ], qr/^an update must be an object$/, 'null in the array' ],
-);
-
-for my $c (@invalid) {
-    my ($u, $re, $name) = @$c;
-    push_bad($u, 0, $re, $name);
-}
-
-# JSON that is not JSON, or numbers JSON cannot carry: no index
-my @malformed = (
-    [ '{',                            'unterminated object' ],
-    [ '[{"metric":"active_users","op":"inc"},', 'unterminated array' ],
-    [ 'not json',                     'not JSON' ],
-    [ '',                             'empty body' ],
-    [ '   ',                          'only spaces' ],
-    [ '{"metric":"active_users","op":"inc"} {}', 'two documents' ],
-    [ '{"metric":"active_users","op":"set","value":NaN}', 'NaN' ],
-    [ '{"metric":"active_users","op":"set","value":Infinity}', 'Infinity' ],
-    [ '{"metric":"active_users","op":"set","value":-Infinity}', '-Infinity' ],
-    [ '{"metric":"active_users","op":"set","value":1e400}', '1e400' ],
-    [ '{"metric":"active_users","op":"set","value":1,"value":2}',
-      'duplicate field' ],
-    [ '{"metric":"stream_requests","op":"inc","labels":{"user":"'
-      . "\xff" . '"}}', 'invalid UTF-8' ],
-    [ "{'metric':'active_users','op':'inc'}", 'single quotes' ],
-    [ '"active_users"', 'a bare string' ],
-    [ '{"metric":"stream_requests","op":"inc","labels":{"user":"a\\u0000b"}}',
-      'a label value with a NUL (\\u0000)' ],
-);
-
-for my $c (@malformed) {
-    my ($data, $name) = @$c;
-    push_bad($data, undef, qr/^malformed JSON: .+ at line \d+ column -?\d+$/,
-             "malformed: $name");
-}
+my $before = business($t->scrape('before the rejections'));
+# every rejection of __DATA__: 400, application/json, the exact
+# {"error", "index"} (malformed JSON: jansson's words, matched), counted
+# by its reason
+run_blocks(t => $t,
+           headers => [ %AUTH, 'Content-Type' => 'application/json' ],
+           sections => { reason => sub { $REJ{ $_[3] }++ } });
 
 # 128 bytes is the limit, not beyond
-push_ok({ metric => 'stream_requests', op => 'inc',
-          labels => { user => 'y' x 128 } }, 'label value of 128 bytes');
+$t->push_ok({ metric => 'stream_requests', op => 'inc',
+              labels => { user => 'y' x 128 } }, 'label value of 128 bytes');
 
-my $after = business(scrape('after the rejections'));
+my $after = business($t->scrape('after the rejections'));
 my %changed = map { $_ => 1 }
                grep { ($before->{$_} // '') ne ($after->{$_} // '') }
                keys %$before, keys %$after;
@@ -500,36 +358,39 @@ push_bad([ @good2, { metric => 'provider_titles_count', op => 'reset' },
 push_bad('[' . join(',', map { $JSON->encode($_) } @good2) . ',{"metric":',
          undef, qr/^malformed JSON/, 'batch: malformed after two good updates');
 
-scrape('after the bad batches');
-ok(!defined val('playarr_job_executions_total',
-                { job_type => 'sync', status => 'ok' }),
+$t->scrape('after the bad batches');
+ok(!defined $t->value('playarr_job_executions_total',
+                      { job_type => 'sync', status => 'ok' }),
    'bad batches: first update not applied');
-ok(!defined val('playarr_provider_max_connections', { provider_id => 'p9' }),
+ok(!defined $t->value('playarr_provider_max_connections',
+                      { provider_id => 'p9' }),
    'bad batches: second update not applied');
 is_deeply([ sort map { $_->[0]{provider_id} . '=' . $_->[1] }
-            PlayarrTest::samples($body, 'playarr_provider_titles_count') ],
+            PlayarrTest::samples($t->scraped,
+                                 'playarr_provider_titles_count') ],
           [ 'p2=7', 'p3=1' ], 'bad batches: the reset in one not applied');
 
-push_ok([ @good2, @good2, @good2 ], 'the same good updates, three times');
-push_ok([], 'an empty batch');
-scrape('after the good batch');
-is(val('playarr_job_executions_total', { job_type => 'sync', status => 'ok' }),
+$t->push_ok([ @good2, @good2, @good2 ], 'the same good updates, three times');
+$t->push_ok([], 'an empty batch');
+$t->scrape('after the good batch');
+is($t->value('playarr_job_executions_total',
+             { job_type => 'sync', status => 'ok' }),
    3, 'good batch: applied in full (3 incs)');
-is(val('playarr_provider_max_connections', { provider_id => 'p9' }), 4,
+is($t->value('playarr_provider_max_connections', { provider_id => 'p9' }), 4,
    'good batch: set applied');
 
 # a batch applies in order: set, inc, reset, set
-push_ok([ { metric => 'provider_active', op => 'set',
-            labels => { provider_id => 'o' }, value => 1 },
-          { metric => 'provider_active', op => 'inc',
-            labels => { provider_id => 'o' } },
-          { metric => 'provider_active', op => 'reset' },
-          { metric => 'provider_active', op => 'set',
-            labels => { provider_id => 'n' }, value => 0 } ],
-        'batch in order');
-scrape('batch in order');
+$t->push_ok([ { metric => 'provider_active', op => 'set',
+                labels => { provider_id => 'o' }, value => 1 },
+              { metric => 'provider_active', op => 'inc',
+                labels => { provider_id => 'o' } },
+              { metric => 'provider_active', op => 'reset' },
+              { metric => 'provider_active', op => 'set',
+                labels => { provider_id => 'n' }, value => 0 } ],
+            'batch in order');
+$t->scrape('batch in order');
 is_deeply([ map { $_->[0]{provider_id} . '=' . $_->[1] }
-            PlayarrTest::samples($body, 'playarr_provider_active') ],
+            PlayarrTest::samples($t->scraped, 'playarr_provider_active') ],
           [ 'n=0' ], 'batch in order: set, inc, reset, set');
 
 # a large batch
@@ -537,36 +398,37 @@ is_deeply([ map { $_->[0]{provider_id} . '=' . $_->[1] }
     my @many = map { { metric => 'provider_titles_processed', op => 'inc',
                        labels => { provider_id => 'p' . ($_ % 10),
                                    media_type => 'movies' } } } 1 .. 2000;
-    push_ok(\@many, 'a batch of 2000 updates');
-    scrape('a batch of 2000');
+    $t->push_ok(\@many, 'a batch of 2000 updates');
+    $t->scrape('a batch of 2000');
     my $sum = 0;
     $sum += $_->[1] for PlayarrTest::samples(
-                           $body, 'playarr_provider_titles_processed_total');
+                           $t->scraped,
+                           'playarr_provider_titles_processed_total');
     is($sum, 2000, '2000 updates over 10 series: 2000');
-    is(val('playarr_provider_titles_processed_total',
-           { provider_id => 'p3', media_type => 'movies' }), 200,
+    is($t->value('playarr_provider_titles_processed_total',
+                 { provider_id => 'p3', media_type => 'movies' }), 200,
        'one of the 10 series: 200');
 }
 
 
 # --- fractional increments sum as JavaScript doubles ---
 
-push_ok({ metric => 'cache_operations', op => 'inc',
-          labels => { operation => 'frac' }, value => 0.1 }, 'inc 0.1');
-push_ok({ metric => 'cache_operations', op => 'inc',
-          labels => { operation => 'frac' }, value => 0.2 }, 'inc 0.2');
-push_ok([ map { { metric => 'cache_operations', op => 'inc',
-                  labels => { operation => 'tenth' }, value => 0.1 } }
+$t->push_ok({ metric => 'cache_operations', op => 'inc',
+              labels => { operation => 'frac' }, value => 0.1 }, 'inc 0.1');
+$t->push_ok({ metric => 'cache_operations', op => 'inc',
+              labels => { operation => 'frac' }, value => 0.2 }, 'inc 0.2');
+$t->push_ok([ map { { metric => 'cache_operations', op => 'inc',
+                      labels => { operation => 'tenth' }, value => 0.1 } }
               1 .. 10 ],
         'ten times inc 0.1');
-scrape('fractions');
-is((grep { /operation="frac"/ } split /\n/, $body)[0],
+$t->scrape('fractions');
+is((grep { /operation="frac"/ } split /\n/, $t->scraped)[0],
    'playarr_cache_operations_total{operation="frac"} 0.30000000000000004',
    '0.1 + 0.2 = 0.30000000000000004, as JavaScript prints it');
-ok(val('playarr_cache_operations_total', { operation => 'tenth' })
-       == 0.9999999999999999,
+ok($t->value('playarr_cache_operations_total', { operation => 'tenth' })
+             == 0.9999999999999999,
    'ten times 0.1 = 0.9999999999999999 (a double sum, not 1)');
-is((grep { /operation="tenth"/ } split /\n/, $body)[0],
+is((grep { /operation="tenth"/ } split /\n/, $t->scraped)[0],
    'playarr_cache_operations_total{operation="tenth"} 0.9999999999999999',
    'ten times 0.1 printed as JavaScript prints it: 0.9999999999999999');
 {
@@ -584,24 +446,27 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
                             labels => { operation => 'auth',
                                         username => 'x' } });
 
-    my $r = push_raw($u, headers => [ 'Content-Type' => 'application/json' ]);
+    my $r = $t->push_updates($u, headers => [ 'Content-Type'
+                                              => 'application/json' ]);
     is($r->{status}, 401, 'no token: 401');
     like(PlayarrTest::header($r, 'WWW-Authenticate') // '',
          qr/^Bearer realm="playarr-metrics"/, 'no token: Bearer challenge');
 
-    $r = push_raw($u, headers => [ Authorization => 'Bearer ' . ('f' x 64),
-                                   'Content-Type' => 'application/json' ]);
+    $r = $t->push_updates($u,
+                          headers => [ Authorization => 'Bearer ' . ('f' x 64),
+                                       'Content-Type' => 'application/json' ]);
     is($r->{status}, 401, 'wrong token: 401');
     like(PlayarrTest::header($r, 'WWW-Authenticate') // '',
          qr/error="invalid_token"/, 'wrong token: invalid_token');
 
-    $r = push_raw($u, path => '/push-open',
-                  headers => [ 'Content-Type' => 'application/json' ]);
+    $r = $t->push_updates($u, path => '/push-open',
+                          headers => [ 'Content-Type' => 'application/json' ]);
     is($r->{status}, 204, 'playarr_metrics_auth off: no token needed');
 
     for my $m (qw(GET HEAD PUT DELETE PATCH OPTIONS)) {
-        $r = push_raw($m =~ /^(?:GET|HEAD|DELETE|OPTIONS)$/ ? undef : $u,
-                      method => $m);
+        $r = $t->push_updates($m =~ /^(?:GET|HEAD|DELETE|OPTIONS)$/ ? undef
+                                                                    : $u,
+                              method => $m);
         is($r->{status}, 405, "$m: 405");
         is(PlayarrTest::header($r, 'Allow'), 'POST', "$m: Allow: POST");
     }
@@ -621,9 +486,10 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
     for my $c (@types) {
         my ($type, $want) = @$c;
         my $name = 'Content-Type ' . ($type // 'missing');
-        $r = push_raw($u, headers => [ %AUTH, defined $type
-                                              ? ('Content-Type' => $type)
-                                              : () ]);
+        $r = $t->push_updates($u, headers => [ %AUTH,
+                                               defined $type
+                                               ? ('Content-Type' => $type)
+                                               : () ]);
         is($r->{status}, $want, "$name: $want");
         if ($want == 415) {
             is_deeply(PlayarrTest::json_body($r),
@@ -632,9 +498,9 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
         }
     }
 
-    scrape('after auth, method and type checks');
-    is(val('playarr_user_operations_total',
-           { operation => 'auth', username => 'x' }), 4,
+    $t->scrape('after auth, method and type checks');
+    is($t->value('playarr_user_operations_total',
+                 { operation => 'auth', username => 'x' }), 4,
        'only the accepted pushes counted (auth off + 3 JSON types)');
 }
 
@@ -669,10 +535,10 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
 
     is(length $exact, $MiB, 'a body of exactly 1 MiB');
 
-    my $r = push_raw($exact, path => '/push-big');
+    my $r = $t->push_updates($exact, path => '/push-big');
     is($r->{status}, 204, '1 MiB: accepted') or diag($r->{raw});
 
-    $r = push_raw($over, path => '/push-big');
+    $r = $t->push_updates($over, path => '/push-big');
     is($r->{status}, 413, '1 MiB + 1: 413');
     is_deeply(PlayarrTest::json_body($r),
               { error => 'Request body is larger than 1 MiB' },
@@ -681,9 +547,10 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
 
     # no Content-Length: the size is known once the body is read
     my $chunked = sprintf("%x\r\n%s\r\n0\r\n\r\n", length $over, $over);
-    $r = push_raw($chunked, path => '/push-big',
-                  headers => [ %AUTH, 'Content-Type' => 'application/json',
-                               'Transfer-Encoding' => 'chunked' ]);
+    $r = $t->push_updates($chunked, path => '/push-big',
+                          headers => [ %AUTH,
+                                       'Content-Type' => 'application/json',
+                                       'Transfer-Encoding' => 'chunked' ]);
     is($r->{status}, 413, 'chunked 1 MiB + 1: 413');
     is_deeply(PlayarrTest::json_body($r),
               { error => 'Request body is larger than 1 MiB' },
@@ -691,12 +558,12 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
     $REJ{too_large}++;
 
     # where nginx's own client_max_body_size (1m) stops it first
-    $r = push_raw($over);
+    $r = $t->push_updates($over);
     is($r->{status}, 413, '1 MiB + 1 on a location with the default '
                           . 'client_max_body_size: 413');
 
-    scrape('after the big bodies');
-    is(val('playarr_watchlist_channels_count', { user => 'big' }), 1,
+    $t->scrape('after the big bodies');
+    is($t->value('playarr_watchlist_channels_count', { user => 'big' }), 1,
        'the 1 MiB body applied');
 }
 
@@ -713,7 +580,7 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
     my $ok = 0;
 
     for my $i (1 .. 200) {
-        my $r = push_raw($i % 2 ? $u : $h);
+        my $r = $t->push_updates($i % 2 ? $u : $h);
         $ok++ if $r->{status} == 204;
         my $pid = PlayarrTest::header($r, 'X-Worker-Pid');
         $pids{$pid}++ if defined $pid;
@@ -722,11 +589,12 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
     is($ok, 200, '200 pushes accepted');
     is(scalar keys %pids, 2, 'both workers took pushes')
         or diag(explain \%pids);
-    scrape('after 200 pushes');
-    is(val('playarr_best_source_selections_total', { provider_id => 'race' }),
+    $t->scrape('after 200 pushes');
+    is($t->value('playarr_best_source_selections_total',
+                 { provider_id => 'race' }),
        100, '100 increments of 1 from both workers: 100');
-    is(val('playarr_provider_categories_synced_total',
-           { provider_id => 'race', media_type => 'tv' }),
+    is($t->value('playarr_provider_categories_synced_total',
+                 { provider_id => 'race', media_type => 'tv' }),
        25, '100 increments of 0.25 from both workers: 25');
 }
 
@@ -737,35 +605,36 @@ is((grep { /operation="tenth"/ } split /\n/, $body)[0],
     my $r = $t->get('/hello');
     is($r->{status}, 200, 'an ordinary request');
 
-    scrape('final');
+    $t->scrape('final');
     my $n = 0;
     $n += $_->[1]
-        for PlayarrTest::samples($body, 'playarr_http_requests_total');
+        for PlayarrTest::samples($t->scraped, 'playarr_http_requests_total');
     is($n, 1, 'playarr_http_requests_total counts /hello only, no push');
 
     for my $reason (sort keys %REJ) {
-        is(val('playarr_metrics_updates_rejected_total',
-               { source => 'push', reason => $reason }), $REJ{$reason},
+        is($t->value('playarr_metrics_updates_rejected_total',
+                     { source => 'push', reason => $reason }), $REJ{$reason},
            "updates_rejected_total{source=push,reason=$reason} $REJ{$reason}");
-        is(val('playarr_metrics_updates_rejected_total',
-               { source => 'header', reason => $reason }), 0,
+        is($t->value('playarr_metrics_updates_rejected_total',
+                     { source => 'header', reason => $reason }), 0,
            "updates_rejected_total{source=header,reason=$reason} 0");
     }
 
-    $t->self_metrics_ok($body);
+    $t->self_metrics_ok($t->scraped);
 }
 
 # a reload (same zone, same schema) keeps every pushed value
 {
-    my $before_reload = business($body);
+    my $before_reload = business($t->scraped);
     $t->reload;
-    scrape('after reload');
-    is_deeply(business($body), $before_reload,
+    $t->scrape('after reload');
+    is_deeply(business($t->scraped), $before_reload,
               'reload: every pushed series kept, with its value');
-    push_ok({ metric => 'best_source_selections', op => 'inc',
-              labels => { provider_id => 'race' } }, 'push after reload');
-    scrape('push after reload');
-    is(val('playarr_best_source_selections_total', { provider_id => 'race' }),
+    $t->push_ok({ metric => 'best_source_selections', op => 'inc',
+                  labels => { provider_id => 'race' } }, 'push after reload');
+    $t->scrape('push after reload');
+    is($t->value('playarr_best_source_selections_total',
+                 { provider_id => 'race' }),
        101, 'push after reload adds to the kept value');
 }
 
@@ -783,3 +652,533 @@ $t->stop;
 }
 
 done_testing;
+
+__DATA__
+
+=== push error: unknown metric
+--- request
+POST /push
+--- request_body
+{"metric":"no_such_metric","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"no_such_metric\"","index":0}
+--- reason: invalid
+
+=== push error: unknown full name
+--- request
+POST /push
+--- request_body
+{"metric":"playarr_no_such_total","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"playarr_no_such_total\"","index":0}
+--- reason: invalid
+
+=== push error: metric keys are case-sensitive
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"Stream_Requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown metric \"Stream_Requests\"","index":0}
+--- reason: invalid
+
+=== push error: no metric
+--- request
+POST /push
+--- request_body
+{"op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"metric\" must be a metric key or name","index":0}
+--- reason: invalid
+
+=== push error: metric not a string
+--- request
+POST /push
+--- request_body
+{"metric":5,"op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"metric\" must be a metric key or name","index":0}
+--- reason: invalid
+
+=== push error: no op
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: unknown op
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests","op":"add"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: op in upper case
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"stream_requests","op":"INC"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"op\" must be one of inc, dec, set, observe, reset","index":0}
+--- reason: invalid
+
+=== push error: no labels
+--- request
+POST /push
+--- request_body
+{"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"user\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: one label missing
+--- request
+POST /push
+--- request_body
+{"labels":{"job_type":"sync"},"metric":"job_executions","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"status\" for \"playarr_job_executions_total\"","index":0}
+--- reason: invalid
+
+=== push error: extra label
+--- request
+POST /push
+--- request_body
+{"labels":{"extra":"b","user":"a"},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown label \"extra\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: wrong label name
+--- request
+POST /push
+--- request_body
+{"labels":{"username":"a"},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"missing label \"user\" for \"playarr_stream_requests_total\"","index":0}
+--- reason: invalid
+
+=== push error: a label on a label-less family
+--- request
+POST /push
+--- request_body
+{"labels":{"user":"a"},"metric":"active_users","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown label \"user\" for \"playarr_active_users\"","index":0}
+--- reason: invalid
+
+=== push error: labels an array
+--- request
+POST /push
+--- request_body
+{"labels":["user","a"],"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"labels\" must be an object","index":0}
+--- reason: invalid
+
+=== push error: label value true
+--- request
+POST /push
+--- request_body
+{"labels":{"user":true},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value null
+--- request
+POST /push
+--- request_body
+{"labels":{"user":null},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value 1.5
+--- request
+POST /push
+--- request_body
+{"labels":{"user":1.5},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value an object
+--- request
+POST /push
+--- request_body
+{"labels":{"user":{"a":1}},"metric":"stream_requests","op":"inc"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" must be a string","index":0}
+--- reason: invalid
+
+=== push error: label value of 129 bytes
+--- request
+POST /push
+--- request_body eval
+'{"labels":{"user":"' . ("x" x 129) . '"},"metric":"stream_requests","op":"inc"}'
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"label \"user\" is longer than 128 bytes","index":0}
+--- reason: invalid
+
+=== push error: value a string
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":"1"}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value null
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":null}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value true
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":true}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: value an array
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":[1]}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"\"value\" must be a finite number","index":0}
+--- reason: invalid
+
+=== push error: unknown field
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","unit":"s","value":1}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown field \"unit\"","index":0}
+--- reason: invalid
+
+=== push error: field names are case-sensitive
+--- request
+POST /push
+--- request_body
+{"Labels":{},"metric":"active_users","op":"set","value":1}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"unknown field \"Labels\"","index":0}
+--- reason: invalid
+
+=== push error: a number in the array
+--- request
+POST /push
+--- request_body
+[1]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: a string in the array
+--- request
+POST /push
+--- request_body
+["inc"]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: an array in the array
+--- request
+POST /push
+--- request_body
+[[]]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error: null in the array
+--- request
+POST /push
+--- request_body
+[null]
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":"an update must be an object","index":0}
+--- reason: invalid
+
+=== push error, malformed: unterminated object
+--- request
+POST /push
+--- request_body
+{
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: unterminated array
+--- request
+POST /push
+--- request_body
+[{"metric":"active_users","op":"inc"},
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: not JSON
+--- request
+POST /push
+--- request_body
+not json
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: empty body
+--- request
+POST /push
+--- request_body eval
+""
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: only spaces
+--- request
+POST /push
+--- request_body eval
+"   "
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: two documents
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"inc"} {}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: NaN
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":NaN}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: Infinity
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":Infinity}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: -Infinity
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":-Infinity}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: 1e400
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":1e400}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: duplicate field
+--- request
+POST /push
+--- request_body
+{"metric":"active_users","op":"set","value":1,"value":2}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: invalid UTF-8
+--- request
+POST /push
+--- request_body eval
+"{\"metric\":\"stream_requests\",\"op\":\"inc\",\"labels\":{\"user\":\"\xff\"}}"
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: single quotes
+--- request
+POST /push
+--- request_body
+{'metric':'active_users','op':'inc'}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: a bare string
+--- request
+POST /push
+--- request_body
+"active_users"
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed
+
+=== push error, malformed: a label value with a NUL (\u0000)
+--- request
+POST /push
+--- request_body
+{"metric":"stream_requests","op":"inc","labels":{"user":"a\u0000b"}}
+--- error_code: 400
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":"malformed JSON: .+ at line \d+ column -?\d+"\}$
+--- reason: malformed

@@ -20,13 +20,9 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical->utf8;
 
@@ -111,18 +107,7 @@ $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
 my %REJ = (malformed => 0, invalid => 0);
-my $body;
-
-sub scrape {
-    my ($name) = @_;
-    $body = $t->metrics(token => $TOKEN, name => $name);
-    return $body;
-}
-
-sub val {
-    my ($name, $labels) = @_;
-    return PlayarrTest::sample($body, $name, $labels);
-}
+$t->scrape_setup(token => $TOKEN);
 
 sub enc {
     my ($u) = @_;
@@ -157,8 +142,8 @@ sub has_header {
     is(PlayarrTest::header($r, 'X-Other'), 'kept',
        'other upstream headers reach the client');
 
-    scrape('one update');
-    is(val('playarr_stream_requests_total', { user => 'alice' }), 1,
+    $t->scrape('one update');
+    is($t->value('playarr_stream_requests_total', { user => 'alice' }), 1,
        'one update: applied');
 }
 
@@ -183,26 +168,28 @@ sub has_header {
     is($r->{status}, 200, 'array: 200');
     ok(!has_header($r, 'X-Playarr-Metrics'), 'array: header removed');
 
-    scrape('array');
-    is(val('playarr_stream_requests_total', { user => 'alice' }), 1.5,
+    $t->scrape('array');
+    is($t->value('playarr_stream_requests_total', { user => 'alice' }), 1.5,
        'array: counter inc 0.5 by key');
-    is(val('playarr_provider_active', { provider_id => 'p1' }), 1,
+    is($t->value('playarr_provider_active', { provider_id => 'p1' }), 1,
        'array: gauge set by name');
-    is(val('playarr_provider_max_connections', { provider_id => 'p1' }), 8,
+    is($t->value('playarr_provider_max_connections', { provider_id => 'p1' }),
+       8,
        'array: set 10, dec 3, inc');
-    is(val('playarr_job_duration_seconds_count', { job_type => 'sync' }), 1,
+    is($t->value('playarr_job_duration_seconds_count', { job_type => 'sync' }),
+       1,
        'array: observe');
-    is(val('playarr_job_duration_seconds_bucket',
-           { job_type => 'sync', le => '60' }), 1, 'array: 42 <= 60');
-    is(val('playarr_job_duration_seconds_bucket',
-           { job_type => 'sync', le => '30' }), 0, 'array: 42 > 30');
-    is(val('playarr_active_users'), 3, 'array: label-less gauge');
+    is($t->value('playarr_job_duration_seconds_bucket',
+                 { job_type => 'sync', le => '60' }), 1, 'array: 42 <= 60');
+    is($t->value('playarr_job_duration_seconds_bucket',
+                 { job_type => 'sync', le => '30' }), 0, 'array: 42 > 30');
+    is($t->value('playarr_active_users'), 3, 'array: label-less gauge');
 
     # reset through a header
     $r = via('/api/x', 'X-Set-Metrics' => { metric => 'provider_active',
                                              op => 'reset' });
-    scrape('reset');
-    ok(!defined val('playarr_provider_active', { provider_id => 'p1' }),
+    $t->scrape('reset');
+    ok(!defined $t->value('playarr_provider_active', { provider_id => 'p1' }),
        'reset through a header');
 }
 
@@ -220,9 +207,9 @@ sub has_header {
     ok(!has_header($r, 'X-Playarr-Metrics'),
        'three headers: all removed, whatever their case') or diag($r->{raw});
 
-    scrape('three headers');
+    $t->scrape('three headers');
     for my $op (qw(a b c)) {
-        is(val('playarr_cache_operations_total', { operation => $op }), 1,
+        is($t->value('playarr_cache_operations_total', { operation => $op }), 1,
            "three headers: operation $op applied");
     }
 }
@@ -235,11 +222,12 @@ sub has_header {
                     . '{"metric":"stream_requests","op":"inc",'
                     . "\"labels\":{\"user\":\"utf8 \xc3\xa9\"}}]");
     is($r->{status}, 200, 'non-ASCII: 200');
-    scrape('non-ASCII');
-    is(val('playarr_stream_requests_total',
-           { user => "ren\xc3\xa9e \xf0\x9f\x98\x80" }), 1,
+    $t->scrape('non-ASCII');
+    is($t->value('playarr_stream_requests_total',
+                 { user => "ren\xc3\xa9e \xf0\x9f\x98\x80" }), 1,
        'non-ASCII: \\u escapes, a surrogate pair included, become UTF-8');
-    is(val('playarr_stream_requests_total', { user => "utf8 \xc3\xa9" }), 1,
+    is($t->value('playarr_stream_requests_total', { user => "utf8 \xc3\xa9" }),
+       1,
        'non-ASCII: UTF-8 bytes kept');
 }
 
@@ -251,8 +239,8 @@ sub has_header {
                                      value => 0 });
     is($r->{status}, 503, 'upstream 503 reaches the client');
     ok(!has_header($r, 'X-Playarr-Metrics'), 'upstream 503: header removed');
-    scrape('upstream 503');
-    is(val('playarr_provider_active', { provider_id => 'down' }), 0,
+    $t->scrape('upstream 503');
+    is($t->value('playarr_provider_active', { provider_id => 'down' }), 0,
        'upstream 503: update applied');
 }
 
@@ -309,16 +297,17 @@ sub has_header {
     is($r->{status}, 200, 'server level: 200');
     ok(!has_header($r, 'X-Playarr-Metrics'), 'server level: header removed');
 
-    scrape('directive scope');
-    ok(!defined val('playarr_main_titles_count', { media_type => 'plain' }),
+    $t->scrape('directive scope');
+    ok(!defined $t->value('playarr_main_titles_count',
+                          { media_type => 'plain' }),
        'no directive: not applied');
-    ok(!defined val('playarr_main_titles_count', { media_type => 'xpm' }),
+    ok(!defined $t->value('playarr_main_titles_count', { media_type => 'xpm' }),
        'another name: X-Playarr-Metrics not applied there');
-    is(val('playarr_main_titles_count', { media_type => 'other' }), 2,
+    is($t->value('playarr_main_titles_count', { media_type => 'other' }), 2,
        'another name: X-Other applied');
-    is(val('playarr_main_titles_count', { media_type => 'inherited' }), 3,
+    is($t->value('playarr_main_titles_count', { media_type => 'inherited' }), 3,
        'server level: applied');
-    is(val('playarr_active_users'), 3,
+    is($t->value('playarr_active_users'), 3,
        'a header that did not come from an upstream is not applied');
 }
 
@@ -374,20 +363,21 @@ sub has_header {
     is($r->{status}, 200, 'good and bad header: 200');
     $REJ{malformed}++;
 
-    scrape('after the bad headers');
-    is(val('playarr_active_users'), 3, 'bad headers: active_users unchanged');
-    is(val('playarr_stream_requests_total', { user => 'alice' }), 1.5,
+    $t->scrape('after the bad headers');
+    is($t->value('playarr_active_users'), 3,
+       'bad headers: active_users unchanged');
+    is($t->value('playarr_stream_requests_total', { user => 'alice' }), 1.5,
        'bad headers: counter unchanged (the batch applied nothing)');
-    is(val('playarr_episodes_count', { source => 'mixed' }), 11,
+    is($t->value('playarr_episodes_count', { source => 'mixed' }), 11,
        'the good header beside a bad one applied');
 
     for my $reason (qw(malformed invalid)) {
-        is(val('playarr_metrics_updates_rejected_total',
-               { source => 'header', reason => $reason }), $REJ{$reason},
+        is($t->value('playarr_metrics_updates_rejected_total',
+                     { source => 'header', reason => $reason }), $REJ{$reason},
            "updates_rejected_total{source=header,reason=$reason} "
            . $REJ{$reason});
-        is(val('playarr_metrics_updates_rejected_total',
-               { source => 'push', reason => $reason }), 0,
+        is($t->value('playarr_metrics_updates_rejected_total',
+                     { source => 'push', reason => $reason }), 0,
            "updates_rejected_total{source=push,reason=$reason} 0");
     }
 
@@ -416,12 +406,12 @@ sub has_header {
     $r = via('/api/x', 'X-Set-Metrics' => $u);
     is($r->{status}, 502, 'big header with the default proxy_buffer_size: 502');
 
-    scrape('big header');
+    $t->scrape('big header');
     my @s = grep { $_->[0]{provider_id} eq 'big' }
-            PlayarrTest::samples($body, 'playarr_channels_count');
+            PlayarrTest::samples($t->scraped, 'playarr_channels_count');
     is(scalar @s, 200, 'big header: 200 series set');
-    is(val('playarr_channels_count', { provider_id => 'big',
-                                        category => 'c200' }), 200,
+    is($t->value('playarr_channels_count', { provider_id => 'big',
+                                              category => 'c200' }), 200,
        'big header: the last one');
 }
 
@@ -440,11 +430,12 @@ sub has_header {
     }
 
     is(scalar keys %pids, 2, 'both workers proxied') or diag(explain \%pids);
-    scrape('after 100 proxied requests');
-    is(val('playarr_best_source_selections_total', { provider_id => 'race' }),
+    $t->scrape('after 100 proxied requests');
+    is($t->value('playarr_best_source_selections_total',
+                 { provider_id => 'race' }),
        100, '100 header updates from both workers: 100');
 
-    $t->self_metrics_ok($body);
+    $t->self_metrics_ok($t->scraped);
 }
 
 $t->stop;

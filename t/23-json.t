@@ -29,13 +29,9 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $PROM_CLIENT = '15.1.3';
 my $NODE_DIR = PlayarrTest::repo() . '/build/node';

@@ -14,10 +14,9 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(bearer);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $t = PlayarrTest->new(http => <<'EOF');
     playarr_metrics_zone playarr:1m;
@@ -65,11 +64,8 @@ EOF
 
 # the workers write the new token next to the old one: the directory is
 # theirs
-my ($uid, $gid) = $t->worker_ids;
-my $TOKDIR = $t->path('tok');
-mkdir $TOKDIR or die "mkdir $TOKDIR: $!";
-chown $uid, $gid, $TOKDIR or die "chown $TOKDIR: $!";
-chmod 0700, $TOKDIR or die "chmod $TOKDIR: $!";
+my ($uid) = $t->worker_ids;
+my $TOKDIR = $t->worker_dir('tok', 0700);
 
 my $FILE = "$TOKDIR/metrics.token";
 my $ADMIN = '/api/settings/metrics';
@@ -83,31 +79,6 @@ sub file_token {
     my $s = $t->read_file($FILE) // '';
     $s =~ s/^\s+|\s+$//g;
     return $s;
-}
-
-sub bearer { [ Authorization => "Bearer $_[0]" ] }
-
-# every worker answers /metrics with this status for this token
-sub on_every_worker {
-    my ($token, $want, $name) = @_;
-    my ($resp, $seen, $all) = $t->hit_all_workers(sub {
-        $t->get('/metrics', headers => bearer($token));
-    });
-    my @bad = grep { $_->{status} != $want } @$resp;
-
-    ok($all, "$name: both workers answered") or diag(explain $seen);
-    is(scalar @bad, 0, "$name: every answer $want ("
-                       . scalar(@$resp) . ' requests)')
-        or diag(join ', ', map { $_->{status} } @$resp);
-
-    # every /metrics body through promtool (each distinct one once)
-    if ($want == 200) {
-        my %seen;
-        my @bodies = grep { !$seen{$_}++ } map { $_->{body} // '' } @$resp;
-        my $ok = !grep { !($t->promtool_check($_))[0] } @bodies;
-        ok($ok, "$name: promtool accepts every body ("
-                . scalar(@bodies) . ' distinct)');
-    }
 }
 
 sub json_value {
@@ -206,8 +177,10 @@ for my $round (1 .. 4) {
     $ino = $new_ino;
 
     # at once, in both workers
-    on_every_worker($old, 401, "$name: old token");
-    on_every_worker($token, 200, "$name: new token");
+    $t->all_workers_answer(401, "$name: old token",
+                           token => $old, promtool => 1);
+    $t->all_workers_answer(200, "$name: new token",
+                           token => $token, promtool => 1);
 
     my ($resp, $seen, $all) = $t->hit_all_workers(sub {
         $t->get($ADMIN, headers => bearer($token));
@@ -253,8 +226,10 @@ is(scalar(() = $t->error_log_text =~ /regenerated/g), 4,
     is(file_token(), $token, 'allow: written');
     push @all_tokens, $token;
     file_ok('allow: POST');
-    on_every_worker($old, 401, 'allow: old token');
-    on_every_worker($token, 200, 'allow: new token');
+    $t->all_workers_answer(401, 'allow: old token',
+                           token => $old, promtool => 1);
+    $t->all_workers_answer(200, 'allow: new token',
+                           token => $token, promtool => 1);
 }
 
 
@@ -273,7 +248,8 @@ is(scalar(() = $t->error_log_text =~ /regenerated/g), 4,
                      @$resp),
        'external rotation: GET shows the new token in both workers')
         or diag(join "\n", map { $_->{body} } @$resp);
-    on_every_worker($old, 401, 'external rotation: old token');
+    $t->all_workers_answer(401, 'external rotation: old token',
+                           token => $old, promtool => 1);
 }
 
 
@@ -289,7 +265,8 @@ is(scalar(() = $t->error_log_text =~ /regenerated/g), 4,
               'read-only directory: JSON error');
     unlike($r->{raw}, qr/[0-9a-f]{64}/, 'read-only directory: no token shown');
     is(file_token(), $token, 'read-only directory: file unchanged');
-    on_every_worker($token, 200, 'read-only directory: the token still works');
+    $t->all_workers_answer(200, 'read-only directory: the token still works',
+                           token => $token, promtool => 1);
     like($t->error_log_text,
          qr/\[error\].*\Q$TOKDIR\E\/metrics\.token\.[0-9a-f]+" failed/,
          'read-only directory: the failure is logged');
@@ -308,8 +285,10 @@ is(scalar(() = $t->error_log_text =~ /regenerated/g), 4,
 
     $t->reload;
 
-    on_every_worker($token, 200, 'after reload: the regenerated token');
-    on_every_worker($old, 401, 'after reload: the one before');
+    $t->all_workers_answer(200, 'after reload: the regenerated token',
+                           token => $token, promtool => 1);
+    $t->all_workers_answer(401, 'after reload: the one before',
+                           token => $old, promtool => 1);
 }
 
 $t->stop;

@@ -35,6 +35,8 @@ my $LINK = '/etc/nginx/modules-enabled/50-mod-http-playarr-metrics.conf';
 my $DOC = "/usr/share/doc/$PKG";
 my $NGINX = '/usr/sbin/nginx';
 
+PlayarrTest::need_all('installs a Debian package into this machine');
+
 # the package is for Debian's nginx, whatever NGINX_BIN says
 $ENV{NGINX_BIN} = $NGINX;
 my $ABI_FILE = '/usr/share/nginx/src/debian/libnginx-mod.abisubstvars';

@@ -30,12 +30,10 @@ my $ROUTES = "$REPO/docs/playarr-routes.conf";
 my $RULES = "$REPO/docs/prometheus/alerts.yml";
 my $DASHBOARD = "$REPO/docs/grafana/playarr-dashboard.json";
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 plan skip_all => "no $PROMETHEUS (apt-get install prometheus)"
     unless -x $PROMETHEUS;
 
-my $JSON = JSON::PP->new->canonical->utf8;
 my $started = time;
 
 my $t = PlayarrTest->new(http => <<"EOF");
@@ -63,6 +61,7 @@ EOF
 $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
+$t->scrape_setup(token => $TOKEN);
 my $PPORT = $t->port(3);
 my $PROM_DIR = $t->path('prometheus');
 my $prom_pid;
@@ -282,16 +281,6 @@ sub batch {
     return $n;
 }
 
-sub push_ok {
-    my ($updates, $name) = @_;
-    my $r = $t->request('POST', '/push',
-                        headers => { Authorization => "Bearer $TOKEN",
-                                     'Content-Type' => 'application/json' },
-                        body => $JSON->encode($updates));
-
-    is($r->{status}, 204, "push: $name") or diag($r->{raw});
-}
-
 my $N = batch();
 
 value_is('sum(playarr_http_requests_total)', $N,
@@ -300,7 +289,7 @@ value_is('sum(playarr_http_requests_total)', $N,
 # the second batch lands between scrapes: rate() sees it
 $N += batch();
 
-push_ok([
+$t->push_ok([
     { metric => 'provider_active', op => 'set',
       labels => { provider_id => 'p1' }, value => 1 },
     { metric => 'provider_active', op => 'set',

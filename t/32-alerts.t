@@ -31,20 +31,13 @@ sub run {
     return ($? >> 8, $out);
 }
 
-sub slurp {
-    my ($file) = @_;
-    open my $fh, '<', $file or die "$file: $!";
-    local $/;
-    return scalar <$fh>;
-}
-
 my ($rc, $out) = run($PROMTOOL, 'check', 'rules', $RULES);
 
 is($rc, 0, 'promtool check rules alerts.yml') or diag($out);
 my ($n) = $out =~ /SUCCESS: (\d+) rules found/;
 ok($n && $n >= 9, "$n rules") or diag($out);
 
-my $rules = slurp($RULES);
+my $rules = PlayarrTest::slurp($RULES);
 my %alerts = map { $_ => 1 } $rules =~ /^\s*- alert:\s*(\S+)/mg;
 is(scalar keys %alerts, $n, 'every rule is an alert');
 
@@ -83,7 +76,7 @@ is($rc, 0, 'promtool test rules alerts_test.yml') or diag($out);
 like($out, qr/SUCCESS/, 'unit tests pass');
 
 # each alert is expected to fire somewhere in the unit tests
-my $tests = slurp($TESTS);
+my $tests = PlayarrTest::slurp($TESTS);
 my %tested;
 
 for my $case (split /^\s*- eval_time:/m, $tests) {
@@ -125,7 +118,7 @@ isnt($rc, 0, 'a wrong expectation fails promtool test rules');
 # the YAML examples of docs/prometheus.md: configurations pass
 # `promtool check config` (their token files, rule file and target files
 # pointed at real ones), rule groups `promtool check rules`
-my $doc = slurp(PlayarrTest::repo() . '/docs/prometheus.md');
+my $doc = PlayarrTest::slurp(PlayarrTest::repo() . '/docs/prometheus.md');
 my @blocks = $doc =~ /^```yaml\n(.*?)^```/msg;
 
 mkdir "$tmp/targets" or die $!;

@@ -19,6 +19,9 @@ use lib "$FindBin::Bin/lib";
 use Cwd qw(abs_path);
 use File::Temp qw(tempdir);
 use Test::More;
+use PlayarrTest;
+
+PlayarrTest::need_all('libFuzzer, 10 s a harness (90 s)');
 
 my $repo = abs_path("$FindBin::Bin/..");
 my $seconds = $ENV{PLAYARR_FUZZ_SECONDS} // 10;

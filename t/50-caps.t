@@ -18,15 +18,11 @@ use JSON::PP;
 use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time);
-use PlayarrTest;
+use PlayarrTest qw(family_sum);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';
@@ -111,13 +107,6 @@ sub users_round {
     return ($ok, [sort keys %seen]);
 }
 
-sub family_sum {
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $_->[1] for PlayarrTest::samples($m, $name);
-    return $s;
-}
-
 # { label set of the series => value } without the overflow series
 sub real_series {
     my ($m, $name) = @_;
@@ -138,14 +127,6 @@ sub self_val {
     return PlayarrTest::sample($m, $name, { family => $family });
 }
 
-sub push_updates {
-    my ($t, $tok, $u) = @_;
-    return $t->request('POST', '/push',
-                       headers => [Authorization => "Bearer $tok",
-                                   'Content-Type' => 'application/json'],
-                       body => $JSON->encode($u));
-}
-
 sub warn_lines {
     my ($t, $re) = @_;
     return grep { /\[warn\]/ && $_ =~ $re } split /\n/, $t->error_log_text;
@@ -159,6 +140,7 @@ sub warn_lines {
                                           'playarr_metrics_max_series 50;'));
     $t->start;
     my $tok = $t->read_token('metrics.token');
+    $t->scrape_setup(token => $tok);
     my @users = map { sprintf 'user%03d', $_ } 0 .. 199;
     my $rounds = 3;
     my ($sent, %workers) = (0);
@@ -212,14 +194,13 @@ sub warn_lines {
     my @pu = map { "viewer$_" } 0 .. 79;
 
     for my $v (1, 2) {
-        my $r = push_updates($t, $tok,
-                             [map { { metric => 'stream_requests', op => 'inc',
-                                      labels => { user => $_ }, value => $v } }
-                              @pu]);
+        my $r = $t->push_updates([map { { metric => 'stream_requests',
+                                          op => 'inc', labels => { user => $_ },
+                                          value => $v } } @pu]);
         is($r->{status}, 204, "cap: push of 80 users, value $v: 204");
     }
 
-    my $r = push_updates($t, $tok,
+    my $r = $t->push_updates(
                          [map { { metric => 'best_source_selection_duration',
                                   op => 'observe',
                                   labels => { media_type => "mt$_" },
@@ -286,6 +267,7 @@ sub warn_lines {
     my $t = PlayarrTest->new(http => conf('tiny:32k', ''));
     $t->start;
     my $tok = $t->read_token('metrics.token');
+    $t->scrape_setup(token => $tok);
     my $st = {};
     my ($sent, $full_at, @trace) = (0);
     my $bad_self = 0;
@@ -376,12 +358,11 @@ sub warn_lines {
        'tiny: the old user\'s own series counted it');
 
     # push into the full zone folds too
-    $r = push_updates($t, $tok,
-                      [map { { metric => 'stream_requests', op => 'inc',
-                               labels => { user => "p$_" } } } 1 .. 5]);
+    $r = $t->push_updates([map { { metric => 'stream_requests', op => 'inc',
+                                   labels => { user => "p$_" } } } 1 .. 5]);
     is($r->{status}, 204, 'tiny: push of 5 new label sets into a full zone');
-    $r = push_updates($t, $tok, { metric => 'active_users', op => 'set',
-                                  value => 7 });
+    $r = $t->push_updates({ metric => 'active_users', op => 'set',
+                            value => 7 });
     is($r->{status}, 204, 'tiny: push to a label-less family');
 
     $m = $check->('tiny push');

@@ -19,15 +19,12 @@ use IO::Socket::INET;
 use JSON::PP;
 use Test::More;
 use Time::HiRes qw(time sleep);
-use PlayarrTest;
+use PlayarrTest qw(family_sum);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
+PlayarrTest::need_all('50 reloads under load (25 s)');
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $RELOADS = $ENV{PLAYARR_RELOADS} || 50;
 my $CLIENTS = 5;
@@ -100,6 +97,8 @@ $t->start;
 my $TOKEN = $t->read_token('metrics.token');
 my %AUTH = (Authorization => "Bearer $TOKEN");
 
+$t->scrape_setup(token => $TOKEN);
+
 
 # --- local helpers ----------------------------------------------------------
 
@@ -169,18 +168,6 @@ sub read_kv {
     return \%h;
 }
 
-sub scrape {
-    my ($name) = @_;
-    return PlayarrTest::parse_metrics($t->metrics(token => $TOKEN,
-                                                  name => $name));
-}
-
-sub quiet_scrape {
-    my $r = $t->get('/metrics', headers => \%AUTH);
-    return $r->{status} == 200 ? PlayarrTest::parse_metrics($r->{body})
-                               : undef;
-}
-
 sub family {
     my ($m, $name) = @_;
     return { map { $_ => $m->{$_} } grep { /^\Q$name\E(?:\{|$)/ } keys %$m };
@@ -192,17 +179,9 @@ sub sort_le {
                   || ($a eq '+Inf' ? 0 : $a <=> $b) } @_;
 }
 
-sub family_sum {
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $m->{$_} for keys %{ family($m, $name) };
-    return $s;
-}
-
-
 # --- 1: 50 reloads under load ------------------------------------------------
 
-my $m0 = scrape('before the reloads');
+my $m0 = $t->scrape_series('before the reloads');
 my $stop = $t->path('stop');
 
 for my $i (0 .. $CLIENTS - 1) {
@@ -227,7 +206,7 @@ for my $k (1 .. $RELOADS) {
     push @gen, \@w;
 
     if ($k % 10 == 0) {
-        my $m = scrape("after reload $k");
+        my $m = $t->scrape_series("after reload $k");
         push @sums, family_sum($m, $REQS);
     }
 }
@@ -268,11 +247,11 @@ note(sprintf '%d reloads in %.1f s under load: %d requests, %d pushes,'
 my $m1;
 my $deadline = time + 5;
 do {
-    $m1 = quiet_scrape();
+    $m1 = $t->quiet_series(or_undef => 1);
 } while ((!$m1 || family_sum($m1, $REQS) - family_sum($m0, $REQS) < $answered)
          && time < $deadline && sleep 0.05);
 
-$m1 = scrape('after the load');
+$m1 = $t->scrape_series('after the load');
 
 my %got;
 for my $k (keys %want) {
@@ -307,13 +286,13 @@ is($t->request('POST', '/push', headers => [%AUTH, 'Content-Type'
                                        labels => { operation => 'hit' } })
               )->{status}, 204, 'push cache_operations 5');
 
-my $mb = scrape('before the buckets change');
+my $mb = $t->scrape_series('before the buckets change');
 my $mark = $t->log_mark;
 
 $t->configure(http => conf('playarr_metrics_buckets 0.1 1 10;'));
 $t->reload;
 
-my $ma = scrape('after the buckets change');
+my $ma = $t->scrape_series('after the buckets change');
 my $log = $t->log_since($mark);
 
 is_deeply(family($ma, $REQS), family($mb, $REQS),
@@ -362,7 +341,7 @@ is(PlayarrTest::sample($ma, $CACHE, { operation => 'hit' }), 5,
     $t->keepalive_request($st, 'GET', '/sync');
     $st->{c}->close if $st->{c};
 
-    my $m = scrape('traffic after the buckets change');
+    my $m = $t->scrape_series('traffic after the buckets change');
     my %l = (endpoint => '/api/titles/:title_key', username => 'after-buckets');
     is(PlayarrTest::sample($m, "${DUR}_count", \%l), 20,
        'buckets change: a new series counts');
@@ -402,7 +381,7 @@ my $slow = PlayarrTest::spawn(sub {
 }
 ok(-e $t->path('slow-started'), 'the slow request is under way');
 
-my $mc = quiet_scrape();
+my $mc = $t->quiet_series(or_undef => 1);
 $schema->{metrics}{stream_requests}{labelNames} = ['user', 'client'];
 $t->write_file('schema.json', $JSON->encode($schema));
 $mark = $t->log_mark;
@@ -423,7 +402,7 @@ like($log, qr/\[warn\][^\n]*family "\Q$STREAM\E" changed/,
 unlike($log, qr/\[warn\][^\n]*family "(?!\Q$STREAM\E")[^"]*" changed/,
        'labels change: no other family changed');
 
-my $ml = scrape('after the labels change');
+my $ml = $t->scrape_series('after the labels change');
 is_deeply(family($ml, $STREAM), {},
           'labels change: the family starts fresh (no sample, not even the'
           . ' old worker\'s late update)');
@@ -464,7 +443,7 @@ is($push->({ metric => 'stream_requests', op => 'inc',
              labels => { user => 'a' } }), 400,
    'labels change: a push with the old labels is refused');
 
-$ml = scrape('push after the labels change');
+$ml = $t->scrape_series('push after the labels change');
 is_deeply(family($ml, $STREAM),
           { PlayarrTest::series_key($STREAM, { user => 'a', client => 'web' })
             => 1 }, 'labels change: only the new series');
@@ -476,7 +455,7 @@ $mark = $t->log_mark;
 $t->reload;
 like($t->log_since($mark), qr/\[warn\][^\n]*family "\Q$STREAM\E" changed/,
      'labels back: a [warn] again');
-$ml = scrape('labels back');
+$ml = $t->scrape_series('labels back');
 is_deeply(family($ml, $STREAM), {}, 'labels back: fresh again');
 
 $t->stop;

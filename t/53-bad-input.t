@@ -26,13 +26,9 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical->utf8;
 my $T0 = time;
@@ -83,14 +79,10 @@ $t->start;
 my $P1 = $t->port(1);
 my $P2 = $t->port(2);
 my %AUTH = (Authorization => "Bearer $TOKEN");
+$t->scrape_setup(token => $TOKEN);
 
 
 # --- local helpers ----------------------------------------------------------
-
-sub scrape {
-    my ($name) = @_;
-    return $t->metrics(token => $TOKEN, name => $name);
-}
 
 # every sample but the self metrics (which count the rejections)
 # the values pushes could change: not the self metrics, nor the requests
@@ -139,7 +131,7 @@ sub show {
 
 # --- 1: Authorization headers ------------------------------------------------
 
-my $before = scrape('before the header abuse');
+my $before = $t->scrape('before the header abuse');
 my $used0 = zone_used($before);
 
 my $BIG = 'a' x 16384;
@@ -196,7 +188,7 @@ my @auth = (
 my ($after_get, $pushed) = (undef, 0);
 
 for my $path ('/metrics', '/push') {
-    $after_get = scrape('after the GET header abuse') if $path eq '/push';
+    $after_get = $t->scrape('after the GET header abuse') if $path eq '/push';
 
     for my $c (@auth) {
         my ($name, $port, $h, $ok) = @$c;
@@ -244,7 +236,7 @@ for my $path ('/metrics', '/push') {
 }
 
 {
-    my $m = scrape('after the header abuse');
+    my $m = $t->scrape('after the header abuse');
     my $intruder = PlayarrTest::sample($m, 'playarr_stream_requests_total',
                                        { user => 'intruder' }) // 0;
     # requests nginx itself refuses (too large, duplicate, NUL) never
@@ -377,7 +369,7 @@ my @bad = (
       undef, '/push-big' ],
 );
 
-my $pb = scrape('before the push abuse');
+my $pb = $t->scrape('before the push abuse');
 my %rej0 = map { $_ => rejected($pb, $_) } qw(malformed invalid too_large);
 my %rej;
 my $used1 = zone_used($pb);
@@ -413,7 +405,7 @@ for my $c (@bad) {
          short($j->{error}));
 }
 
-my $pa = scrape('after the push abuse');
+my $pa = $t->scrape('after the push abuse');
 
 is_deeply(state_of($pa), state_of($pb), 'pushes: nothing applied');
 is(zone_used($pa), $used1, 'pushes: the zone did not grow');
@@ -435,7 +427,7 @@ unlike($pa, qr/L{200}|v{129}/, 'pushes: no long value in /metrics');
     ok($r->{status} == 204 || $r->{status} == 400,
        "push value 1e-400: $r->{status} (204 as 0, or refused)");
 
-    my $v = PlayarrTest::sample(scrape('1e-400'), 'playarr_provider_active',
+    my $v = PlayarrTest::sample($t->scrape('1e-400'), 'playarr_provider_active',
                                 { provider_id => 'tiny' });
     if ($r->{status} == 204) {
         is($v, 0, 'value 1e-400 reads 0');
@@ -453,7 +445,7 @@ unlike($pa, qr/L{200}|v{129}/, 'pushes: no long value in /metrics');
     is($r->{status}, 204, sprintf 'a batch of %d updates (%d bytes) applies'
                                   . ' in %.0f ms', $n, length $body,
                                   1000 * $dt);
-    is(PlayarrTest::sample(scrape('big batch'), 'playarr_active_users', {}),
+    is(PlayarrTest::sample($t->scrape('big batch'), 'playarr_active_users', {}),
        $before_v + $n, "... every one of the $n");
 }
 
@@ -469,7 +461,7 @@ unlike($pa, qr/L{200}|v{129}/, 'pushes: no long value in /metrics');
         [ ("\xe2\x82\xac" x 50), ("\xe2\x82\xac" x 42) ],    # cut at 126
     );
 
-    my $m0 = scrape('before the user names');
+    my $m0 = $t->scrape('before the user names');
 
     for my $u (@users) {
         my $r = $t->get('/api/titles/x', port => $P2,
@@ -477,7 +469,7 @@ unlike($pa, qr/L{200}|v{129}/, 'pushes: no long value in /metrics');
         is($r->{status}, 200, 'user name ' . show($u->[0]) . ': 200');
     }
 
-    my $body = scrape('user names');
+    my $body = $t->scrape('user names');
     my %got;
     for my $s (PlayarrTest::samples($body, 'playarr_http_requests_total')) {
         $got{ $s->[0]{username} } = $s->[1];
@@ -586,7 +578,7 @@ for my $s (@states) {
     recovers($name);
 }
 
-my $final = scrape('final');
+my $final = $t->scrape('final');
 is(scalar(grep { /user="tok-/ } keys %{ PlayarrTest::parse_metrics($final) }),
    0, 'token file: no push was applied while it was broken');
 

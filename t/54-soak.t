@@ -24,13 +24,10 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
+PlayarrTest::need_all('a soak of 300 scrapes under load (60 s)');
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
-
-plan skip_all => "no $SCHEMA (set PLAYARR_METRICS_JSON)" unless -r $SCHEMA;
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $SECONDS = $ENV{PLAYARR_SOAK_SECONDS} || 20;
 my $SCRAPES = $ENV{PLAYARR_SOAK_SCRAPES} || 300;

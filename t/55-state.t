@@ -13,89 +13,11 @@ use lib "$FindBin::Bin/lib";
 
 use Test::More;
 use PlayarrTest;
+use PlayarrTest::State qw(state_http fresh traffic snapshot);
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
 
-sub http_block {
-    my (%o) = @_;
-
-    my $buckets = $o{buckets} ? "playarr_metrics_buckets $o{buckets};" : '';
-    my $interval = $o{interval} ? " interval=$o{interval}" : '';
-
-    return <<"EOF";
-    playarr_metrics_zone playarr:1m;
-    playarr_metrics_token_file %%DIR%%/metrics.token;
-    playarr_metrics_state_file %%DIR%%/state/metrics.state$interval;
-    playarr_metrics_schema $o{schema};
-    playarr_metrics_route /api/titles/:title_key;
-    playarr_metrics_username \$http_x_user;
-    $buckets
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location / { return 200 "ok\\n"; }
-        location = /metrics { playarr_metrics_export; playarr_metrics_auth off; }
-        location = /push { playarr_metrics_push; playarr_metrics_auth off; }
-    }
-EOF
-}
-
-sub push_ok {
-    my ($t, $body, $name) = @_;
-
-    my $r = $t->request('POST', '/push', body => $body,
-                        headers => { 'Content-Type' => 'application/json' });
-    is($r->{status}, 204, $name) or diag($r->{body});
-}
-
-sub traffic {
-    my ($t) = @_;
-
-    $t->get('/api/titles/tt1', headers => { 'X-User' => 'alice' })
-        for 1 .. 5;
-    $t->get('/api/titles/tt2', headers => { 'X-User' => 'bob' }) for 1 .. 3;
-
-    push_ok($t, '[{"metric":"provider_active","op":"set",'
-                . '"labels":{"provider_id":"p1"},"value":1},'
-                . '{"metric":"provider_expiration_days","op":"set",'
-                . '"labels":{"provider_id":"p1"},"value":-2.5},'
-                . '{"metric":"cache_operations","op":"inc",'
-                . '"labels":{"operation":"hit"},"value":0.1},'
-                . '{"metric":"job_duration","op":"observe",'
-                . '"labels":{"job_type":"sync"},"value":45}]',
-            'push business metrics');
-}
-
-# what must come back after a restart: every sample of these families
-sub snapshot {
-    my ($body) = @_;
-
-    my $all = PlayarrTest::parse_metrics($body);
-    my %keep;
-
-    for my $k (keys %$all) {
-        next unless $k =~ /^playarr_(?:http_requests_total|
-                                       http_request_duration_seconds|
-                                       provider_active|
-                                       provider_expiration_days|
-                                       cache_operations_total|
-                                       job_duration_seconds)/x;
-        $keep{$k} = $all->{$k};
-    }
-
-    return \%keep;
-}
-
-sub fresh {
-    my (%o) = @_;
-
-    my $t = PlayarrTest->new(http => http_block(schema => $SCHEMA, %o));
-    mkdir $t->path('state');
-    my ($uid, $gid) = $t->worker_ids;
-    chown $uid, $gid, $t->path('state');
-
-    return $t;
-}
+my $SCHEMA = PlayarrTest::need_schema();
 
 # --- QUIT, then start: everything is back ---------------------------------
 
@@ -246,7 +168,7 @@ sub fresh {
         or die 'no cache_operations';
     $t->write_file('schema.json', $json);
 
-    $t->configure(http => http_block(schema => $t->path('schema.json'),
+    $t->configure(http => state_http(schema => $t->path('schema.json'),
                                      buckets => '0.5 5'));
     my $mark = $t->log_mark;
     $t->start;
@@ -288,7 +210,7 @@ sub fresh {
 
     # finer buckets than saved cannot be derived: said, not invented
     $t->stop;
-    $t->configure(http => http_block(schema => $t->path('schema.json'),
+    $t->configure(http => state_http(schema => $t->path('schema.json'),
                                      buckets => '0.25 0.5 5'));
     $mark = $t->log_mark;
     $t->start;

@@ -14,29 +14,16 @@ use lib "$FindBin::Bin/lib";
 
 use Time::HiRes qw(time sleep);
 use Test::More;
-use PlayarrTest;
+use PlayarrTest qw(wait_until);
+use PlayarrTest::State qw(fresh);
 
 # the new binary is exec'd by the old master, without the wrapper
 plan skip_all => 'a binary upgrade does not run under ' . $ENV{PLAYARR_WRAP}
     if $ENV{PLAYARR_WRAP};
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
 
-my $HTTP = <<"EOF";
-    playarr_metrics_zone playarr:1m;
-    playarr_metrics_token_file %%DIR%%/metrics.token;
-    playarr_metrics_state_file %%DIR%%/state/metrics.state;
-    playarr_metrics_schema $SCHEMA;
-    playarr_metrics_route /api/titles/:title_key;
-    playarr_metrics_username \$http_x_user;
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location / { return 200 "ok\\n"; }
-        location = /metrics { playarr_metrics_export; playarr_metrics_auth off; }
-        location = /push { playarr_metrics_push; playarr_metrics_auth off; }
-    }
-EOF
+PlayarrTest::need_schema();
 
 my %ALICE = (endpoint => '/api/titles/:title_key', status_code => '200',
              username => 'alice');
@@ -79,16 +66,6 @@ sub children {
            PlayarrTest::_proc_children($ppid);
 }
 
-sub wait_until {
-    my ($what, $cond, $secs) = @_;
-    my $deadline = time + ($secs || 15);
-
-    until ($cond->()) {
-        die "timed out: $what\n" if time > $deadline;
-        sleep 0.05;
-    }
-}
-
 # a process that is gone, or a zombie nobody reaped yet
 sub gone {
     my ($pid) = @_;
@@ -125,12 +102,12 @@ sub start_daemon {
     die "nginx exited with $rc:\n$out" if $rc != 0;
 
     my $pid;
-    wait_until('nginx to start', sub {
+    wait_until(sub {
         $pid = pidfile($t, 'nginx.pid');
         return defined $pid
                && children($pid, qr/^nginx: worker process/) == $t->workers
                && $t->_port_accepts($t->port(1));
-    });
+    }) or die "timed out: nginx to start\n";
 
     push @MASTERS, $pid;
 
@@ -144,13 +121,13 @@ sub upgrade {
     kill 'USR2', $old or die "kill USR2: $!";
 
     my $new;
-    wait_until('the new binary', sub {
+    wait_until(sub {
         $new = pidfile($t, 'nginx.pid');
         return defined $new && $new != $old
                && (pidfile($t, 'nginx.pid.oldbin') // 0) == $old
                && children($new, qr/^nginx: worker process/)
                   == $t->workers;
-    }, 20);
+    }, 20) or die "timed out: the new binary\n";
 
     push @MASTERS, $new;
 
@@ -162,25 +139,16 @@ sub retire_old_workers {
     my ($old) = @_;
 
     kill 'WINCH', $old or die "kill WINCH: $!";
-    wait_until('the old workers to exit',
-               sub { !children($old, qr/^nginx: worker process/) });
+    wait_until(sub { !children($old, qr/^nginx: worker process/) })
+        or die "timed out: the old workers to exit\n";
 }
 
 sub quit {
     my ($pid) = @_;
 
     kill 'QUIT', $pid or die "kill QUIT $pid: $!";
-    wait_until("nginx $pid to exit", sub { gone($pid) }, 20);
-}
-
-sub fresh {
-    my $t = PlayarrTest->new(http => $HTTP);
-
-    mkdir $t->path('state');
-    my ($uid, $gid) = $t->worker_ids;
-    chown $uid, $gid, $t->path('state');
-
-    return $t;
+    wait_until(sub { gone($pid) }, 20)
+        or die "timed out: nginx $pid to exit\n";
 }
 
 my $file;

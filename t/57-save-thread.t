@@ -16,7 +16,9 @@ use Test::More;
 use PlayarrTest;
 use Time::HiRes qw(sleep time);
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+PlayarrTest::need_module();
+
+my $SCHEMA = PlayarrTest::need_schema();
 
 # enough series that a save writes a few MB: its bytes stand out from what
 # the worker writes to its sockets meanwhile
@@ -54,9 +56,7 @@ sub push_all {
                      . '"endpoint":"/movies","status_code":"200"},'
                      . '"value":' . ($value + $i % 7) . '}';
         }
-        my $r = $t->request('POST', '/push', body => '[' . join(',', @u) . ']',
-                            headers => { 'Content-Type' => 'application/json' },
-                            timeout => 60);
+        my $r = $t->push_updates('[' . join(',', @u) . ']', timeout => 60);
         return 0 unless $r->{status} == 204;
     }
 

@@ -28,10 +28,9 @@ use IO::Select;
 use POSIX qw(mkfifo _exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
-use PlayarrTest;
+use PlayarrTest qw(bearer);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $MiB = 1024 * 1024;
 
@@ -47,21 +46,6 @@ my $SCHEMA = <<'EOF';
                     "labelNames": ["via"]}
 }}
 EOF
-
-# the directory of the token file is the workers' (they regenerate it)
-sub token_dir {
-    my ($t) = @_;
-    my ($uid, $gid) = $t->worker_ids;
-    my $dir = $t->path('tok');
-
-    mkdir $dir or die "mkdir $dir: $!";
-    chown $uid, $gid, $dir or die "chown $dir: $!";
-    chmod 0700, $dir or die "chmod $dir: $!";
-
-    return $dir;
-}
-
-sub bearer { [ Authorization => "Bearer $_[0]" ] }
 
 sub json_push {
     my ($token) = @_;
@@ -195,7 +179,7 @@ sub read_as {
     }
 EOF
 
-    token_dir($t);
+    $t->worker_dir('tok', 0700);
     $t->write_file('schema.json', $SCHEMA);
     mkdir $t->path($_) for qw(www www/pub www/add www/mirror);
 
@@ -476,7 +460,7 @@ EOF
     }
 EOF
 
-    token_dir($t);
+    $t->worker_dir('tok', 0700);
     $t->start;
 
     my $file = $t->path('tok/metrics.token');
@@ -658,7 +642,7 @@ EOF
     };
 
     my $t = PlayarrTest->new(http => $conf->(" group=$IN"));
-    my $dir = token_dir($t);
+    my $dir = $t->worker_dir('tok', 0700);
     my $file = "$dir/metrics.token";
     my $line = $t->conf_line(qr/playarr_metrics_token_file/);
     my $at = qr/ in \Q${\ $t->conf_file }\E:$line$/m;
@@ -805,7 +789,7 @@ EOF
 EOF
 
     my ($uid, $gid) = $t->worker_ids;
-    my $dir = token_dir($t);
+    my $dir = $t->worker_dir('tok', 0700);
     my $file = "$dir/metrics.token";
     my $line = $t->conf_line(qr/playarr_metrics_token_file/);
     my $at = qr/ in \Q${\ $t->conf_file }\E:$line$/m;

@@ -27,11 +27,9 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
-my $SCHEMA = $ENV{PLAYARR_METRICS_JSON}
-             || PlayarrTest::repo() . '/docs/playarr/metrics.json';
+my $SCHEMA = PlayarrTest::need_schema();
 
 my $JSON = JSON::PP->new->canonical->utf8;
 
@@ -81,35 +79,7 @@ $t->allow_log(qr/^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d \[warn\] \d+#\d+: \*\d+ (?x:
 $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
-my $body;
-
-sub push_raw {
-    my ($data) = @_;
-    return $t->request('POST', '/push',
-                       headers => [ Authorization => "Bearer $TOKEN",
-                                    'Content-Type' => 'application/json' ],
-                       body => ref $data ? $JSON->encode($data) : $data);
-}
-
-sub push_ok {
-    my ($u, $name) = @_;
-    my $r = push_raw($u);
-    is($r->{status}, 204, "$name: 204") or diag($r->{raw});
-}
-
-# a 400 whose body is JSON {"error": matching $re, "index": $index}
-sub push_bad {
-    my ($u, $index, $re, $name) = @_;
-    my $r = push_raw($u);
-    my $j = PlayarrTest::json_body($r);
-
-    is($r->{status}, 400, "$name: 400") or diag($r->{raw});
-    is(ref $j, 'HASH', "$name: the answer is JSON") or diag($r->{body});
-    like($j->{error} // '', $re, "$name: error text") or diag($r->{body});
-    is($j->{index}, $index, "$name: index " . ($index // 'none'));
-
-    return $j;
-}
+$t->scrape_setup(token => $TOKEN);
 
 sub via {
     my ($u) = @_;
@@ -120,21 +90,10 @@ sub via {
     return $r;
 }
 
-sub scrape {
-    my ($name) = @_;
-    $body = $t->metrics(token => $TOKEN, name => $name);
-    return $body;
-}
-
-sub val {
-    my ($name, $labels) = @_;
-    return PlayarrTest::sample($body, $name, $labels);
-}
-
 sub rejected {
     my ($source) = @_;
-    return val('playarr_metrics_updates_rejected_total',
-               { source => $source, reason => 'invalid' }) // -1;
+    return $t->value('playarr_metrics_updates_rejected_total',
+                     { source => $source, reason => 'invalid' }) // -1;
 }
 
 sub restart {
@@ -168,9 +127,9 @@ sub log_clean {
 
 {
     my $mark = $t->log_mark;
-    my $j = push_bad({ metric => "\n$FAKE", op => 'inc' }, 0,
-                     qr/^\Qunknown metric "$ESC"\E$/,
-                     'push, forged metric name');
+    my $j = $t->push_bad({ metric => "\n$FAKE", op => 'inc' }, 0,
+                         qr/^\Qunknown metric "$ESC"\E$/,
+                         'push, forged metric name');
     log_clean($mark, "unknown metric \"$ESC\"", 'push, forged metric name');
 
     $mark = $t->log_mark;
@@ -187,9 +146,9 @@ restart();
                           "\n$FAKE label" => 'v' } };
 
     my $mark = $t->log_mark;
-    push_bad($u, 0, qr/^\Qunknown label "$ESC label" for "\E
-                       \Qplayarr_stream_requests_total"\E$/x,
-             'push, forged label name and value');
+    $t->push_bad($u, 0, qr/^\Qunknown label "$ESC label" for "\E
+                           \Qplayarr_stream_requests_total"\E$/x,
+                 'push, forged label name and value');
     log_clean($mark, "unknown label \"$ESC label\"",
               'push, forged label name and value');
 
@@ -204,9 +163,9 @@ restart();
 # raw bytes in malformed JSON: jansson's error text quotes them
 {
     my $mark = $t->log_mark;
-    my $j = push_bad("[\x1b]", undef,
-                     qr/^\Qmalformed JSON: invalid token near '\x1B' at \E/,
-                     'push, a raw ESC in malformed JSON');
+    my $j = $t->push_bad("[\x1b]", undef,
+                         qr/^\Qmalformed JSON: invalid token near '\x1B' at \E/,
+                         'push, a raw ESC in malformed JSON');
     log_clean($mark, "malformed JSON: invalid token near '\\x1B'",
               'push, a raw ESC');
 
@@ -216,95 +175,97 @@ restart();
                      . "'\\x1B'", 'header, a raw ESC');
 
     # not ASCII: \u escapes in JSON give UTF-8, shown byte by byte
-    push_bad({ metric => "caf\x{e9} \x{1f600}", op => 'inc' }, 0,
-             qr/^\Qunknown metric "caf\xC3\xA9 \xF0\x9F\x98\x80"\E$/,
-             'push, a metric name not ASCII');
+    $t->push_bad({ metric => "caf\x{e9} \x{1f600}", op => 'inc' }, 0,
+                 qr/^\Qunknown metric "caf\xC3\xA9 \xF0\x9F\x98\x80"\E$/,
+                 'push, a metric name not ASCII');
 
     # what is quoted of a string is cut
-    push_bad({ metric => 'x' x 300, op => 'inc' }, 0,
-             qr/^unknown metric "x{128}\.\.\."$/, 'push, a long metric name');
+    $t->push_bad({ metric => 'x' x 300, op => 'inc' }, 0,
+                 qr/^unknown metric "x{128}\.\.\."$/,
+                 'push, a long metric name');
 }
 
 
 # --- 6: no value beyond the largest finite number ---
 
 restart();
-scrape('a fresh zone');
+$t->scrape('a fresh zone');
 is(rejected('push'), 0, 'overflow: no push rejected yet');
 
 {
     my %big = (user => 'big');
 
-    push_ok({ metric => 'stream_requests', op => 'inc', labels => \%big,
-              value => 1.5e308 }, 'counter inc 1.5e308');
-    push_bad({ metric => 'stream_requests', op => 'inc', labels => \%big,
-               value => 1.5e308 }, 0,
-             qr/^\Q"inc" would overflow "playarr_stream_requests_total"\E$/,
-             'counter inc 1.5e308 again');
-    push_bad([ { metric => 'stream_requests', op => 'inc',
-                 labels => { user => 'batch' }, value => 1e308 },
-               { metric => 'stream_requests', op => 'inc',
-                 labels => { user => 'other' }, value => 1e308 },
-               { metric => 'playarr_stream_requests_total', op => 'inc',
-                 labels => { user => 'batch' }, value => 1e308 } ], 2,
-             qr/would overflow/, 'a batch that overflows its own series');
+    $t->push_ok({ metric => 'stream_requests', op => 'inc', labels => \%big,
+                  value => 1.5e308 }, 'counter inc 1.5e308');
+    $t->push_bad({ metric => 'stream_requests', op => 'inc', labels => \%big,
+                   value => 1.5e308 }, 0,
+                 qr/^\Q"inc" would overflow "playarr_stream_requests_total"\E$/,
+                 'counter inc 1.5e308 again');
+    $t->push_bad([ { metric => 'stream_requests', op => 'inc',
+                     labels => { user => 'batch' }, value => 1e308 },
+                   { metric => 'stream_requests', op => 'inc',
+                     labels => { user => 'other' }, value => 1e308 },
+                   { metric => 'playarr_stream_requests_total', op => 'inc',
+                     labels => { user => 'batch' }, value => 1e308 } ], 2,
+                 qr/would overflow/, 'a batch that overflows its own series');
 
-    scrape('after the counter overflow');
-    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+    $t->scrape('after the counter overflow');
+    is($t->value('playarr_stream_requests_total', \%big), 1.5e308,
        'the counter holds 1.5e308, not +Inf');
-    unlike($body, qr/^playarr_stream_requests_total\{[^}]*\} \+Inf$/m,
+    unlike($t->scraped, qr/^playarr_stream_requests_total\{[^}]*\} \+Inf$/m,
            'no +Inf counter sample');
-    ok(!defined val('playarr_stream_requests_total', { user => 'batch' }),
+    ok(!defined $t->value('playarr_stream_requests_total', { user => 'batch' }),
        'the refused batch applied nothing');
     is(rejected('push'), 2, 'updates_rejected_total{push,invalid} 2');
 
     # a reset earlier in the batch leaves room
-    push_ok([ { metric => 'stream_requests', op => 'reset' },
-              { metric => 'stream_requests', op => 'inc', labels => \%big,
-                value => 1.5e308 } ], 'reset, then inc 1.5e308');
-    scrape('after reset and inc');
-    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+    $t->push_ok([ { metric => 'stream_requests', op => 'reset' },
+                  { metric => 'stream_requests', op => 'inc', labels => \%big,
+                    value => 1.5e308 } ], 'reset, then inc 1.5e308');
+    $t->scrape('after reset and inc');
+    is($t->value('playarr_stream_requests_total', \%big), 1.5e308,
        'after the reset: 1.5e308');
 
     # gauges: inc and dec are additions too; set takes any finite value
     my %g = (provider_id => 'g');
-    push_ok({ metric => 'provider_active_connections', op => 'set',
-              labels => \%g, value => 1.5e308 }, 'gauge set 1.5e308');
-    push_bad({ metric => 'provider_active_connections', op => 'inc',
-               labels => \%g, value => 1.5e308 }, 0,
-             qr/^\Q"inc" would overflow "playarr_provider_active_connections"\E$/,
-             'gauge inc beyond');
-    push_bad({ metric => 'provider_active_connections', op => 'dec',
-               labels => \%g, value => -1.5e308 }, 0,
-             qr/^\Q"dec" would overflow "playarr_provider_active_connections"\E$/,
-             'gauge dec by a negative, beyond');
-    push_ok({ metric => 'provider_active_connections', op => 'set',
-              labels => \%g, value => -1.5e308 }, 'gauge set -1.5e308');
-    push_bad({ metric => 'provider_active_connections', op => 'dec',
-               labels => \%g, value => 1.5e308 }, 0,
-             qr/^"dec" would overflow/, 'gauge dec below');
-    push_ok({ metric => 'provider_active_connections', op => 'inc',
-              labels => \%g, value => 1.5e308 }, 'gauge inc back towards 0');
+    $t->push_ok({ metric => 'provider_active_connections', op => 'set',
+                  labels => \%g, value => 1.5e308 }, 'gauge set 1.5e308');
+    $t->push_bad({ metric => 'provider_active_connections', op => 'inc',
+                   labels => \%g, value => 1.5e308 }, 0,
+                 '"inc" would overflow "playarr_provider_active_connections"',
+                 'gauge inc beyond');
+    $t->push_bad({ metric => 'provider_active_connections', op => 'dec',
+                   labels => \%g, value => -1.5e308 }, 0,
+                 '"dec" would overflow "playarr_provider_active_connections"',
+                 'gauge dec by a negative, beyond');
+    $t->push_ok({ metric => 'provider_active_connections', op => 'set',
+                  labels => \%g, value => -1.5e308 }, 'gauge set -1.5e308');
+    $t->push_bad({ metric => 'provider_active_connections', op => 'dec',
+                   labels => \%g, value => 1.5e308 }, 0,
+                 qr/^"dec" would overflow/, 'gauge dec below');
+    $t->push_ok({ metric => 'provider_active_connections', op => 'inc',
+                  labels => \%g, value => 1.5e308 },
+                'gauge inc back towards 0');
 
     # histograms: the sum
     my %h = (media_type => 'big');
-    push_ok({ metric => 'stream_request_duration', op => 'observe',
-              labels => \%h, value => 1.5e308 }, 'observe 1.5e308');
-    push_bad({ metric => 'stream_request_duration', op => 'observe',
-               labels => \%h, value => 1.5e308 }, 0,
-             qr/^\Q"observe" would overflow the sum of \E
-                \Q"playarr_stream_request_duration_seconds"\E$/x,
-             'observe 1.5e308 again');
+    $t->push_ok({ metric => 'stream_request_duration', op => 'observe',
+                  labels => \%h, value => 1.5e308 }, 'observe 1.5e308');
+    $t->push_bad({ metric => 'stream_request_duration', op => 'observe',
+                   labels => \%h, value => 1.5e308 }, 0,
+                 qr/^\Q"observe" would overflow the sum of \E
+                    \Q"playarr_stream_request_duration_seconds"\E$/x,
+                 'observe 1.5e308 again');
 
-    scrape('after the gauge and histogram overflows');
-    is(val('playarr_provider_active_connections', \%g), 0,
+    $t->scrape('after the gauge and histogram overflows');
+    is($t->value('playarr_provider_active_connections', \%g), 0,
        'the gauge: -1.5e308 + 1.5e308');
-    is(val('playarr_stream_request_duration_seconds_sum', \%h), 1.5e308,
+    is($t->value('playarr_stream_request_duration_seconds_sum', \%h), 1.5e308,
        'the histogram _sum stays 1.5e308');
-    is(val('playarr_stream_request_duration_seconds_count', \%h), 1,
+    is($t->value('playarr_stream_request_duration_seconds_count', \%h), 1,
        'the histogram _count: the refused observation not counted');
-    is(val('playarr_stream_request_duration_seconds_bucket',
-           { %h, le => '+Inf' }), 1, 'the +Inf bucket 1');
+    is($t->value('playarr_stream_request_duration_seconds_bucket',
+                 { %h, le => '+Inf' }), 1, 'the +Inf bucket 1');
     is(rejected('push'), 6, 'updates_rejected_total{push,invalid} 6');
 
     # an upstream header: not applied, counted, logged
@@ -316,8 +277,8 @@ is(rejected('push'), 0, 'overflow: no push rejected yet');
                         5, $mark),
        'header overflow: logged') or diag($t->log_since($mark));
 
-    scrape('after the header overflow');
-    is(val('playarr_stream_requests_total', \%big), 1.5e308,
+    $t->scrape('after the header overflow');
+    is($t->value('playarr_stream_requests_total', \%big), 1.5e308,
        'header overflow: the counter unchanged');
     is(rejected('header'), 1, 'updates_rejected_total{header,invalid} 1');
 }
@@ -345,7 +306,7 @@ is(rejected('push'), 0, 'overflow: no push rejected yet');
     );
 
     my $re = qr/^playarr_(?:http_|authentication_|managed_)/;
-    my $m = PlayarrTest::parse_metrics(scrape('the HTTP families'));
+    my $m = PlayarrTest::parse_metrics($t->scrape('the HTTP families'));
     my %before = map { $_ => $m->{$_} } grep { /$re/ } keys %$m;
 
     is($m->{ PlayarrTest::series_key('playarr_http_requests_total',
@@ -360,22 +321,24 @@ is(rejected('push'), 0, 'overflow: no push rejected yet');
 
     my $header = rejected('header');
     my $push = rejected('push');
-    my $users = val('playarr_active_users');
+    my $users = $t->value('playarr_active_users');
 
     for my $b (@builtin) {
         my ($key, $name, $op, $labels) = @$b;
         my $msg = qr/^\Qmetric "$name" is recorded by nginx, not updated\E$/;
 
         for my $by ($key, $name) {
-            push_bad({ metric => $by, op => $op, labels => $labels,
-                       value => 1 }, 0, $msg, "$op $by");
-            push_bad({ metric => $by, op => $op,
-                       labels => { %$labels, endpoint => '/forged' },
-                       value => 1 }, 0, $msg, "$op $by, a forged endpoint");
-            push_bad({ metric => $by, op => 'reset' }, 0, $msg, "reset $by");
-            push_bad([ { metric => 'active_users', op => 'set', value => 1 },
-                       { metric => $by, op => 'reset' } ], 1, $msg,
-                     "reset $by in a batch");
+            $t->push_bad({ metric => $by, op => $op, labels => $labels,
+                           value => 1 }, 0, $msg, "$op $by");
+            $t->push_bad({ metric => $by, op => $op,
+                           labels => { %$labels, endpoint => '/forged' },
+                           value => 1 }, 0, $msg, "$op $by, a forged endpoint");
+            $t->push_bad({ metric => $by, op => 'reset' }, 0, $msg,
+                         "reset $by");
+            $t->push_bad([ { metric => 'active_users', op => 'set',
+                             value => 1 },
+                           { metric => $by, op => 'reset' } ], 1, $msg,
+                         "reset $by in a batch");
             $push += 4;
 
             via({ metric => $by, op => $op, labels => $labels, value => 1 });
@@ -384,7 +347,7 @@ is(rejected('push'), 0, 'overflow: no push rejected yet');
         }
     }
 
-    $m = PlayarrTest::parse_metrics(scrape('after the refused updates'));
+    $m = PlayarrTest::parse_metrics($t->scrape('after the refused updates'));
     my %after = map { $_ => $m->{$_} } grep { /$re/ } keys %$m;
 
     is_deeply(\%after, \%before, 'the HTTP families did not move');

@@ -37,40 +37,17 @@ use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
+use PlayarrTest::State qw(state_http traffic snapshot);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 plan skip_all => 'needs root: the master as root, workers as nobody'
     unless $> == 0;
 
-my $SCHEMA = PlayarrTest::repo() . '/docs/playarr/metrics.json';
+my $SCHEMA = PlayarrTest::need_schema();
 my $FAST = 5;                 # seconds: "at once", for nginx -t and start
 my $HEADER = 32;              # the state file's header, see state.c
 my $ALICE = { endpoint => '/api/titles/:title_key', status_code => '200',
               username => 'alice' };
-
-sub http_block {
-    my (%o) = @_;
-
-    my $schema = $o{schema} // $SCHEMA;
-
-    return <<"EOF";
-    playarr_metrics_zone playarr:1m;
-    playarr_metrics_token_file %%DIR%%/metrics.token;
-    playarr_metrics_state_file %%DIR%%/state/metrics.state;
-    playarr_metrics_schema $schema;
-    playarr_metrics_route /api/titles/:title_key;
-    playarr_metrics_username \$http_x_user;
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location / { return 200 "ok\\n"; }
-        location = /metrics { playarr_metrics_export; playarr_metrics_auth off; }
-        location = /push { playarr_metrics_push; playarr_metrics_auth off; }
-    }
-EOF
-}
-
 
 # --- local helpers ----------------------------------------------------------
 
@@ -98,45 +75,6 @@ sub as_worker {
     return $? == 0;
 }
 
-sub push_ok {
-    my ($t, $body, $name) = @_;
-
-    my $r = $t->request('POST', '/push', body => $body,
-                        headers => { 'Content-Type' => 'application/json' });
-    is($r->{status}, 204, $name) or diag($r->{body});
-}
-
-sub traffic {
-    my ($t) = @_;
-
-    $t->get('/api/titles/tt1', headers => { 'X-User' => 'alice' })
-        for 1 .. 5;
-    $t->get('/api/titles/tt2', headers => { 'X-User' => 'bob' }) for 1 .. 3;
-
-    push_ok($t, '[{"metric":"provider_active","op":"set",'
-                . '"labels":{"provider_id":"p1"},"value":1},'
-                . '{"metric":"cache_operations","op":"inc",'
-                . '"labels":{"operation":"hit"},"value":7},'
-                . '{"metric":"job_duration","op":"observe",'
-                . '"labels":{"job_type":"sync"},"value":45}]',
-            'push business metrics');
-}
-
-# every sample of the families the traffic fills
-sub snapshot {
-    my ($body) = @_;
-
-    my $all = PlayarrTest::parse_metrics($body);
-
-    return { map { $_ => $all->{$_} }
-             grep { /^playarr_(?:http_requests_total|
-                                 http_request_duration_seconds|
-                                 provider_active|
-                                 cache_operations_total|
-                                 job_duration_seconds)/x }
-             keys %$all };
-}
-
 # the samples of those families that are not zero: none after a fresh start
 sub nonzero {
     my ($snap) = @_;
@@ -147,33 +85,10 @@ sub nonzero {
 # nginx -t, killed after 20 s whatever happens: ($rc, $seconds, $output)
 sub test_config_bounded {
     my ($t) = @_;
-    my $dir = $t->dir;
-    my $out = "$dir/nginx-t.out";
-
-    unlink $t->path('nginx-t.log');
-
     my $t0 = time;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
+    my ($rc, $out) = $t->test_config(timeout => 20);
 
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>', $out;
-        open STDERR, '>&', \*STDOUT;
-        exec 'timeout', '-s', 'KILL', '20', PlayarrTest::nginx_bin(),
-             '-p', "$dir/", '-c', "$dir/nginx.conf",
-             '-e', "$dir/nginx-t.log", '-t'
-            or print STDERR "exec timeout: $!\n";
-        _exit(127);
-    }
-
-    local $?;
-    waitpid($pid, 0);
-    my $rc = $? >> 8;
-    my $took = time - $t0;
-
-    return ($rc, $took, ($t->read_file($out) // '')
-                        . ($t->read_file('nginx-t.log') // ''));
+    return ($rc, time - $t0, $out . ($t->read_file('nginx-t.log') // ''));
 }
 
 # $t->start that cannot die: ($started, $seconds)
@@ -259,7 +174,7 @@ sub reseal {
 
 # --- links planted where the root master saves at exit ----------------------
 
-my $t = PlayarrTest->new(http => http_block());
+my $t = PlayarrTest->new(http => state_http());
 my ($UID, $GID) = $t->worker_ids;
 
 mkdir $t->path('state'), 0700 or die "mkdir: $!";
@@ -517,7 +432,7 @@ my $MOUNTED;
 END { system('umount', $MOUNTED) if $MOUNTED }
 
 {
-    my $f = PlayarrTest->new(http => http_block());
+    my $f = PlayarrTest->new(http => state_http());
     my $dir = $f->path('state');
     my $file = $f->path('state/metrics.state');
 
@@ -582,7 +497,7 @@ END { system('umount', $MOUNTED) if $MOUNTED }
 # --- the schema: a FIFO, a link, a 10 MiB file ------------------------------
 
 {
-    my $s = PlayarrTest->new(http => http_block(schema => '%%DIR%%/schema.json'));
+    my $s = PlayarrTest->new(http => state_http(schema => '%%DIR%%/schema.json'));
     my $file = $s->path('schema.json');
     my $line = $s->conf_line(qr/playarr_metrics_schema/);
     my $conf = $s->conf_file;

@@ -26,28 +26,15 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
-
-sub slurp {
-    my ($file) = @_;
-
-    open my $fh, '<', $file or die "$file: $!";
-    local $/;
-    my $s = <$fh>;
-    close $fh;
-
-    return $s;
-}
-
 
 # --- the README shows the example as it is ----------------------------------
 
 my ($ex, $changes) = PlayarrTest::example_http();
 my $example = $ex->{text};
-my $readme = slurp("$REPO/README.md");
+my $readme = PlayarrTest::slurp("$REPO/README.md");
 my @blocks = $readme =~ /^```nginx\n(.*?)^```$/msg;
 my @complete = grep { /^load_module /m } @blocks;
 
@@ -104,10 +91,7 @@ my $t = PlayarrTest->new(http => $http . <<'EOF');
 EOF
 
 # regenerate writes next to the token file: the directory is the workers'
-my ($uid, $gid) = $t->worker_ids;
-my $TOKDIR = $t->path('tok');
-mkdir $TOKDIR or die "mkdir $TOKDIR: $!";
-chown $uid, $gid, $TOKDIR or die "chown $TOKDIR: $!";
+my $TOKDIR = $t->worker_dir('tok');
 
 # Playarr's JWT_SECRET_KEY, and an admin's session signed with it
 my $SECRET = 'express-variants-secret';

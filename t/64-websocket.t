@@ -27,8 +27,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $GAUGE = 'playarr_http_requests_in_flight';
 my $REQS = 'playarr_http_requests_total';
@@ -67,45 +66,14 @@ EOF
 $t->start;
 
 my $TOKEN = $t->read_token('metrics.token');
-my $UPSTREAM = upstream($t->port(2));
+$t->scrape_setup(token => $TOKEN);
+my $UPSTREAM = PlayarrTest::upstream($t->port(2), \&serve);
 
 
 # --- helpers ----------------------------------------------------------------
 
-# the upstream, in a process group of its own; a process per connection
-sub upstream {
-    my ($port) = @_;
-    my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                  LocalPort => $port, Listen => 128,
-                                  ReuseAddr => 1)
-        or die "upstream: listen on $port: $!";
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid) {
-        close $l;
-        return $pid;
-    }
-
-    setpgrp(0, 0);
-    $SIG{CHLD} = 'IGNORE';
-
-    while (1) {
-        my $c = $l->accept or next;
-        my $k = fork;
-
-        if (!defined $k || $k) {
-            close $c;
-            next;
-        }
-
-        close $l;
-        serve($c);
-        POSIX::_exit(0);
-    }
-}
-
+# the upstream: a request with Upgrade: websocket is answered 101 and
+# echoed; any other, 200 "polling"
 sub serve {
     my ($c) = @_;
     my $head = '';
@@ -177,11 +145,6 @@ sub ws_close {
     $ws->{sock} = undef;
 }
 
-sub scrape {
-    my ($name) = @_;
-    return $t->metrics(token => $TOKEN, name => $name);
-}
-
 sub in_flight {
     my ($body) = @_;
     return PlayarrTest::sample($body, $GAUGE, {});
@@ -195,7 +158,7 @@ sub in_flight_becomes {
     my $v;
 
     while (1) {
-        $v = in_flight(scrape($name));
+        $v = in_flight($t->scrape($name));
         last if (defined $v && $v == $want) || time > $deadline;
         sleep 0.1;
     }
@@ -243,7 +206,7 @@ sub polling {
 
 # --- the gauge, alone -------------------------------------------------------
 
-my $body = scrape('at start');
+my $body = $t->scrape('at start');
 
 like($body, qr/^# HELP \Q$GAUGE\E HTTP requests being served by nginx, open websockets included\n# TYPE \Q$GAUGE\E gauge\n\Q$GAUGE\E \d+\n/m,
      'the gauge: HELP, TYPE, one sample without labels');
@@ -271,7 +234,7 @@ for my $i (1 .. 10) {
     like($raw, qr{^HTTP/1\.1 400 }, "a bad header $i: 400") if $i == 1;
 }
 
-is(in_flight(scrape('after bad requests')), 1,
+is(in_flight($t->scrape('after bad requests')), 1,
    'in flight after 10 bad requests: still 1, the scrape');
 
 
@@ -287,7 +250,7 @@ for my $i (0 .. $#ws) {
     is(ws_echo($ws[$i], "hello $i\n"), "hello $i\n", "websocket $i: echo");
 }
 
-$body = scrape('3 websockets open');
+$body = $t->scrape('3 websockets open');
 is(in_flight($body), 4, 'in flight: the 3 websockets and the scrape');
 is(ws_101($body), 0, 'an open websocket is not counted yet');
 
@@ -302,7 +265,7 @@ ws_close($_) for @ws;
 is(in_flight_becomes(1, 'websockets closed'), 1,
    'in flight once they are closed: back to 1');
 
-$body = scrape('after 3 websockets');
+$body = $t->scrape('after 3 websockets');
 is(ws_101($body), 3, 'requests_total{status_code="101"}: 3');
 is(PlayarrTest::sample($body, $REQS, { endpoint => $EP, status_code => '200',
                                        username => 'anonymous' }), 2,
@@ -325,7 +288,7 @@ for my $i (1 .. 4) {
 is(in_flight_becomes(1, 'one at a time'), 1, 'in flight: 1 again');
 polling();
 
-$body = scrape('after 7 websockets');
+$body = $t->scrape('after 7 websockets');
 is(ws_101($body), 7, 'requests_total{status_code="101"}: 7, each counted');
 is(PlayarrTest::sample($body, "${DUR}_count",
                        { endpoint => $EP, username => 'anonymous' }), 3,
@@ -344,7 +307,7 @@ my $total = @ws;
 my $left = $total - $held;
 my $closed = 7;
 
-is(in_flight(scrape('before the kill')), $total + 1,
+is(in_flight($t->scrape('before the kill')), $total + 1,
    "in flight before the kill: $total websockets and the scrape");
 
 $t->allow_log(qr/\b$victim exited on signal 9\b/);
@@ -362,7 +325,7 @@ while (time < $deadline) {
 ok(@now == 2 && !grep({ $_ == $victim } @now),
    'the master started another worker') or diag("workers: @now");
 
-is(in_flight(scrape('after the kill')), $left + 1,
+is(in_flight($t->scrape('after the kill')), $left + 1,
    "in flight after the kill: the $left websockets left and the scrape");
 
 for my $w (@ws) {
@@ -390,7 +353,7 @@ ws_close($_) for @ws;
 
 is(in_flight_becomes(1, 'after the kill, closed'), 1, 'in flight: 1 again');
 $closed += $left;
-is(ws_101(scrape('after the kill')), $closed,
+is(ws_101($t->scrape('after the kill')), $closed,
    'requests_total{status_code="101"}: those closed; the killed worker\'s '
    . 'were never answered to the end');
 
@@ -416,7 +379,7 @@ ok(@now == 2 && !grep({ my $p = $_; grep { $_ == $p } @old } @now),
    'new workers after the reload') or diag("old @old, now @now");
 
 # the old workers still serve their websockets, with their slots
-is(in_flight(scrape('after the reload')), $total + 1,
+is(in_flight($t->scrape('after the reload')), $total + 1,
    "in flight after the reload: the old workers' $total websockets and "
    . 'the scrape');
 
@@ -438,7 +401,7 @@ $deadline = time + 10;
 sleep 0.05 while kill(0, $victim) && time < $deadline;
 ok(!kill(0, $victim), "old worker $victim is gone");
 
-is(in_flight(scrape('an old worker killed')), $left + 1,
+is(in_flight($t->scrape('an old worker killed')), $left + 1,
    "in flight: the old worker's $held{$victim} websockets are gone");
 
 ws_close($_) for @ws;
@@ -447,7 +410,7 @@ is(in_flight_becomes(1, 'after the reload, closed'), 1,
    'in flight once the old workers\' websockets are closed: 1');
 
 $closed += $left;
-is(ws_101(scrape('after the reload, closed')), $closed,
+is(ws_101($t->scrape('after the reload, closed')), $closed,
    "requests_total{status_code=\"101\"}: $closed, those of the old workers "
    . 'counted when they closed');
 
@@ -455,11 +418,10 @@ $deadline = time + 10;
 sleep 0.1 while grep({ kill 0, $_ } @old) && time < $deadline;
 ok(!grep({ kill 0, $_ } @old), 'the old workers exited');
 
-is(in_flight(scrape('at the end')), 1, 'in flight at the end: 1');
+is(in_flight($t->scrape('at the end')), 1, 'in flight at the end: 1');
 
 $t->stop;
 
-kill 'TERM', -$UPSTREAM;
-waitpid($UPSTREAM, 0);
+PlayarrTest::stop_upstream($UPSTREAM);
 
 done_testing;

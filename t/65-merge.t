@@ -27,8 +27,7 @@ use Test::More;
 use Time::HiRes qw(sleep time);
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
 my $SCHEMA = "$REPO/docs/playarr/metrics.json";

@@ -21,8 +21,7 @@ use JSON::PP;
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REPO = PlayarrTest::repo();
 my $CHROMIUM = $ENV{PLAYARR_CHROMIUM} || '/usr/bin/chromium';
@@ -102,11 +101,8 @@ EOF
 my $base = 'http://127.0.0.1:' . $t->port;
 my $cross = 'http://127.0.0.1:' . $t->port(3);
 
-mkdir $t->path($_) or die "mkdir: $!" for qw(ui cross tok);
-{
-    my ($uid, $gid) = $t->worker_ids;
-    chown $uid, $gid, $t->path('tok') or die "chown: $!";
-}
+mkdir $t->path($_) or die "mkdir: $!" for qw(ui cross);
+$t->worker_dir('tok');
 
 $t->write_file('ui/playarr-ui.html',
                PlayarrTest->read_file("$REPO/t/browser/playarr-ui.html"));

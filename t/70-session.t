@@ -18,8 +18,7 @@ use POSIX ();
 use Test::More;
 use PlayarrTest;
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $REQS = 'playarr_http_requests_total';
 my $DUR = 'playarr_http_request_duration_seconds';

@@ -15,9 +15,9 @@ use lib "$FindBin::Bin/lib";
 use JSON::PP;
 use Test::More;
 use PlayarrTest;
+use PlayarrTest::Blocks qw(run_blocks);
 
-plan skip_all => 'module not built: ' . PlayarrTest::module_path()
-    unless -e PlayarrTest::module_path();
+PlayarrTest::need_module();
 
 my $SECRET = 'auth-modes-secret';
 
@@ -70,13 +70,7 @@ $t->write_file('jwt.secret', "$SECRET\n", 0600);
 
 # the workers write the new token next to the old one: the directory is
 # theirs
-{
-    my ($uid, $gid) = $t->worker_ids;
-    my $dir = $t->path('tok');
-    mkdir $dir or die "mkdir $dir: $!";
-    chown $uid, $gid, $dir or die "chown $dir: $!";
-    chmod 0700, $dir or die "chmod $dir: $!";
-}
+$t->worker_dir('tok', 0700);
 
 $t->start;
 
@@ -225,48 +219,146 @@ $t->stop;
 
 # --- nginx -t --------------------------------------------------------------------
 
-my @bad = (
-    [ 'jwt without a secret file',
-      "playarr_metrics_auth jwt;",
-      qr/"playarr_metrics_auth jwt" needs "playarr_metrics_jwt_secret_file"/,
-      0 ],
-    [ 'role without jwt', "playarr_metrics_auth bearer role=admin;",
-      qr/"role=" needs "jwt"/, 1 ],
-    [ 'role alone', "playarr_metrics_auth role=admin;",
-      qr/"role=" needs "jwt"/, 1 ],
-    [ 'off with jwt', "playarr_metrics_auth off jwt;",
-      qr/invalid parameter "off"/, 1 ],
-    [ 'bearer twice', "playarr_metrics_auth bearer bearer;",
-      qr/invalid parameter "bearer"/, 1 ],
-    [ 'an unknown mode', "playarr_metrics_auth basic;",
-      qr/invalid parameter "basic"/, 1 ],
-    [ 'an empty role', "playarr_metrics_auth jwt role=;",
-      qr/invalid parameter "role="/, 1 ],
-    [ 'two roles', "playarr_metrics_auth jwt role=a role=b;",
-      qr/invalid parameter "role=b"/, 1 ],
-);
-
-for my $b (@bad) {
-    my ($name, $line, $msg, $with_secret) = @$b;
-    my $secret = $with_secret
-        ? "playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;" : '';
-    my $u = PlayarrTest->new(http => <<"EOF");
-    playarr_metrics_zone playarr:1m;
-    playarr_metrics_token_file %%DIR%%/metrics.token;
-    $secret
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location = /metrics {
-            playarr_metrics_export;
-            $line
-        }
-    }
-EOF
-    $u->write_file('jwt.secret', $SECRET, 0600);
-    my ($rc, $out) = $u->test_config;
-    isnt($rc, 0, "nginx -t: $name fails");
-    like($out, qr/\[emerg\].*$msg.* in \S+nginx\.conf:\d+/,
-         "nginx -t: $name, said with file and line") or diag($out);
-}
+# the blocks of __DATA__: a mode nginx -t refuses, in its exact words, at
+# the line marked "# <-" (a missing secret file is said at the handler's
+# directive, whose location needs it)
+run_blocks();
 
 done_testing;
+
+__DATA__
+
+=== nginx -t: jwt without a secret file
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;    # <-
+        playarr_metrics_auth jwt;
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+"playarr_metrics_auth jwt" needs "playarr_metrics_jwt_secret_file"
+
+=== nginx -t: role without jwt
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth bearer role=admin;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+"role=" needs "jwt"
+
+=== nginx -t: role alone
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth role=admin;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+"role=" needs "jwt"
+
+=== nginx -t: off with jwt
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth off jwt;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+invalid parameter "off"
+
+=== nginx -t: bearer twice
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth bearer bearer;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+invalid parameter "bearer"
+
+=== nginx -t: an unknown mode
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth basic;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+invalid parameter "basic"
+
+=== nginx -t: an empty role
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth jwt role=;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+invalid parameter "role="
+
+=== nginx -t: two roles
+--- http
+playarr_metrics_zone playarr:1m;
+playarr_metrics_token_file %%DIR%%/metrics.token;
+playarr_metrics_jwt_secret_file %%DIR%%/jwt.secret;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location = /metrics {
+        playarr_metrics_export;
+        playarr_metrics_auth jwt role=a role=b;    # <-
+    }
+}
+--- file jwt.secret
+auth-modes-secret
+--- emerg
+invalid parameter "role=b"
