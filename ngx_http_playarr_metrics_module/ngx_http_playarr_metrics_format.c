@@ -117,7 +117,9 @@ static ngx_chain_t *ngx_http_playarr_metrics_finish(
 static ngx_inline ngx_uint_t ngx_http_playarr_metrics_step_over(
     ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_series_t *s);
-static u_char *ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
+static ngx_inline u_char *ngx_http_playarr_metrics_uint(u_char *p,
+    uint64_t n);
+static u_char *ngx_http_playarr_metrics_digits(u_char *p, uint64_t n);
 static u_char *ngx_http_playarr_metrics_decimal(u_char *p, double v);
 #if (NGX_HTTP_PLAYARR_METRICS_INT128)
 static u_char *ngx_http_playarr_metrics_shortest(u_char *p, double v);
@@ -336,19 +338,41 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_render_t *w,
 }
 
 
-/* two decimal digits at a time, without ngx_sprintf() */
+/*
+ * Two decimal digits at a time, without ngx_sprintf(), written in place
+ * from the last one: the number of digits is counted first.  Most counts
+ * have one digit.
+ */
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
 {
-    u_char       *q, buf[NGX_INT64_LEN];
-    ngx_uint_t    d;
+    if (n < 10) {
+        *p = (u_char) ('0' + n);
+        return p + 1;
+    }
+
+    return ngx_http_playarr_metrics_digits(p, n);
+}
+
+
+static u_char *
+ngx_http_playarr_metrics_digits(u_char *p, uint64_t n)
+{
+    u_char       *q, *end;
+    uint64_t      t;
+    ngx_uint_t    d, len;
     static char   digits[] =
         "00010203040506070809101112131415161718192021222324252627282930313233"
         "34353637383940414243444546474849505152535455565758596061626364656667"
         "6869707172737475767778798081828384858687888990919293949596979899";
 
-    q = buf + NGX_INT64_LEN;
+    for (len = 2, t = n / 100; t; t /= 10) {
+        len++;
+    }
+
+    end = p + len;
+    q = end;
 
     while (n >= 100) {
         d = (ngx_uint_t) (n % 100) * 2;
@@ -366,7 +390,7 @@ ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
         *--q = (u_char) ('0' + n);
     }
 
-    return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
+    return end;
 }
 
 
