@@ -17,6 +17,40 @@
 #endif
 
 
+/*
+ * Eight bytes are read and written at once where a word can be: a flag
+ * in the top bit of each byte of the mask that is one of those bytes,
+ * the lowest flag always on the first such byte (a flag can be wrong
+ * only above a right one, from the borrow of the subtraction).
+ */
+
+#if (NGX_HAVE_LITTLE_ENDIAN && (__GNUC__ >= 4 || __clang__))
+#define NGX_HTTP_PLAYARR_METRICS_WORDS  1
+
+#define NGX_HTTP_PLAYARR_METRICS_ONES   0x0101010101010101ULL
+#define NGX_HTTP_PLAYARR_METRICS_HIGHS  0x8080808080808080ULL
+
+/* the bytes of x that are zero */
+#define ngx_http_playarr_metrics_zero(x)                                      \
+    (((x) - NGX_HTTP_PLAYARR_METRICS_ONES) & ~(x))
+
+/* the bytes of w that are c */
+#define ngx_http_playarr_metrics_byte(w, c)                                   \
+    ngx_http_playarr_metrics_zero((w) ^ (NGX_HTTP_PLAYARR_METRICS_ONES * (c)))
+
+/* and 16 bytes at once with SSE2, the same way */
+#if (defined(__SSE2__))
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   1
+#else
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
+#endif
+
+#else
+#define NGX_HTTP_PLAYARR_METRICS_WORDS  0
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
+#endif
+
+
 /* the longest line a writer is asked to hold at once */
 #define NGX_HTTP_PLAYARR_METRICS_LINE_MAX                                     \
     (1024 + NGX_HTTP_PLAYARR_METRICS_MAX_LABELS                               \
@@ -31,9 +65,10 @@
 #define NGX_HTTP_PLAYARR_METRICS_LE_MAX                                       \
     (NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 8)
 
+/* and 16 bytes more: a bound is copied 16 bytes at once (copy_bound()) */
 #define NGX_HTTP_PLAYARR_METRICS_LE_BUF                                       \
     ((NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1)                               \
-     * NGX_HTTP_PLAYARR_METRICS_LE_MAX)
+     * NGX_HTTP_PLAYARR_METRICS_LE_MAX + 16)
 
 
 /* a self metric, the one of the JSON output too */
@@ -156,9 +191,19 @@ static u_char *ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s,
 static ngx_http_playarr_metrics_inline u_char *
     ngx_http_playarr_metrics_copy(u_char *p, u_char *s,
     size_t n);
-static u_char *ngx_http_playarr_metrics_pairs(
-    ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *s, u_char *end,
-    ngx_uint_t nlabels, ngx_uint_t esc);
+static u_char *ngx_http_playarr_metrics_pairs_text(
+    ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *key, size_t len,
+    ngx_uint_t nlabels);
+static u_char *ngx_http_playarr_metrics_pairs_json(
+    ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *key, size_t len,
+    ngx_uint_t nlabels);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *s, u_char *end, ngx_uint_t nlabels, ngx_uint_t esc);
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+static ngx_http_playarr_metrics_inline ngx_uint_t
+    ngx_http_playarr_metrics_special16(__m128i x, ngx_uint_t esc);
+#endif
 static ngx_int_t ngx_http_playarr_metrics_family_texts(
     ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc);
@@ -820,92 +865,91 @@ static u_char  ngx_http_playarr_metrics_special[256] = {
 };
 
 
-/*
- * Eight bytes are read and written at once where a word can be: a flag
- * in the top bit of each byte of the mask that is one of those bytes,
- * the lowest flag always on the first such byte (a flag can be wrong
- * only above a right one, from the borrow of the subtraction).
- */
-
-#if (NGX_HAVE_LITTLE_ENDIAN && (__GNUC__ >= 4 || __clang__))
-#define NGX_HTTP_PLAYARR_METRICS_WORDS  1
-
-#define NGX_HTTP_PLAYARR_METRICS_ONES   0x0101010101010101ULL
-#define NGX_HTTP_PLAYARR_METRICS_HIGHS  0x8080808080808080ULL
-
-/* the bytes of x that are zero */
-#define ngx_http_playarr_metrics_zero(x)                                      \
-    (((x) - NGX_HTTP_PLAYARR_METRICS_ONES) & ~(x))
-
-/* the bytes of w that are c */
-#define ngx_http_playarr_metrics_byte(w, c)                                   \
-    ngx_http_playarr_metrics_zero((w) ^ (NGX_HTTP_PLAYARR_METRICS_ONES * (c)))
-
-/* and 16 bytes at once with SSE2, the same way */
-#if (defined(__SSE2__))
-#define NGX_HTTP_PLAYARR_METRICS_SSE2   1
-#else
-#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
-#endif
-
-#else
-#define NGX_HTTP_PLAYARR_METRICS_WORDS  0
-#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
-#endif
-
 
 /*
- * A short copy without a call (the family's texts, the bounds, most label
- * pairs): a few words loaded from each end, overlapping in the middle.
+ * A short copy without a call (the family's texts, the bounds, the label
+ * pairs, the start of a bucket line): a few words or vectors loaded from
+ * each end, overlapping in the middle.
  */
 
 static ngx_http_playarr_metrics_inline u_char *
 ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
 {
     uint32_t  x, y;
-    uint64_t  a, b, c, d, e, f, g, h;
+    uint64_t  a, b;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   v0, v1, v2, v3, v4, v5, v6, v7;
 
-    if (n >= 8) {
+    if (n >= 16) {
+
+        if (n <= 32) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v1);
+
+            return p + n;
+        }
+
+        if (n <= 64) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + 16));
+            v2 = _mm_loadu_si128((__m128i *) (s + n - 32));
+            v3 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + 16), v1);
+            _mm_storeu_si128((__m128i *) (p + n - 32), v2);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v3);
+
+            return p + n;
+        }
+
+        if (n <= 128) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + 16));
+            v2 = _mm_loadu_si128((__m128i *) (s + 32));
+            v3 = _mm_loadu_si128((__m128i *) (s + 48));
+            v4 = _mm_loadu_si128((__m128i *) (s + n - 64));
+            v5 = _mm_loadu_si128((__m128i *) (s + n - 48));
+            v6 = _mm_loadu_si128((__m128i *) (s + n - 32));
+            v7 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + 16), v1);
+            _mm_storeu_si128((__m128i *) (p + 32), v2);
+            _mm_storeu_si128((__m128i *) (p + 48), v3);
+            _mm_storeu_si128((__m128i *) (p + n - 64), v4);
+            _mm_storeu_si128((__m128i *) (p + n - 48), v5);
+            _mm_storeu_si128((__m128i *) (p + n - 32), v6);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v7);
+
+            return p + n;
+        }
+
+        return ngx_cpymem(p, s, n);
+    }
+#else
+    uint64_t  c, d;
+
+    if (n > 16) {
 
         if (n > 32) {
-
-            if (n > 64) {
-                return ngx_cpymem(p, s, n);
-            }
-
-            ngx_memcpy(&a, s, 8);
-            ngx_memcpy(&b, s + 8, 8);
-            ngx_memcpy(&c, s + 16, 8);
-            ngx_memcpy(&d, s + 24, 8);
-            ngx_memcpy(&e, s + n - 32, 8);
-            ngx_memcpy(&f, s + n - 24, 8);
-            ngx_memcpy(&g, s + n - 16, 8);
-            ngx_memcpy(&h, s + n - 8, 8);
-            ngx_memcpy(p, &a, 8);
-            ngx_memcpy(p + 8, &b, 8);
-            ngx_memcpy(p + 16, &c, 8);
-            ngx_memcpy(p + 24, &d, 8);
-            ngx_memcpy(p + n - 32, &e, 8);
-            ngx_memcpy(p + n - 24, &f, 8);
-            ngx_memcpy(p + n - 16, &g, 8);
-            ngx_memcpy(p + n - 8, &h, 8);
-
-            return p + n;
+            return ngx_cpymem(p, s, n);
         }
 
-        if (n > 16) {
-            ngx_memcpy(&a, s, 8);
-            ngx_memcpy(&b, s + 8, 8);
-            ngx_memcpy(&c, s + n - 16, 8);
-            ngx_memcpy(&d, s + n - 8, 8);
-            ngx_memcpy(p, &a, 8);
-            ngx_memcpy(p + 8, &b, 8);
-            ngx_memcpy(p + n - 16, &c, 8);
-            ngx_memcpy(p + n - 8, &d, 8);
+        ngx_memcpy(&a, s, 8);
+        ngx_memcpy(&b, s + 8, 8);
+        ngx_memcpy(&c, s + n - 16, 8);
+        ngx_memcpy(&d, s + n - 8, 8);
+        ngx_memcpy(p, &a, 8);
+        ngx_memcpy(p + 8, &b, 8);
+        ngx_memcpy(p + n - 16, &c, 8);
+        ngx_memcpy(p + n - 8, &d, 8);
 
-            return p + n;
-        }
+        return p + n;
+    }
+#endif
 
+    if (n >= 8) {
         ngx_memcpy(&a, s, 8);
         ngx_memcpy(&b, s + n - 8, 8);
         ngx_memcpy(p, &a, 8);
@@ -934,6 +978,34 @@ ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
 
 
 /*
+ * The end of a bucket line but its count, from w->le[]: 16 bytes at
+ * once, whatever its length (lebuf has room after the last one), then
+ * the rest of a longer one; the bytes stored past it are in the room of
+ * the line's count, and overwritten.
+ */
+
+static ngx_http_playarr_metrics_inline u_char *
+ngx_http_playarr_metrics_copy_bound(u_char *p, ngx_str_t *le)
+{
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+
+    _mm_storeu_si128((__m128i *) p, _mm_loadu_si128((__m128i *) le->data));
+
+    if (le->len <= 16) {
+        return p + le->len;
+    }
+
+    return ngx_http_playarr_metrics_copy(p + 16, le->data + 16, le->len - 16);
+
+#else
+
+    return ngx_http_playarr_metrics_copy(p, le->data, le->len);
+
+#endif
+}
+
+
+/*
  * A series' label pairs, escaped, from its key in one pass: the family's
  * texts (w->sep[]: name=" before the first value, ",name=" between two,
  * the closing quote; in JSON "name":" and ","name":") around its values,
@@ -941,31 +1013,41 @@ ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
  * escaped.  Every key has its family's labels; a label missing would be
  * empty, and bytes after the last label's value are never shown.  The
  * output takes at most w->fixed bytes and twice (JSON: six times) the
- * key's.
+ * key's.  One copy of the code for each format.
  */
 
 static u_char *
+ngx_http_playarr_metrics_pairs_text(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *key, size_t len, ngx_uint_t nlabels)
+{
+    return ngx_http_playarr_metrics_pairs(w, p, key, key + len, nlabels,
+                                          NGX_HTTP_PLAYARR_METRICS_ESC_TEXT);
+}
+
+
+static u_char *
+ngx_http_playarr_metrics_pairs_json(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *key, size_t len, ngx_uint_t nlabels)
+{
+    return ngx_http_playarr_metrics_pairs(w, p, key, key + len, nlabels,
+                                          NGX_HTTP_PLAYARR_METRICS_ESC_JSON);
+}
+
+
+static ngx_http_playarr_metrics_inline u_char *
 ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
     u_char *p, u_char *s, u_char *end, ngx_uint_t nlabels, ngx_uint_t esc)
 {
     u_char          c;
     ngx_uint_t      i;
-#if (NGX_HTTP_PLAYARR_METRICS_WORDS)
-    uint64_t        v, m;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i         x;
+    ngx_uint_t      k, m;
+#elif (NGX_HTTP_PLAYARR_METRICS_WORDS)
+    uint64_t        v, t;
     ngx_uint_t      k;
 #endif
-#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
-    __m128i         x, bs, dq, lo, sep;
-#endif
     static u_char   hex[] = "0123456789abcdef";
-
-#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
-    bs = _mm_set1_epi8('\\');
-    dq = _mm_set1_epi8('"');
-    lo = _mm_set1_epi8((esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT)
-                       ? '\n' : 0x1f);
-    sep = _mm_set1_epi8((char) NGX_HTTP_PLAYARR_METRICS_SEP);
-#endif
 
     i = 0;
     p = ngx_http_playarr_metrics_copy(p, w->sep[0].data, w->sep[0].len);
@@ -981,27 +1063,10 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
 
 #if (NGX_HTTP_PLAYARR_METRICS_SSE2)
 
-        while (end - s >= 16) {
+        if (end - s >= 16) {
             x = _mm_loadu_si128((__m128i *) s);
-
-            if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
-                m = _mm_movemask_epi8(
-                        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, bs),
-                                                  _mm_cmpeq_epi8(x, dq)),
-                                     _mm_or_si128(_mm_cmpeq_epi8(x, lo),
-                                                  _mm_cmpeq_epi8(x, sep))));
-
-            } else {
-                /* below 0x20: where the unsigned minimum with 0x1f is x */
-                m = _mm_movemask_epi8(
-                        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, bs),
-                                                  _mm_cmpeq_epi8(x, dq)),
-                                     _mm_or_si128(_mm_cmpeq_epi8(
-                                                      _mm_min_epu8(x, lo), x),
-                                                  _mm_cmpeq_epi8(x, sep))));
-            }
-
             _mm_storeu_si128((__m128i *) p, x);
+            m = ngx_http_playarr_metrics_special16(x, esc);
 
             if (m == 0) {
                 s += 16;
@@ -1009,36 +1074,10 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
                 continue;
             }
 
-            k = __builtin_ctz((unsigned int) m);
-            s += k;
-            p += k;
-
-            goto special;
-        }
-
-#endif
-
-#if (NGX_HTTP_PLAYARR_METRICS_WORDS)
-
-        while (end - s >= 8) {
-            ngx_memcpy(&v, s, 8);
-
-            if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
-                m = ngx_http_playarr_metrics_byte(v, '\\')
-                    | ngx_http_playarr_metrics_byte(v, '"')
-                    | ngx_http_playarr_metrics_byte(v, '\n')
-                    | ngx_http_playarr_metrics_zero(~v);
-
-            } else {
-                m = ((v - NGX_HTTP_PLAYARR_METRICS_ONES * 0x20) & ~v)
-                    | ngx_http_playarr_metrics_byte(v, '\\')
-                    | ngx_http_playarr_metrics_byte(v, '"')
-                    | ngx_http_playarr_metrics_zero(~v);
-            }
-
-            m &= NGX_HTTP_PLAYARR_METRICS_HIGHS;
-
-            ngx_memcpy(p, &v, 8);
+        } else if (end - s >= 8) {
+            x = _mm_loadl_epi64((__m128i *) s);
+            _mm_storel_epi64((__m128i *) p, x);
+            m = ngx_http_playarr_metrics_special16(x, esc) & 0xff;
 
             if (m == 0) {
                 s += 8;
@@ -1046,7 +1085,46 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
                 continue;
             }
 
-            k = __builtin_ctzll(m) >> 3;
+        } else {
+            m = 0;
+        }
+
+        if (m) {
+            k = __builtin_ctz((unsigned int) m);
+            s += k;
+            p += k;
+
+            goto special;
+        }
+
+#elif (NGX_HTTP_PLAYARR_METRICS_WORDS)
+
+        if (end - s >= 8) {
+            ngx_memcpy(&v, s, 8);
+            ngx_memcpy(p, &v, 8);
+
+            if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
+                t = ngx_http_playarr_metrics_byte(v, '\\')
+                    | ngx_http_playarr_metrics_byte(v, '"')
+                    | ngx_http_playarr_metrics_byte(v, '\n')
+                    | ngx_http_playarr_metrics_zero(~v);
+
+            } else {
+                t = ((v - NGX_HTTP_PLAYARR_METRICS_ONES * 0x20) & ~v)
+                    | ngx_http_playarr_metrics_byte(v, '\\')
+                    | ngx_http_playarr_metrics_byte(v, '"')
+                    | ngx_http_playarr_metrics_zero(~v);
+            }
+
+            t &= NGX_HTTP_PLAYARR_METRICS_HIGHS;
+
+            if (t == 0) {
+                s += 8;
+                p += 8;
+                continue;
+            }
+
+            k = __builtin_ctzll(t) >> 3;
             s += k;
             p += k;
 
@@ -1054,6 +1132,8 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
         }
 
 #endif
+
+        /* fewer than 8 bytes left */
 
         for ( ;; ) {
             if (s == end) {
@@ -1106,9 +1186,40 @@ done:
         p = ngx_http_playarr_metrics_copy(p, w->sep[i].data, w->sep[i].len);
     }
 
-    return ngx_http_playarr_metrics_copy(p, w->sep[nlabels].data,
-                                         w->sep[nlabels].len);
+    /* sep[nlabels] */
+    *p++ = '"';
+
+    return p;
 }
+
+
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+
+/* a bit for each byte of x that is a separator or escaped */
+
+static ngx_http_playarr_metrics_inline ngx_uint_t
+ngx_http_playarr_metrics_special16(__m128i x, ngx_uint_t esc)
+{
+    __m128i  m;
+
+    m = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
+                     _mm_cmpeq_epi8(x, _mm_set1_epi8('"')));
+    m = _mm_or_si128(m, _mm_cmpeq_epi8(x, _mm_set1_epi8((char) 0xff)));
+
+    if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
+        m = _mm_or_si128(m, _mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
+
+    } else {
+        /* below 0x20: where the unsigned minimum with 0x1f is x */
+        m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_min_epu8(x,
+                                                       _mm_set1_epi8(0x1f)),
+                                           x));
+    }
+
+    return (ngx_uint_t) _mm_movemask_epi8(m);
+}
+
+#endif
 
 
 /*
@@ -1370,8 +1481,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
             p = ngx_http_playarr_metrics_copy(p, w->head.data, w->head.len);
 
             if (n) {
-                p = ngx_http_playarr_metrics_pairs(w, p, key, key + s->len, n,
-                                            NGX_HTTP_PLAYARR_METRICS_ESC_TEXT);
+                p = ngx_http_playarr_metrics_pairs_text(w, p, key, s->len, n);
                 *p++ = '}';
                 *p++ = ' ';
             }
@@ -1401,8 +1511,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         lab = p;
 
         if (n) {
-            p = ngx_http_playarr_metrics_pairs(w, p, key, key + s->len, n,
-                                            NGX_HTTP_PLAYARR_METRICS_ESC_TEXT);
+            p = ngx_http_playarr_metrics_pairs_text(w, p, key, s->len, n);
         }
 
         lab_len = p - lab;
@@ -1412,10 +1521,10 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
 
         for (i = 0; i <= s->layout->n; i++) {
             if (i) {
-                p = ngx_cpymem(p, line, line_len);
+                p = ngx_http_playarr_metrics_copy(p, line, line_len);
             }
 
-            p = ngx_http_playarr_metrics_copy(p, w->le[i].data, w->le[i].len);
+            p = ngx_http_playarr_metrics_copy_bound(p, &w->le[i]);
 
             count += s->values[1 + i];
 
@@ -1426,7 +1535,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         p = ngx_http_playarr_metrics_copy(p, w->sum.data, w->sum.len);
 
         if (n) {
-            p = ngx_cpymem(p, lab, lab_len);
+            p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
             *p++ = '}';
             *p++ = ' ';
         }
@@ -1438,7 +1547,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         p = ngx_http_playarr_metrics_copy(p, w->count.data, w->count.len);
 
         if (n) {
-            p = ngx_cpymem(p, lab, lab_len);
+            p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
             *p++ = '}';
             *p++ = ' ';
         }
@@ -1712,8 +1821,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
                                               11);
 
             if (n) {
-                p = ngx_http_playarr_metrics_pairs(w, p, key, key + s->len, n,
-                                            NGX_HTTP_PLAYARR_METRICS_ESC_JSON);
+                p = ngx_http_playarr_metrics_pairs_json(w, p, key, s->len, n);
             }
 
             *p++ = '}';
@@ -1754,21 +1862,20 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
                                               11);
 
             if (lab) {
-                p = ngx_cpymem(p, lab, lab_len);
+                p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
 
             } else {
                 lab = p;
 
                 if (n) {
-                    p = ngx_http_playarr_metrics_pairs(w, p, key,
-                                            key + s->len, n,
-                                            NGX_HTTP_PLAYARR_METRICS_ESC_JSON);
+                    p = ngx_http_playarr_metrics_pairs_json(w, p, key,
+                                                             s->len, n);
                 }
 
                 lab_len = p - lab;
             }
 
-            p = ngx_http_playarr_metrics_copy(p, w->le[i].data, w->le[i].len);
+            p = ngx_http_playarr_metrics_copy_bound(p, &w->le[i]);
             p = ngx_http_playarr_metrics_copy(p, w->bucket.data,
                                               w->bucket.len);
         }
@@ -1778,13 +1885,13 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
         p = ngx_http_playarr_metrics_copy(p, (u_char *) ",{\"value\":", 10);
         p = ngx_http_playarr_metrics_json_number(p, v);
         p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{", 11);
-        p = ngx_cpymem(p, lab, lab_len);
+        p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
         p = ngx_http_playarr_metrics_copy(p, w->sum.data, w->sum.len);
 
         p = ngx_http_playarr_metrics_copy(p, (u_char *) ",{\"value\":", 10);
         p = ngx_http_playarr_metrics_json_count(p, count);
         p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{", 11);
-        p = ngx_cpymem(p, lab, lab_len);
+        p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
         p = ngx_http_playarr_metrics_copy(p, w->count.data, w->count.len);
 
         ngx_http_playarr_metrics_commit(w, p);
