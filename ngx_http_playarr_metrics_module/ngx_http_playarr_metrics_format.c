@@ -65,7 +65,7 @@
 #define NGX_HTTP_PLAYARR_METRICS_LE_MAX                                       \
     (NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 8)
 
-/* and 16 bytes more: a bound is copied 16 bytes at once (copy_bound()) */
+/* and 16 bytes more: a bound is copied 16 bytes at once (copy16()) */
 #define NGX_HTTP_PLAYARR_METRICS_LE_BUF                                       \
     ((NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1)                               \
      * NGX_HTTP_PLAYARR_METRICS_LE_MAX + 16)
@@ -189,8 +189,9 @@ static u_char *ngx_http_playarr_metrics_escape_help(u_char *p, ngx_str_t *s);
 static u_char *ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s,
     size_t len);
 static ngx_http_playarr_metrics_inline u_char *
-    ngx_http_playarr_metrics_copy(u_char *p, u_char *s,
-    size_t n);
+    ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_copy16(u_char *p, ngx_str_t *t);
 static u_char *ngx_http_playarr_metrics_pairs_text(
     ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *key, size_t len,
     ngx_uint_t nlabels);
@@ -265,6 +266,12 @@ static ngx_str_t  ngx_http_playarr_metrics_self_names[] = {
     ngx_string(NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT),
     ngx_null_string
 };
+
+/* 00 to 99 */
+static u_char  ngx_http_playarr_metrics_digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
 
 static ngx_str_t  ngx_http_playarr_metrics_histogram_suffixes[] = {
     ngx_string("_bucket"), ngx_string("_sum"), ngx_string("_count"),
@@ -430,14 +437,9 @@ ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
 static u_char *
 ngx_http_playarr_metrics_digits(u_char *p, uint64_t n)
 {
-    u_char       *q, *end;
-    uint64_t      t;
-    ngx_uint_t    d, len;
-    static char   digits[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
-
+    u_char      *q, *end;
+    uint64_t     t;
+    ngx_uint_t   d, len;
     for (len = 2, t = n / 100; t; t /= 10) {
         len++;
     }
@@ -448,14 +450,14 @@ ngx_http_playarr_metrics_digits(u_char *p, uint64_t n)
     while (n >= 100) {
         d = (ngx_uint_t) (n % 100) * 2;
         n /= 100;
-        *--q = digits[d + 1];
-        *--q = digits[d];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
     }
 
     if (n >= 10) {
         d = (ngx_uint_t) n * 2;
-        *--q = digits[d + 1];
-        *--q = digits[d];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
 
     } else {
         *--q = (u_char) ('0' + n);
@@ -480,7 +482,7 @@ ngx_http_playarr_metrics_decimal(u_char *p, double v)
     u_char      *end, *q;
     double       a;
     uint64_t     k, ip, fp, div;
-    ngx_uint_t   places;
+    ngx_uint_t   d, places;
 
     a = (v < 0) ? -v : v;
 
@@ -529,8 +531,14 @@ ngx_http_playarr_metrics_decimal(u_char *p, double v)
 
     end = p + places;
 
-    for (q = end; q > p; fp /= 10) {
-        *--q = (u_char) ('0' + fp % 10);
+    for (q = end; q - p >= 2; fp /= 100) {
+        d = (ngx_uint_t) (fp % 100) * 2;
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
+    }
+
+    if (q > p) {
+        *--q = (u_char) ('0' + fp);
     }
 
     return end;
@@ -978,28 +986,29 @@ ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
 
 
 /*
- * The end of a bucket line but its count, from w->le[]: 16 bytes at
- * once, whatever its length (lebuf has room after the last one), then
- * the rest of a longer one; the bytes stored past it are in the room of
- * the line's count, and overwritten.
+ * A text of the family or a bound (w->text, w->lebuf: room after the
+ * last one): 16 bytes at once whatever its length, then the rest of a
+ * longer one.  The bytes stored past it are in the room of what follows
+ * (a value, a count, the closing quote and what the line has after it),
+ * and overwritten.
  */
 
 static ngx_http_playarr_metrics_inline u_char *
-ngx_http_playarr_metrics_copy_bound(u_char *p, ngx_str_t *le)
+ngx_http_playarr_metrics_copy16(u_char *p, ngx_str_t *t)
 {
 #if (NGX_HTTP_PLAYARR_METRICS_SSE2)
 
-    _mm_storeu_si128((__m128i *) p, _mm_loadu_si128((__m128i *) le->data));
+    _mm_storeu_si128((__m128i *) p, _mm_loadu_si128((__m128i *) t->data));
 
-    if (le->len <= 16) {
-        return p + le->len;
+    if (t->len <= 16) {
+        return p + t->len;
     }
 
-    return ngx_http_playarr_metrics_copy(p + 16, le->data + 16, le->len - 16);
+    return ngx_http_playarr_metrics_copy(p + 16, t->data + 16, t->len - 16);
 
 #else
 
-    return ngx_http_playarr_metrics_copy(p, le->data, le->len);
+    return ngx_http_playarr_metrics_copy(p, t->data, t->len);
 
 #endif
 }
@@ -1050,7 +1059,7 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
     static u_char   hex[] = "0123456789abcdef";
 
     i = 0;
-    p = ngx_http_playarr_metrics_copy(p, w->sep[0].data, w->sep[0].len);
+    p = ngx_http_playarr_metrics_copy16(p, &w->sep[0]);
 
     /*
      * A vector or a word is stored whole before its bytes are looked at:
@@ -1158,8 +1167,7 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
                 break;
             }
 
-            p = ngx_http_playarr_metrics_copy(p, w->sep[i].data,
-                                              w->sep[i].len);
+            p = ngx_http_playarr_metrics_copy16(p, &w->sep[i]);
             continue;
         }
 
@@ -1183,7 +1191,7 @@ ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
 done:
 
     for (i++; i < nlabels; i++) {
-        p = ngx_http_playarr_metrics_copy(p, w->sep[i].data, w->sep[i].len);
+        p = ngx_http_playarr_metrics_copy16(p, &w->sep[i]);
     }
 
     /* sep[nlabels] */
@@ -1240,7 +1248,8 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
     ngx_uint_t   i, n;
 
     n = fc->nlabels;
-    size = 4 * fc->name.len + 128;
+    /* and room for copy16() after the last */
+    size = 4 * fc->name.len + 128 + 16;
 
     for (i = 0; i < n; i++) {
         size += fc->labels[i].len + 8;
@@ -1435,7 +1444,8 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
 {
     u_char                             *p, *key, *line, *lab;
     size_t                              size, line_len, lab_len;
-    ngx_uint_t                          i, n;
+    ngx_str_t                          *le;
+    ngx_uint_t                          i, n, nb;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
 
@@ -1517,14 +1527,18 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         lab_len = p - lab;
         line_len = p - line;
 
+        /* the stores through p could change s->layout->n, as C sees it */
+
+        nb = s->layout->n;
+        le = w->le;
         count = 0;
 
-        for (i = 0; i <= s->layout->n; i++) {
+        for (i = 0; i <= nb; i++) {
             if (i) {
                 p = ngx_http_playarr_metrics_copy(p, line, line_len);
             }
 
-            p = ngx_http_playarr_metrics_copy_bound(p, &w->le[i]);
+            p = ngx_http_playarr_metrics_copy16(p, &le[i]);
 
             count += s->values[1 + i];
 
@@ -1875,7 +1889,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
                 lab_len = p - lab;
             }
 
-            p = ngx_http_playarr_metrics_copy_bound(p, &w->le[i]);
+            p = ngx_http_playarr_metrics_copy16(p, &w->le[i]);
             p = ngx_http_playarr_metrics_copy(p, w->bucket.data,
                                               w->bucket.len);
         }
