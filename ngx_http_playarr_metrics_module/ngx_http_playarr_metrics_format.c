@@ -82,10 +82,11 @@
  * size; the rare cases are kept out of line, with their stack frames.
  */
 #if (__GNUC__ >= 4 || __clang__)
-#define ngx_http_playarr_metrics_inline  ngx_inline __attribute__((always_inline))
-#define ngx_http_playarr_metrics_noinline  __attribute__((noinline))
+#define ngx_http_playarr_metrics_inline                                       \
+    ngx_inline __attribute__((always_inline))
+#define ngx_http_playarr_metrics_noinline   __attribute__((noinline))
 #else
-#define ngx_http_playarr_metrics_inline  ngx_inline
+#define ngx_http_playarr_metrics_inline     ngx_inline
 #define ngx_http_playarr_metrics_noinline
 #endif
 
@@ -440,6 +441,7 @@ ngx_http_playarr_metrics_digits(u_char *p, uint64_t n)
     u_char      *q, *end;
     uint64_t     t;
     ngx_uint_t   d, len;
+
     for (len = 2, t = n / 100; t; t /= 10) {
         len++;
     }
@@ -873,7 +875,6 @@ static u_char  ngx_http_playarr_metrics_special[256] = {
 };
 
 
-
 /*
  * A short copy without a call (the family's texts, the bounds, the label
  * pairs, the start of a bucket line): a few words or vectors loaded from
@@ -986,11 +987,11 @@ ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
 
 
 /*
- * A text of the family or a bound (w->text, w->lebuf: room after the
- * last one): 16 bytes at once whatever its length, then the rest of a
- * longer one.  The bytes stored past it are in the room of what follows
- * (a value, a count, the closing quote and what the line has after it),
- * and overwritten.
+ * A text of the family (family_texts()) or a bound (w->lebuf), both with
+ * room after the last one: 16 bytes at once whatever its length, then
+ * the rest of a longer one.  The bytes stored past it are in the room of
+ * what follows (a value, a count, the closing quote and what the line
+ * has after it), and overwritten.
  */
 
 static ngx_http_playarr_metrics_inline u_char *
@@ -1018,11 +1019,11 @@ ngx_http_playarr_metrics_copy16(u_char *p, ngx_str_t *t)
  * A series' label pairs, escaped, from its key in one pass: the family's
  * texts (w->sep[]: name=" before the first value, ",name=" between two,
  * the closing quote; in JSON "name":" and ","name":") around its values,
- * copied a word at a time up to the next byte that is a separator or is
- * escaped.  Every key has its family's labels; a label missing would be
- * empty, and bytes after the last label's value are never shown.  The
- * output takes at most w->fixed bytes and twice (JSON: six times) the
- * key's.  One copy of the code for each format.
+ * copied 16 bytes (SSE2) or a word at a time up to the next byte that is
+ * a separator or is escaped.  Every key has its family's labels; a label
+ * missing would be empty, and bytes after the last label's value are
+ * never shown.  The output takes at most w->fixed bytes and twice (JSON:
+ * six times) the key's.  One copy of the code for each format.
  */
 
 static u_char *
@@ -1248,7 +1249,8 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
     ngx_uint_t   i, n;
 
     n = fc->nlabels;
-    /* and room for copy16() after the last */
+
+    /* the texts, and room for copy16() after the last */
     size = 4 * fc->name.len + 128 + 16;
 
     for (i = 0; i < n; i++) {
