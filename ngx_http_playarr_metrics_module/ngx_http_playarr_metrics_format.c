@@ -12,6 +12,44 @@
 
 #include <math.h>
 
+#if (NGX_HAVE_LITTLE_ENDIAN && defined(__SSE2__))
+#include <emmintrin.h>
+#endif
+
+
+/*
+ * Eight bytes are read and written at once where a word can be: a flag
+ * in the top bit of each byte of the mask that is one of those bytes,
+ * the lowest flag always on the first such byte (a flag can be wrong
+ * only above a right one, from the borrow of the subtraction).
+ */
+
+#if (NGX_HAVE_LITTLE_ENDIAN && (__GNUC__ >= 4 || __clang__))
+#define NGX_HTTP_PLAYARR_METRICS_WORDS  1
+
+#define NGX_HTTP_PLAYARR_METRICS_ONES   0x0101010101010101ULL
+#define NGX_HTTP_PLAYARR_METRICS_HIGHS  0x8080808080808080ULL
+
+/* the bytes of x that are zero */
+#define ngx_http_playarr_metrics_zero(x)                                      \
+    (((x) - NGX_HTTP_PLAYARR_METRICS_ONES) & ~(x))
+
+/* the bytes of w that are c */
+#define ngx_http_playarr_metrics_byte(w, c)                                   \
+    ngx_http_playarr_metrics_zero((w) ^ (NGX_HTTP_PLAYARR_METRICS_ONES * (c)))
+
+/* and 16 bytes at once with SSE2, the same way */
+#if (defined(__SSE2__))
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   1
+#else
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
+#endif
+
+#else
+#define NGX_HTTP_PLAYARR_METRICS_WORDS  0
+#define NGX_HTTP_PLAYARR_METRICS_SSE2   0
+#endif
+
 
 /* the longest line a writer is asked to hold at once */
 #define NGX_HTTP_PLAYARR_METRICS_LINE_MAX                                     \
@@ -27,15 +65,30 @@
 #define NGX_HTTP_PLAYARR_METRICS_LE_MAX                                       \
     (NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 8)
 
+/* and 16 bytes more: a bound is copied 16 bytes at once (copy16()) */
 #define NGX_HTTP_PLAYARR_METRICS_LE_BUF                                       \
     ((NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1)                               \
-     * NGX_HTTP_PLAYARR_METRICS_LE_MAX)
+     * NGX_HTTP_PLAYARR_METRICS_LE_MAX + 16)
 
 
 /* a self metric, the one of the JSON output too */
 #define NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT    "playarr_http_requests_in_flight"
 #define NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT_HELP                               \
     "HTTP requests being served by nginx, open websockets included"
+
+
+/*
+ * The small helpers of the per-series code are inlined whatever their
+ * size; the rare cases are kept out of line, with their stack frames.
+ */
+#if (__GNUC__ >= 4 || __clang__)
+#define ngx_http_playarr_metrics_inline                                       \
+    ngx_inline __attribute__((always_inline))
+#define ngx_http_playarr_metrics_noinline   __attribute__((noinline))
+#else
+#define ngx_http_playarr_metrics_inline     ngx_inline
+#define ngx_http_playarr_metrics_noinline
+#endif
 
 
 #if defined(__SIZEOF_INT128__)
@@ -91,8 +144,13 @@ struct ngx_http_playarr_metrics_render_s {
     ngx_uint_t                     app_family;
     ngx_uint_t                     app_sample;
 
-    /* scratch room for one series */
-    ngx_str_t                      values[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS];
+    /* the texts each series of the family repeats (family_texts()) */
+    ngx_str_t                      head;
+    ngx_str_t                      bucket;
+    ngx_str_t                      sum;
+    ngx_str_t                      count;
+    ngx_str_t                      sep[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS + 1];
+    size_t                         fixed;       /* of all sep[] */
 
     /* the bounds of one layout as text, once per layout and family */
     ngx_http_playarr_metrics_layout_t  *layout;
@@ -117,23 +175,40 @@ static ngx_chain_t *ngx_http_playarr_metrics_finish(
 static ngx_inline ngx_uint_t ngx_http_playarr_metrics_step_over(
     ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_series_t *s);
-static u_char *ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
-static u_char *ngx_http_playarr_metrics_decimal(u_char *p, double v);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_uint(u_char *p, uint64_t n);
+static u_char *ngx_http_playarr_metrics_digits(u_char *p, uint64_t n);
+static ngx_inline u_char *ngx_http_playarr_metrics_decimal(u_char *p,
+    double v);
 #if (NGX_HTTP_PLAYARR_METRICS_INT128)
 static u_char *ngx_http_playarr_metrics_shortest(u_char *p, double v);
 #endif
 static u_char *ngx_http_playarr_metrics_number(u_char *p, double v);
+static ngx_http_playarr_metrics_noinline u_char *
+    ngx_http_playarr_metrics_number_slow(u_char *p, double v);
 static u_char *ngx_http_playarr_metrics_escape_help(u_char *p, ngx_str_t *s);
-static u_char *ngx_http_playarr_metrics_escape_label(u_char *p, u_char *s,
-    size_t len);
 static u_char *ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s,
     size_t len);
-static ngx_uint_t ngx_http_playarr_metrics_split(
-    ngx_http_playarr_metrics_series_t *s, ngx_str_t *values);
-static size_t ngx_http_playarr_metrics_labels_size(
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values);
-static u_char *ngx_http_playarr_metrics_label_pairs(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_copy16(u_char *p, ngx_str_t *t);
+static u_char *ngx_http_playarr_metrics_pairs_text(
+    ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *key, size_t len,
+    ngx_uint_t nlabels);
+static u_char *ngx_http_playarr_metrics_pairs_json(
+    ngx_http_playarr_metrics_render_t *w, u_char *p, u_char *key, size_t len,
+    ngx_uint_t nlabels);
+static ngx_http_playarr_metrics_inline u_char *
+    ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *s, u_char *end, ngx_uint_t nlabels, ngx_uint_t esc);
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+static ngx_http_playarr_metrics_inline ngx_uint_t
+    ngx_http_playarr_metrics_special16(__m128i x, ngx_uint_t esc);
+#endif
+static ngx_int_t ngx_http_playarr_metrics_family_texts(
+    ngx_http_playarr_metrics_render_t *w,
+    ngx_http_playarr_metrics_family_conf_t *fc);
 static void ngx_http_playarr_metrics_le_text(
     ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels);
@@ -162,9 +237,9 @@ static ngx_int_t ngx_http_playarr_metrics_family_json(
 static ngx_chain_t *ngx_http_playarr_metrics_whole(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t format,
     off_t *len);
-static u_char *ngx_http_playarr_metrics_json_value(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values,
-    ngx_str_t *le, const char *suffix, double v);
+static u_char *ngx_http_playarr_metrics_json_number(u_char *p, double v);
+static ngx_inline u_char *ngx_http_playarr_metrics_json_count(u_char *p,
+    uint64_t n);
 
 
 static const char  *ngx_http_playarr_metrics_reasons[] = {
@@ -184,6 +259,12 @@ static ngx_str_t  ngx_http_playarr_metrics_self_names[] = {
     ngx_string(NGX_HTTP_PLAYARR_METRICS_IN_FLIGHT),
     ngx_null_string
 };
+
+/* 00 to 99 */
+static u_char  ngx_http_playarr_metrics_digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
 
 static ngx_str_t  ngx_http_playarr_metrics_histogram_suffixes[] = {
     ngx_string("_bucket"), ngx_string("_sum"), ngx_string("_count"),
@@ -328,37 +409,55 @@ ngx_http_playarr_metrics_finish(ngx_http_playarr_metrics_render_t *w,
 }
 
 
-/* two decimal digits at a time, without ngx_sprintf() */
+/*
+ * Two decimal digits at a time, without ngx_sprintf(), written in place
+ * from the last one: the number of digits is counted first.  Most counts
+ * have one digit.
+ */
 
-static u_char *
+static ngx_http_playarr_metrics_inline u_char *
 ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
 {
-    u_char       *q, buf[NGX_INT64_LEN];
-    ngx_uint_t    d;
-    static char   digits[] =
-        "00010203040506070809101112131415161718192021222324252627282930313233"
-        "34353637383940414243444546474849505152535455565758596061626364656667"
-        "6869707172737475767778798081828384858687888990919293949596979899";
+    if (n < 10) {
+        *p = (u_char) ('0' + n);
+        return p + 1;
+    }
 
-    q = buf + NGX_INT64_LEN;
+    return ngx_http_playarr_metrics_digits(p, n);
+}
+
+
+static u_char *
+ngx_http_playarr_metrics_digits(u_char *p, uint64_t n)
+{
+    u_char      *q, *end;
+    uint64_t     t;
+    ngx_uint_t   d, len;
+
+    for (len = 2, t = n / 100; t; t /= 10) {
+        len++;
+    }
+
+    end = p + len;
+    q = end;
 
     while (n >= 100) {
         d = (ngx_uint_t) (n % 100) * 2;
         n /= 100;
-        *--q = digits[d + 1];
-        *--q = digits[d];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
     }
 
     if (n >= 10) {
         d = (ngx_uint_t) n * 2;
-        *--q = digits[d + 1];
-        *--q = digits[d];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
 
     } else {
         *--q = (u_char) ('0' + n);
     }
 
-    return ngx_cpymem(p, q, buf + NGX_INT64_LEN - q);
+    return end;
 }
 
 
@@ -371,12 +470,13 @@ ngx_http_playarr_metrics_uint(u_char *p, uint64_t n)
  * strtod().  NULL for any other value.
  */
 
-static u_char *
+static ngx_inline u_char *
 ngx_http_playarr_metrics_decimal(u_char *p, double v)
 {
-    double      a, scale;
-    uint64_t    k, ip, fp, div;
-    ngx_uint_t  i, places;
+    u_char      *end, *q;
+    double       a;
+    uint64_t     k, ip, fp, div;
+    ngx_uint_t   d, places;
 
     a = (v < 0) ? -v : v;
 
@@ -384,48 +484,58 @@ ngx_http_playarr_metrics_decimal(u_char *p, double v)
         return NULL;
     }
 
-    for (places = 3; places <= 6; places += 3) {
-        scale = (places == 3) ? 1e3 : 1e6;
-        div = (places == 3) ? 1000 : 1000000;
+    k = (uint64_t) (a * 1e3 + 0.5);
 
-        k = (uint64_t) (a * scale + 0.5);
+    if ((double) k / 1e3 == a) {
+        places = 3;
+        div = 1000;
 
-        if ((double) k / scale != a) {
-            continue;
+    } else {
+        k = (uint64_t) (a * 1e6 + 0.5);
+
+        if ((double) k / 1e6 != a) {
+            return NULL;
         }
 
-        ip = k / div;
-        fp = k % div;
+        places = 6;
+        div = 1000000;
+    }
 
-        if (v < 0) {
-            *p++ = '-';
-        }
+    ip = k / div;
+    fp = k % div;
 
-        p = ngx_http_playarr_metrics_uint(p, ip);
+    if (v < 0) {
+        *p++ = '-';
+    }
 
-        if (fp == 0) {
-            return p;
-        }
+    p = ngx_http_playarr_metrics_uint(p, ip);
 
-        *p++ = '.';
-
-        for (i = places; fp % 10 == 0; i--) {
-            fp /= 10;
-        }
-
-        /* i digits, with leading zeros */
-
-        for (div = 1; --i; div *= 10) { /* void */ }
-
-        while (div) {
-            *p++ = (u_char) ('0' + fp / div % 10);
-            div /= 10;
-        }
-
+    if (fp == 0) {
         return p;
     }
 
-    return NULL;
+    *p++ = '.';
+
+    /* the places digits of fp, leading zeros included, trailing ones not */
+
+    while (fp % 10 == 0) {
+        fp /= 10;
+        places--;
+    }
+
+    end = p + places;
+
+    for (q = end; q - p >= 2; fp /= 100) {
+        d = (ngx_uint_t) (fp % 100) * 2;
+        *--q = ngx_http_playarr_metrics_digit_pairs[d + 1];
+        *--q = ngx_http_playarr_metrics_digit_pairs[d];
+    }
+
+    if (q > p) {
+        *--q = (u_char) ('0' + fp);
+    }
+
+    return end;
 }
 
 
@@ -607,9 +717,42 @@ ngx_http_playarr_metrics_shortest(u_char *p, double v)
 static u_char *
 ngx_http_playarr_metrics_number(u_char *p, double v)
 {
-    int       n, digits;
-    u_char   *q, buf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+    u_char   *q;
     int64_t   i;
+
+    /* not NaN nor an infinity */
+
+    if (v < 9007199254740992.0 && v > -9007199254740992.0) {
+        i = (int64_t) v;
+
+        if (v == (double) i) {
+
+            if (i < 0) {
+                *p++ = '-';
+                return ngx_http_playarr_metrics_uint(p, (uint64_t) -i);
+            }
+
+            return ngx_http_playarr_metrics_uint(p, (uint64_t) i);
+        }
+
+        q = ngx_http_playarr_metrics_decimal(p, v);
+        if (q) {
+            return q;
+        }
+    }
+
+    return ngx_http_playarr_metrics_number_slow(p, v);
+}
+
+
+static ngx_http_playarr_metrics_noinline u_char *
+ngx_http_playarr_metrics_number_slow(u_char *p, double v)
+{
+    int      n, digits;
+    u_char   buf[NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX];
+#if (NGX_HTTP_PLAYARR_METRICS_INT128)
+    u_char  *q;
+#endif
 
     if (isnan(v)) {
         return ngx_cpymem(p, "NaN", 3);
@@ -617,24 +760,6 @@ ngx_http_playarr_metrics_number(u_char *p, double v)
 
     if (isinf(v)) {
         return ngx_cpymem(p, v > 0 ? "+Inf" : "-Inf", 4);
-    }
-
-    if (v < 9007199254740992.0 && v > -9007199254740992.0
-        && v == (double) (int64_t) v)
-    {
-        i = (int64_t) v;
-
-        if (i < 0) {
-            *p++ = '-';
-            return ngx_http_playarr_metrics_uint(p, (uint64_t) -i);
-        }
-
-        return ngx_http_playarr_metrics_uint(p, (uint64_t) i);
-    }
-
-    q = ngx_http_playarr_metrics_decimal(p, v);
-    if (q) {
-        return q;
     }
 
 #if (NGX_HTTP_PLAYARR_METRICS_INT128)
@@ -687,31 +812,6 @@ ngx_http_playarr_metrics_escape_help(u_char *p, ngx_str_t *s)
 
 
 static u_char *
-ngx_http_playarr_metrics_escape_label(u_char *p, u_char *s, size_t len)
-{
-    u_char  *end;
-
-    for (end = s + len; s < end; s++) {
-        switch (*s) {
-        case '\\':
-            *p++ = '\\'; *p++ = '\\';
-            break;
-        case '"':
-            *p++ = '\\'; *p++ = '"';
-            break;
-        case '\n':
-            *p++ = '\\'; *p++ = 'n';
-            break;
-        default:
-            *p++ = *s;
-        }
-    }
-
-    return p;
-}
-
-
-static u_char *
 ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s, size_t len)
 {
     u_char         *end;
@@ -737,97 +837,523 @@ ngx_http_playarr_metrics_escape_json(u_char *p, u_char *s, size_t len)
 }
 
 
-static ngx_uint_t
-ngx_http_playarr_metrics_split(ngx_http_playarr_metrics_series_t *s,
-    ngx_str_t *values)
+/*
+ * Bytes that a label value cannot be copied with as it is: the value
+ * separator of a key, and what each format escapes (the text format a
+ * backslash, a double quote and a line feed; JSON those two and the
+ * control characters).
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_ESC_TEXT  1
+#define NGX_HTTP_PLAYARR_METRICS_ESC_JSON  2
+
+static u_char  ngx_http_playarr_metrics_special[256] = {
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3
+};
+
+
+/*
+ * A short copy without a call (the family's texts, the bounds, the label
+ * pairs, the start of a bucket line): a few words or vectors loaded from
+ * each end, overlapping in the middle.
+ */
+
+static ngx_http_playarr_metrics_inline u_char *
+ngx_http_playarr_metrics_copy(u_char *p, u_char *s, size_t n)
 {
-    u_char      *p, *start, *end;
-    ngx_uint_t   n;
+    uint32_t  x, y;
+    uint64_t  a, b;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   v0, v1, v2, v3, v4, v5, v6, v7;
 
-    start = ngx_http_playarr_metrics_series_key(s);
-    end = start + s->len;
-    n = 0;
+    if (n >= 16) {
 
-    if (s->family->nlabels == 0) {
-        return 0;
-    }
+        if (n <= 32) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v1);
 
-    for (p = start; /* void */ ; p++) {
-        if (p == end || *p == NGX_HTTP_PLAYARR_METRICS_SEP) {
-            values[n].data = start;
-            values[n].len = p - start;
-            n++;
-
-            if (p == end || n == NGX_HTTP_PLAYARR_METRICS_MAX_LABELS) {
-                break;
-            }
-
-            start = p + 1;
+            return p + n;
         }
+
+        if (n <= 64) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + 16));
+            v2 = _mm_loadu_si128((__m128i *) (s + n - 32));
+            v3 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + 16), v1);
+            _mm_storeu_si128((__m128i *) (p + n - 32), v2);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v3);
+
+            return p + n;
+        }
+
+        if (n <= 128) {
+            v0 = _mm_loadu_si128((__m128i *) s);
+            v1 = _mm_loadu_si128((__m128i *) (s + 16));
+            v2 = _mm_loadu_si128((__m128i *) (s + 32));
+            v3 = _mm_loadu_si128((__m128i *) (s + 48));
+            v4 = _mm_loadu_si128((__m128i *) (s + n - 64));
+            v5 = _mm_loadu_si128((__m128i *) (s + n - 48));
+            v6 = _mm_loadu_si128((__m128i *) (s + n - 32));
+            v7 = _mm_loadu_si128((__m128i *) (s + n - 16));
+            _mm_storeu_si128((__m128i *) p, v0);
+            _mm_storeu_si128((__m128i *) (p + 16), v1);
+            _mm_storeu_si128((__m128i *) (p + 32), v2);
+            _mm_storeu_si128((__m128i *) (p + 48), v3);
+            _mm_storeu_si128((__m128i *) (p + n - 64), v4);
+            _mm_storeu_si128((__m128i *) (p + n - 48), v5);
+            _mm_storeu_si128((__m128i *) (p + n - 32), v6);
+            _mm_storeu_si128((__m128i *) (p + n - 16), v7);
+
+            return p + n;
+        }
+
+        return ngx_cpymem(p, s, n);
+    }
+#else
+    uint64_t  c, d;
+
+    if (n > 16) {
+
+        if (n > 32) {
+            return ngx_cpymem(p, s, n);
+        }
+
+        ngx_memcpy(&a, s, 8);
+        ngx_memcpy(&b, s + 8, 8);
+        ngx_memcpy(&c, s + n - 16, 8);
+        ngx_memcpy(&d, s + n - 8, 8);
+        ngx_memcpy(p, &a, 8);
+        ngx_memcpy(p + 8, &b, 8);
+        ngx_memcpy(p + n - 16, &c, 8);
+        ngx_memcpy(p + n - 8, &d, 8);
+
+        return p + n;
+    }
+#endif
+
+    if (n >= 8) {
+        ngx_memcpy(&a, s, 8);
+        ngx_memcpy(&b, s + n - 8, 8);
+        ngx_memcpy(p, &a, 8);
+        ngx_memcpy(p + n - 8, &b, 8);
+
+        return p + n;
     }
 
-    /* every key has its family's labels; never read past them anyway */
+    if (n >= 4) {
+        ngx_memcpy(&x, s, 4);
+        ngx_memcpy(&y, s + n - 4, 4);
+        ngx_memcpy(p, &x, 4);
+        ngx_memcpy(p + n - 4, &y, 4);
 
-    while (n < s->family->nlabels) {
-        values[n].data = end;
-        values[n].len = 0;
-        n++;
+        return p + n;
     }
 
-    return n;
+    if (n) {
+        p[0] = s[0];
+        p[n >> 1] = s[n >> 1];
+        p[n - 1] = s[n - 1];
+    }
+
+    return p + n;
 }
 
 
-/* room for a series' label pairs, escaped: name="value",... */
+/*
+ * A text of the family (family_texts()) or a bound (w->lebuf), both with
+ * room after the last one: 16 bytes at once whatever its length, then
+ * the rest of a longer one.  The bytes stored past it are in the room of
+ * what follows (a value, a count, the closing quote and what the line
+ * has after it), and overwritten.
+ */
 
-static size_t
-ngx_http_playarr_metrics_labels_size(
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values)
+static ngx_http_playarr_metrics_inline u_char *
+ngx_http_playarr_metrics_copy16(u_char *p, ngx_str_t *t)
 {
-    size_t      size;
-    ngx_uint_t  i;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
 
-    size = 0;
+    _mm_storeu_si128((__m128i *) p, _mm_loadu_si128((__m128i *) t->data));
 
-    for (i = 0; i < fc->nlabels; i++) {
-        size += fc->labels[i].len + 4 + 2 * values[i].len;
+    if (t->len <= 16) {
+        return p + t->len;
     }
 
-    return size;
+    return ngx_http_playarr_metrics_copy(p + 16, t->data + 16, t->len - 16);
+
+#else
+
+    return ngx_http_playarr_metrics_copy(p, t->data, t->len);
+
+#endif
+}
+
+
+/*
+ * A series' label pairs, escaped, from its key in one pass: the family's
+ * texts (w->sep[]: name=" before the first value, ",name=" between two,
+ * the closing quote; in JSON "name":" and ","name":") around its values,
+ * copied 16 bytes (SSE2) or a word at a time up to the next byte that is
+ * a separator or is escaped.  Every key has its family's labels; a label
+ * missing would be empty, and bytes after the last label's value are
+ * never shown.  The output takes at most w->fixed bytes and twice (JSON:
+ * six times) the key's.  One copy of the code for each format.
+ */
+
+static u_char *
+ngx_http_playarr_metrics_pairs_text(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *key, size_t len, ngx_uint_t nlabels)
+{
+    return ngx_http_playarr_metrics_pairs(w, p, key, key + len, nlabels,
+                                          NGX_HTTP_PLAYARR_METRICS_ESC_TEXT);
 }
 
 
 static u_char *
-ngx_http_playarr_metrics_label_pairs(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values)
+ngx_http_playarr_metrics_pairs_json(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *key, size_t len, ngx_uint_t nlabels)
 {
-    ngx_uint_t  i;
+    return ngx_http_playarr_metrics_pairs(w, p, key, key + len, nlabels,
+                                          NGX_HTTP_PLAYARR_METRICS_ESC_JSON);
+}
 
-    for (i = 0; i < fc->nlabels; i++) {
-        if (i) {
-            *p++ = ',';
+
+static ngx_http_playarr_metrics_inline u_char *
+ngx_http_playarr_metrics_pairs(ngx_http_playarr_metrics_render_t *w,
+    u_char *p, u_char *s, u_char *end, ngx_uint_t nlabels, ngx_uint_t esc)
+{
+    u_char          c;
+    ngx_uint_t      i;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i         x;
+    ngx_uint_t      k, m;
+#elif (NGX_HTTP_PLAYARR_METRICS_WORDS)
+    uint64_t        v, t;
+    ngx_uint_t      k;
+#endif
+    static u_char   hex[] = "0123456789abcdef";
+
+    i = 0;
+    p = ngx_http_playarr_metrics_copy16(p, &w->sep[0]);
+
+    /*
+     * A vector or a word is stored whole before its bytes are looked at:
+     * each byte of the key left gives a byte at least, and is counted
+     * twice (JSON: six times) in the room of the caller, so the bytes
+     * stored past the output are within it, and overwritten.
+     */
+
+    for ( ;; ) {
+
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+
+        if (end - s >= 16) {
+            x = _mm_loadu_si128((__m128i *) s);
+            _mm_storeu_si128((__m128i *) p, x);
+            m = ngx_http_playarr_metrics_special16(x, esc);
+
+            if (m == 0) {
+                s += 16;
+                p += 16;
+                continue;
+            }
+
+        } else if (end - s >= 8) {
+            x = _mm_loadl_epi64((__m128i *) s);
+            _mm_storel_epi64((__m128i *) p, x);
+            m = ngx_http_playarr_metrics_special16(x, esc) & 0xff;
+
+            if (m == 0) {
+                s += 8;
+                p += 8;
+                continue;
+            }
+
+        } else {
+            m = 0;
         }
 
-        p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
-        *p++ = '=';
-        *p++ = '"';
-        p = ngx_http_playarr_metrics_escape_label(p, values[i].data,
-                                                  values[i].len);
-        *p++ = '"';
+        if (m) {
+            k = __builtin_ctz((unsigned int) m);
+            s += k;
+            p += k;
+
+            goto special;
+        }
+
+#elif (NGX_HTTP_PLAYARR_METRICS_WORDS)
+
+        if (end - s >= 8) {
+            ngx_memcpy(&v, s, 8);
+            ngx_memcpy(p, &v, 8);
+
+            if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
+                t = ngx_http_playarr_metrics_byte(v, '\\')
+                    | ngx_http_playarr_metrics_byte(v, '"')
+                    | ngx_http_playarr_metrics_byte(v, '\n')
+                    | ngx_http_playarr_metrics_zero(~v);
+
+            } else {
+                t = ((v - NGX_HTTP_PLAYARR_METRICS_ONES * 0x20) & ~v)
+                    | ngx_http_playarr_metrics_byte(v, '\\')
+                    | ngx_http_playarr_metrics_byte(v, '"')
+                    | ngx_http_playarr_metrics_zero(~v);
+            }
+
+            t &= NGX_HTTP_PLAYARR_METRICS_HIGHS;
+
+            if (t == 0) {
+                s += 8;
+                p += 8;
+                continue;
+            }
+
+            k = __builtin_ctzll(t) >> 3;
+            s += k;
+            p += k;
+
+            goto special;
+        }
+
+#endif
+
+        /* fewer than 8 bytes left */
+
+        for ( ;; ) {
+            if (s == end) {
+                goto done;
+            }
+
+            if (ngx_http_playarr_metrics_special[*s] & esc) {
+                break;
+            }
+
+            *p++ = *s++;
+        }
+
+#if (NGX_HTTP_PLAYARR_METRICS_WORDS)
+    special:
+#endif
+
+        c = *s++;
+
+        if (c == NGX_HTTP_PLAYARR_METRICS_SEP) {
+            if (++i == nlabels) {
+                break;
+            }
+
+            p = ngx_http_playarr_metrics_copy16(p, &w->sep[i]);
+            continue;
+        }
+
+        *p++ = '\\';
+
+        if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
+            *p++ = (c == '\n') ? 'n' : c;
+
+        } else if (c < 0x20) {
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+
+        } else {
+            *p++ = c;
+        }
     }
+
+done:
+
+    for (i++; i < nlabels; i++) {
+        p = ngx_http_playarr_metrics_copy16(p, &w->sep[i]);
+    }
+
+    /* sep[nlabels] */
+    *p++ = '"';
 
     return p;
 }
 
 
-/* the end of each bucket line but its count: ,le="0.005"}  */
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+
+/* a bit for each byte of x that is a separator or escaped */
+
+static ngx_http_playarr_metrics_inline ngx_uint_t
+ngx_http_playarr_metrics_special16(__m128i x, ngx_uint_t esc)
+{
+    __m128i  m;
+
+    m = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('\\')),
+                     _mm_cmpeq_epi8(x, _mm_set1_epi8('"')));
+    m = _mm_or_si128(m, _mm_cmpeq_epi8(x, _mm_set1_epi8((char) 0xff)));
+
+    if (esc == NGX_HTTP_PLAYARR_METRICS_ESC_TEXT) {
+        m = _mm_or_si128(m, _mm_cmpeq_epi8(x, _mm_set1_epi8('\n')));
+
+    } else {
+        /* below 0x20: where the unsigned minimum with 0x1f is x */
+        m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_min_epu8(x,
+                                                       _mm_set1_epi8(0x1f)),
+                                           x));
+    }
+
+    return (ngx_uint_t) _mm_movemask_epi8(m);
+}
+
+#endif
+
+
+/*
+ * The texts that each series of a family repeats, once per family: the
+ * start of its lines and the label names around the values.
+ *   text: name{ (name and a space without labels), name_bucket{,
+ *         name_sum{, name_count{; name=" and ",name=" and a quote;
+ *   JSON: the end of each histogram value, },"metricName":"name_bucket"}
+ *         and so on; "name":" and ","name":" and a quote.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
+    ngx_http_playarr_metrics_family_conf_t *fc)
+{
+    u_char      *p, *name;
+    size_t       size;
+    ngx_uint_t   i, n;
+
+    n = fc->nlabels;
+
+    /* the texts, and room for copy16() after the last */
+    size = 4 * fc->name.len + 128 + 16;
+
+    for (i = 0; i < n; i++) {
+        size += fc->labels[i].len + 8;
+    }
+
+    p = ngx_pnalloc(w->request->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    name = fc->name.data;
+
+    if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+        w->head.len = 0;
+
+        w->bucket.data = p;
+        p = ngx_cpymem(p, "},\"metricName\":\"", 16);
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_bucket\"}", 9);
+        w->bucket.len = p - w->bucket.data;
+
+        w->sum.data = p;
+        p = ngx_cpymem(p, "},\"metricName\":\"", 16);
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_sum\"}", 6);
+        w->sum.len = p - w->sum.data;
+
+        w->count.data = p;
+        p = ngx_cpymem(p, "},\"metricName\":\"", 16);
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_count\"}", 8);
+        w->count.len = p - w->count.data;
+
+    } else {
+        w->head.data = p;
+        p = ngx_cpymem(p, name, fc->name.len);
+        *p++ = n ? '{' : ' ';
+        w->head.len = p - w->head.data;
+
+        /* a bucket line has the brace with or without labels */
+
+        w->bucket.data = p;
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_bucket{", 8);
+        w->bucket.len = p - w->bucket.data;
+
+        w->sum.data = p;
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_sum", 4);
+        *p++ = n ? '{' : ' ';
+        w->sum.len = p - w->sum.data;
+
+        w->count.data = p;
+        p = ngx_cpymem(p, name, fc->name.len);
+        p = ngx_cpymem(p, "_count", 6);
+        *p++ = n ? '{' : ' ';
+        w->count.len = p - w->count.data;
+    }
+
+    w->fixed = 0;
+
+    for (i = 0; i <= n; i++) {
+        w->sep[i].data = p;
+
+        if (i) {
+            *p++ = '"';
+        }
+
+        if (i < n) {
+            if (i) {
+                *p++ = ',';
+            }
+
+            if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+                *p++ = '"';
+                p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
+                p = ngx_cpymem(p, "\":\"", 3);
+
+            } else {
+                p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
+                *p++ = '=';
+                *p++ = '"';
+            }
+        }
+
+        w->sep[i].len = p - w->sep[i].data;
+        w->fixed += w->sep[i].len;
+    }
+
+    w->layout = NULL;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The end of each bucket line but its count, once per layout and family:
+ *   text: ,le="0.005"}  (and a space);
+ *   JSON: ,"le":0.005 and ,"le":"+Inf";
+ * without the comma when the family has no labels.
+ */
 
 static void
 ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels)
 {
     u_char      *p;
-    ngx_uint_t   i;
+    ngx_uint_t   i, json;
+
+    json = (w->format == NGX_HTTP_PLAYARR_METRICS_JSON);
 
     p = w->lebuf;
     w->le_max = 0;
@@ -839,18 +1365,30 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
             *p++ = ',';
         }
 
-        p = ngx_cpymem(p, "le=\"", 4);
+        if (json) {
+            p = ngx_cpymem(p, "\"le\":", 5);
 
-        if (i < layout->n) {
-            p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+            if (i < layout->n) {
+                p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+
+            } else {
+                p = ngx_cpymem(p, "\"+Inf\"", 6);
+            }
 
         } else {
-            p = ngx_cpymem(p, "+Inf", 4);
-        }
+            p = ngx_cpymem(p, "le=\"", 4);
 
-        *p++ = '"';
-        *p++ = '}';
-        *p++ = ' ';
+            if (i < layout->n) {
+                p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+
+            } else {
+                p = ngx_cpymem(p, "+Inf", 4);
+            }
+
+            *p++ = '"';
+            *p++ = '}';
+            *p++ = ' ';
+        }
 
         w->le[i].len = p - w->le[i].data;
         w->le_max = ngx_max(w->le_max, w->le[i].len);
@@ -889,36 +1427,37 @@ ngx_http_playarr_metrics_header(ngx_http_playarr_metrics_render_t *w,
 
 
 /*
- * One reserve() per series, sized from its own labels; the label pairs
- * are escaped once per series and copied to each line of a histogram.
+ * One reserve() per series, sized from its own key; the label pairs
+ * are escaped once per series, and a histogram's first bucket line up to
+ * its bound is copied to the start of each of the others.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
-    u_char                             *p, *lab;
-    size_t                              size, lab_len;
-    ngx_str_t                          *values;
-    ngx_uint_t                          i;
+    u_char                             *p, *key, *line, *lab;
+    size_t                              size, line_len, lab_len;
+    ngx_str_t                          *le;
+    ngx_uint_t                          i, n, nb;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
-
-    values = w->values;
 
     if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
 
         if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
                                     ngx_http_playarr_metrics_types[fc->type])
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_playarr_metrics_family_texts(w, fc) != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        w->layout = NULL;
         w->series = fc->shared->head;
         w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
     }
+
+    n = fc->nlabels;
 
     for (s = w->series; s; s = s->sibling) {
 
@@ -930,10 +1469,11 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
             continue;
         }
 
-        ngx_http_playarr_metrics_split(s, values);
+        key = ngx_http_playarr_metrics_series_key(s);
 
-        size = fc->name.len + 16
-               + ngx_http_playarr_metrics_labels_size(fc, values)
+        /* a line: its start, the pairs, "} ", a value and "\n" */
+
+        size = w->bucket.len + w->fixed + 2 * s->len + 3
                + NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX;
 
         if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
@@ -942,15 +1482,14 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
                 return NGX_ERROR;
             }
 
-            p = ngx_cpymem(p, fc->name.data, fc->name.len);
+            p = ngx_http_playarr_metrics_copy(p, w->head.data, w->head.len);
 
-            if (fc->nlabels) {
-                *p++ = '{';
-                p = ngx_http_playarr_metrics_label_pairs(p, fc, values);
+            if (n) {
+                p = ngx_http_playarr_metrics_pairs_text(w, p, key, s->len, n);
                 *p++ = '}';
+                *p++ = ' ';
             }
 
-            *p++ = ' ';
             p = ngx_http_playarr_metrics_number(p,
                                 ngx_http_playarr_metrics_double(s->values[0]));
             *p++ = '\n';
@@ -962,7 +1501,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         /* the bounds are printed once per layout */
 
         if (s->layout != w->layout) {
-            ngx_http_playarr_metrics_le_text(w, s->layout, fc->nlabels);
+            ngx_http_playarr_metrics_le_text(w, s->layout, n);
         }
 
         p = ngx_http_playarr_metrics_reserve(w, (s->layout->n + 3)
@@ -971,24 +1510,29 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
             return NGX_ERROR;
         }
 
-        /* the first bucket line escapes the labels, the others copy them */
-
-        p = ngx_cpymem(p, fc->name.data, fc->name.len);
-        p = ngx_cpymem(p, "_bucket{", 8);
+        line = p;
+        p = ngx_http_playarr_metrics_copy(p, w->bucket.data, w->bucket.len);
         lab = p;
-        p = ngx_http_playarr_metrics_label_pairs(p, fc, values);
-        lab_len = p - lab;
 
+        if (n) {
+            p = ngx_http_playarr_metrics_pairs_text(w, p, key, s->len, n);
+        }
+
+        lab_len = p - lab;
+        line_len = p - line;
+
+        /* the stores through p could change s->layout->n, as C sees it */
+
+        nb = s->layout->n;
+        le = w->le;
         count = 0;
 
-        for (i = 0; i <= s->layout->n; i++) {
+        for (i = 0; i <= nb; i++) {
             if (i) {
-                p = ngx_cpymem(p, fc->name.data, fc->name.len);
-                p = ngx_cpymem(p, "_bucket{", 8);
-                p = ngx_cpymem(p, lab, lab_len);
+                p = ngx_http_playarr_metrics_copy(p, line, line_len);
             }
 
-            p = ngx_cpymem(p, w->le[i].data, w->le[i].len);
+            p = ngx_http_playarr_metrics_copy16(p, &le[i]);
 
             count += s->values[1 + i];
 
@@ -996,30 +1540,26 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
             *p++ = '\n';
         }
 
-        p = ngx_cpymem(p, fc->name.data, fc->name.len);
-        p = ngx_cpymem(p, "_sum", 4);
+        p = ngx_http_playarr_metrics_copy(p, w->sum.data, w->sum.len);
 
-        if (fc->nlabels) {
-            *p++ = '{';
-            p = ngx_cpymem(p, lab, lab_len);
+        if (n) {
+            p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
             *p++ = '}';
+            *p++ = ' ';
         }
 
-        *p++ = ' ';
         p = ngx_http_playarr_metrics_number(p,
                                 ngx_http_playarr_metrics_double(s->values[0]));
         *p++ = '\n';
 
-        p = ngx_cpymem(p, fc->name.data, fc->name.len);
-        p = ngx_cpymem(p, "_count", 6);
+        p = ngx_http_playarr_metrics_copy(p, w->count.data, w->count.len);
 
-        if (fc->nlabels) {
-            *p++ = '{';
-            p = ngx_cpymem(p, lab, lab_len);
+        if (n) {
+            p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
             *p++ = '}';
+            *p++ = ' ';
         }
 
-        *p++ = ' ';
         p = ngx_http_playarr_metrics_uint(p, count);
         *p++ = '\n';
 
@@ -1204,78 +1744,16 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_render_t *w)
  * "metricName".
  */
 
-static u_char *
-ngx_http_playarr_metrics_json_value(u_char *p,
-    ngx_http_playarr_metrics_family_conf_t *fc, ngx_str_t *values,
-    ngx_str_t *le, const char *suffix, double v)
-{
-    ngx_uint_t  i;
-
-    p = ngx_cpymem(p, "{\"value\":", 9);
-
-    if (isfinite(v)) {
-        p = ngx_http_playarr_metrics_number(p, v);
-
-    } else {
-        p = ngx_cpymem(p, "null", 4);
-    }
-
-    p = ngx_cpymem(p, ",\"labels\":{", 11);
-
-    for (i = 0; i < fc->nlabels; i++) {
-        if (i) {
-            *p++ = ',';
-        }
-
-        *p++ = '"';
-        p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
-        p = ngx_cpymem(p, "\":\"", 3);
-        p = ngx_http_playarr_metrics_escape_json(p, values[i].data,
-                                                 values[i].len);
-        *p++ = '"';
-    }
-
-    if (le) {
-        if (fc->nlabels) {
-            *p++ = ',';
-        }
-
-        p = ngx_cpymem(p, "\"le\":", 5);
-
-        if (le->data[0] == '+') {
-            p = ngx_cpymem(p, "\"+Inf\"", 6);
-
-        } else {
-            p = ngx_cpymem(p, le->data, le->len);
-        }
-    }
-
-    *p++ = '}';
-
-    if (suffix) {
-        p = ngx_cpymem(p, ",\"metricName\":\"", 15);
-        p = ngx_cpymem(p, fc->name.data, fc->name.len);
-        p = ngx_cpymem(p, suffix, ngx_strlen(suffix));
-        *p++ = '"';
-    }
-
-    *p++ = '}';
-
-    return p;
-}
-
-
 static ngx_int_t
 ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_family_conf_t *fc)
 {
-    u_char                             *p;
-    ngx_str_t                           le, *values;
-    ngx_uint_t                          i;
+    u_char                             *p, *key, *lab;
+    double                              v;
+    size_t                              size, lab_len;
+    ngx_uint_t                          i, n;
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
-
-    values = w->values;
 
     if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
 
@@ -1301,10 +1779,16 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
 
         ngx_http_playarr_metrics_commit(w, p);
 
+        if (ngx_http_playarr_metrics_family_texts(w, fc) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         w->first = 1;
         w->series = fc->shared->head;
         w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
     }
+
+    n = fc->nlabels;
 
     for (s = w->series; s; s = s->sibling) {
 
@@ -1316,11 +1800,18 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
             continue;
         }
 
-        ngx_http_playarr_metrics_split(s, values);
+        key = ngx_http_playarr_metrics_series_key(s);
+
+        /*
+         * a value: a comma, {"value":, a number, ,"labels":{, the pairs,
+         * the end of a histogram's value (the longest) or }}
+         */
+
+        size = 1 + 9 + NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 11 + w->fixed
+               + 6 * s->len + w->bucket.len;
 
         if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
-            p = ngx_http_playarr_metrics_reserve(w,
-                                           NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
+            p = ngx_http_playarr_metrics_reserve(w, size);
             if (p == NULL) {
                 return NGX_ERROR;
             }
@@ -1331,57 +1822,85 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
 
             w->first = 0;
 
-            p = ngx_http_playarr_metrics_json_value(p, fc, values, NULL, NULL,
+            p = ngx_http_playarr_metrics_copy(p, (u_char *) "{\"value\":", 9);
+            p = ngx_http_playarr_metrics_json_number(p,
                                 ngx_http_playarr_metrics_double(s->values[0]));
+            p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{",
+                                              11);
+
+            if (n) {
+                p = ngx_http_playarr_metrics_pairs_json(w, p, key, s->len, n);
+            }
+
+            *p++ = '}';
+            *p++ = '}';
 
             ngx_http_playarr_metrics_commit(w, p);
             continue;
         }
 
+        if (s->layout != w->layout) {
+            ngx_http_playarr_metrics_le_text(w, s->layout, n);
+        }
+
+        p = ngx_http_playarr_metrics_reserve(w, (s->layout->n + 3)
+                                                * (size + w->le_max));
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* the pairs are escaped in the first bucket, copied to the others */
+
+        lab = NULL;
+        lab_len = 0;
         count = 0;
 
         for (i = 0; i <= s->layout->n; i++) {
-            p = ngx_http_playarr_metrics_reserve(w,
-                                           NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
             if (!w->first) {
                 *p++ = ',';
             }
 
             w->first = 0;
 
-            if (i < s->layout->n) {
-                le.data = w->lebuf;
-                le.len = ngx_http_playarr_metrics_number(w->lebuf,
-                                                         s->layout->le[i])
-                         - w->lebuf;
-            } else {
-                ngx_str_set(&le, "+Inf");
-            }
-
             count += s->values[1 + i];
 
-            p = ngx_http_playarr_metrics_json_value(p, fc, values, &le,
-                                                    "_bucket", count);
+            p = ngx_http_playarr_metrics_copy(p, (u_char *) "{\"value\":", 9);
+            p = ngx_http_playarr_metrics_json_count(p, count);
+            p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{",
+                                              11);
 
-            ngx_http_playarr_metrics_commit(w, p);
+            if (lab) {
+                p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
+
+            } else {
+                lab = p;
+
+                if (n) {
+                    p = ngx_http_playarr_metrics_pairs_json(w, p, key,
+                                                             s->len, n);
+                }
+
+                lab_len = p - lab;
+            }
+
+            p = ngx_http_playarr_metrics_copy16(p, &w->le[i]);
+            p = ngx_http_playarr_metrics_copy(p, w->bucket.data,
+                                              w->bucket.len);
         }
 
-        p = ngx_http_playarr_metrics_reserve(w,
-                                         2 * NGX_HTTP_PLAYARR_METRICS_LINE_MAX);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
+        v = ngx_http_playarr_metrics_double(s->values[0]);
 
-        *p++ = ',';
-        p = ngx_http_playarr_metrics_json_value(p, fc, values, NULL, "_sum",
-                                ngx_http_playarr_metrics_double(s->values[0]));
-        *p++ = ',';
-        p = ngx_http_playarr_metrics_json_value(p, fc, values, NULL,
-                                                "_count", count);
+        p = ngx_http_playarr_metrics_copy(p, (u_char *) ",{\"value\":", 10);
+        p = ngx_http_playarr_metrics_json_number(p, v);
+        p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{", 11);
+        p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
+        p = ngx_http_playarr_metrics_copy(p, w->sum.data, w->sum.len);
+
+        p = ngx_http_playarr_metrics_copy(p, (u_char *) ",{\"value\":", 10);
+        p = ngx_http_playarr_metrics_json_count(p, count);
+        p = ngx_http_playarr_metrics_copy(p, (u_char *) ",\"labels\":{", 11);
+        p = ngx_http_playarr_metrics_copy(p, lab, lab_len);
+        p = ngx_http_playarr_metrics_copy(p, w->count.data, w->count.len);
 
         ngx_http_playarr_metrics_commit(w, p);
     }
@@ -1396,6 +1915,32 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
     ngx_http_playarr_metrics_commit(w, p);
 
     return NGX_OK;
+}
+
+
+/* a JSON value: a number, or null (JSON has no NaN nor infinities) */
+
+static u_char *
+ngx_http_playarr_metrics_json_number(u_char *p, double v)
+{
+    if (isfinite(v)) {
+        return ngx_http_playarr_metrics_number(p, v);
+    }
+
+    return ngx_cpymem(p, "null", 4);
+}
+
+
+/* a count as the number it reads as in JavaScript: a double */
+
+static ngx_inline u_char *
+ngx_http_playarr_metrics_json_count(u_char *p, uint64_t n)
+{
+    if (n < ((uint64_t) 1 << 53)) {
+        return ngx_http_playarr_metrics_uint(p, n);
+    }
+
+    return ngx_http_playarr_metrics_number(p, (double) n);
 }
 
 
