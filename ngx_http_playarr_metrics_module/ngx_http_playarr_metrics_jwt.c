@@ -7,7 +7,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include <ngx_http_playarr_metrics_store.h>
 #include <ngx_http_playarr_metrics_jwt.h>
 
 #include <jansson.h>
@@ -17,35 +16,7 @@
 #include <openssl/rand.h>
 
 
-/*
- * The cache: 256 sets of 2 entries, the newest first; a cookie longer
- * than ..._CACHE_TOKEN bytes (Playarr's are about 200) is verified every
- * time.  About 720 bytes an entry, 360 kB a worker.
- */
-
-#define NGX_HTTP_PLAYARR_METRICS_JWT_SETS         256
-#define NGX_HTTP_PLAYARR_METRICS_JWT_WAYS         2
-#define NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN  512
-
 #define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
-
-/* the last bytes of a cookie, its signature's, are its hash's */
-#define NGX_HTTP_PLAYARR_METRICS_JWT_HASHED       16
-
-
-typedef struct {
-    uint32_t                                hash;
-    uint16_t                                len;       /* 0: unused */
-    uint16_t                                valid;
-    ngx_http_playarr_metrics_jwt_claims_t   claims;
-    u_char                    token[NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN];
-} ngx_http_playarr_metrics_jwt_entry_t;
-
-
-struct ngx_http_playarr_metrics_jwt_cache_s {
-    uint32_t                                seed;
-    ngx_http_playarr_metrics_jwt_entry_t   *entries;
-};
 
 
 static json_t *ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len,
@@ -55,7 +26,7 @@ static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
 static ngx_int_t ngx_http_playarr_metrics_jwt_string(json_t *o,
     const char *name, u_char *dst, size_t max, size_t *len);
 static ngx_int_t ngx_http_playarr_metrics_jwt_time(json_t *o,
-    const char *name, double *t);
+    const char *name, time_t *t);
 
 
 /* base64url, strictly: the alphabet only, and canonical */
@@ -250,23 +221,16 @@ ngx_http_playarr_metrics_jwt_claims(json_t *payload,
         return NGX_DECLINED;
     }
 
-    switch (ngx_http_playarr_metrics_jwt_time(payload, "exp", &claims->exp)) {
-    case NGX_OK:
-        claims->has_exp = 1;
-        break;
-    case NGX_DECLINED:
-        break;
-    default:
-        return NGX_DECLINED;
-    }
+    claims->valid_from = -NGX_MAX_TIME_T_VALUE;
+    claims->valid_until = NGX_MAX_TIME_T_VALUE;
 
-    switch (ngx_http_playarr_metrics_jwt_time(payload, "nbf", &claims->nbf)) {
-    case NGX_OK:
-        claims->has_nbf = 1;
-        break;
-    case NGX_DECLINED:
-        break;
-    default:
+    if (ngx_http_playarr_metrics_jwt_time(payload, "exp",
+                                          &claims->valid_until)
+        == NGX_ERROR
+        || ngx_http_playarr_metrics_jwt_time(payload, "nbf",
+                                             &claims->valid_from)
+           == NGX_ERROR)
+    {
         return NGX_DECLINED;
     }
 
@@ -310,11 +274,16 @@ ngx_http_playarr_metrics_jwt_string(json_t *o, const char *name, u_char *dst,
 }
 
 
-/* NGX_OK: a number; NGX_DECLINED: absent; NGX_ERROR: anything else */
+/*
+ * NGX_OK: a number, *t the first whole second not before it (a whole
+ * second compares with it as the number itself would), within what
+ * time_t holds; NGX_DECLINED: absent; NGX_ERROR: anything else
+ */
 
 static ngx_int_t
-ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, double *t)
+ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, time_t *t)
 {
+    double   d;
     json_t  *v;
 
     v = json_object_get(o, name);
@@ -327,27 +296,23 @@ ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, double *t)
         return NGX_ERROR;
     }
 
-    *t = json_number_value(v);
+    d = json_number_value(v);
+
+    if (d >= (double) NGX_MAX_TIME_T_VALUE) {
+        *t = NGX_MAX_TIME_T_VALUE;
+
+    } else if (d <= (double) -NGX_MAX_TIME_T_VALUE) {
+        *t = -NGX_MAX_TIME_T_VALUE;
+
+    } else {
+        *t = (time_t) d;
+
+        if ((double) *t < d) {
+            (*t)++;
+        }
+    }
 
     return NGX_OK;
-}
-
-
-/* as jsonwebtoken: expired from "exp" on, valid from "nbf" on */
-
-ngx_uint_t
-ngx_http_playarr_metrics_jwt_current(
-    ngx_http_playarr_metrics_jwt_claims_t *claims, time_t now)
-{
-    if (claims->has_exp && (double) now >= claims->exp) {
-        return 0;
-    }
-
-    if (claims->has_nbf && claims->nbf > (double) now) {
-        return 0;
-    }
-
-    return 1;
 }
 
 
@@ -373,8 +338,9 @@ ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
 
     /* keyed: which cookies share a set is not for a client to choose */
 
-    if (RAND_bytes((u_char *) &cache->seed, sizeof(cache->seed)) != 1) {
-        cache->seed = (uint32_t) ngx_random();
+    if (RAND_bytes((u_char *) cache->key, sizeof(cache->key)) != 1) {
+        cache->key[0] = ((uint64_t) ngx_random() << 32) ^ ngx_random();
+        cache->key[1] = ((uint64_t) ngx_random() << 32) ^ ngx_random();
     }
 
     return cache;
@@ -386,8 +352,7 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
     ngx_str_t *secret, u_char *token, size_t len,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    size_t                                 n;
-    uint32_t                               h;
+    uint64_t                               h;
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
 
@@ -396,17 +361,7 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
                 == NGX_OK) ? tmp : NULL;
     }
 
-    /*
-     * The set: from the signature part, which differs from one session to
-     * the next (the compare is of the whole value): its last 96 bits
-     */
-
-    n = ngx_min(len, NGX_HTTP_PLAYARR_METRICS_JWT_HASHED);
-
-    h = ngx_http_playarr_metrics_hash(cache->seed, token + len - n, n);
-
-    set = &cache->entries[(h & (NGX_HTTP_PLAYARR_METRICS_JWT_SETS - 1))
-                          * NGX_HTTP_PLAYARR_METRICS_JWT_WAYS];
+    set = ngx_http_playarr_metrics_jwt_set(cache, token, len, &h);
 
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_JWT_WAYS; i++) {
         e = &set[i];
@@ -427,6 +382,7 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
     e->valid = (ngx_http_playarr_metrics_jwt_verify(secret, token, len,
                                                     &e->claims)
                 == NGX_OK);
+    e->whole = (ngx_strlchr(token, token + len, ';') == NULL);
     e->hash = h;
     e->len = (uint16_t) len;
     ngx_memcpy(e->token, token, len);
