@@ -12,13 +12,18 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 
 #define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
 
 
+static ngx_int_t ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret,
+    EVP_MAC_CTX *hmac, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *claims);
 static json_t *ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len,
     u_char *buf);
 static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
@@ -27,6 +32,7 @@ static ngx_int_t ngx_http_playarr_metrics_jwt_string(json_t *o,
     const char *name, u_char *dst, size_t max, size_t *len);
 static ngx_int_t ngx_http_playarr_metrics_jwt_time(json_t *o,
     const char *name, time_t *t);
+static void ngx_http_playarr_metrics_jwt_cache_cleanup(void *data);
 
 
 /* base64url, strictly: the alphabet only, and canonical */
@@ -84,13 +90,25 @@ ngx_int_t
 ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
     size_t len, ngx_http_playarr_metrics_jwt_claims_t *claims)
 {
-    u_char       *dot1, *dot2, *last;
-    json_t       *header, *payload, *alg;
-    ngx_int_t     rc;
-    ngx_str_t     sig;
-    unsigned int  maclen;
-    u_char        mac[EVP_MAX_MD_SIZE];
-    u_char        buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
+    return ngx_http_playarr_metrics_jwt_check(secret, NULL, token, len,
+                                              claims);
+}
+
+
+/* _verify(), the HMAC with the secret or with hmac, keyed with it */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret, EVP_MAC_CTX *hmac,
+    u_char *token, size_t len, ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    u_char        *dot1, *dot2, *last;
+    json_t        *header, *payload, *alg;
+    size_t         maclen;
+    ngx_int_t      rc;
+    ngx_str_t      sig;
+    unsigned int   n;
+    u_char         mac[EVP_MAX_MD_SIZE];
+    u_char         buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_MAX) {
         return NGX_DECLINED;
@@ -125,10 +143,29 @@ ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
         return NGX_DECLINED;
     }
 
-    if (HMAC(EVP_sha256(), secret->data, (int) secret->len, token,
-             dot2 - token, mac, &maclen)
-        == NULL
-        || maclen != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN
+    if (hmac) {
+
+        /* the key set once: its pads are not computed again */
+
+        if (EVP_MAC_init(hmac, NULL, 0, NULL) != 1
+            || EVP_MAC_update(hmac, token, dot2 - token) != 1
+            || EVP_MAC_final(hmac, mac, &maclen, sizeof(mac)) != 1)
+        {
+            return NGX_DECLINED;
+        }
+
+    } else {
+        if (HMAC(EVP_sha256(), secret->data, (int) secret->len, token,
+                 dot2 - token, mac, &n)
+            == NULL)
+        {
+            return NGX_DECLINED;
+        }
+
+        maclen = n;
+    }
+
+    if (maclen != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN
         || CRYPTO_memcmp(mac, sig.data, maclen) != 0)
     {
         return NGX_DECLINED;
@@ -317,13 +354,47 @@ ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, time_t *t)
 
 
 ngx_http_playarr_metrics_jwt_cache_t *
-ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
+ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool, ngx_str_t *secret)
 {
     size_t                                 size;
+    EVP_MAC                               *mac;
+    OSSL_PARAM                             params[2];
+    ngx_pool_cleanup_t                    *cln;
     ngx_http_playarr_metrics_jwt_cache_t  *cache;
 
     cache = ngx_palloc(pool, sizeof(ngx_http_playarr_metrics_jwt_cache_t));
     if (cache == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    /* an HMAC-SHA256 keyed with the secret, for every verification */
+
+    mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    if (mac == NULL) {
+        return NULL;
+    }
+
+    cache->hmac = EVP_MAC_CTX_new(mac);
+
+    EVP_MAC_free(mac);
+
+    if (cache->hmac == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_playarr_metrics_jwt_cache_cleanup;
+    cln->data = cache;
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (EVP_MAC_init(cache->hmac, secret->data, secret->len, params) != 1) {
         return NULL;
     }
 
@@ -347,17 +418,26 @@ ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
 }
 
 
+static void
+ngx_http_playarr_metrics_jwt_cache_cleanup(void *data)
+{
+    ngx_http_playarr_metrics_jwt_cache_t  *cache = data;
+
+    EVP_MAC_CTX_free(cache->hmac);
+}
+
+
 ngx_http_playarr_metrics_jwt_claims_t *
 ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
-    ngx_str_t *secret, u_char *token, size_t len,
-    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+    u_char *token, size_t len, ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
     uint64_t                               h;
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN) {
-        return (ngx_http_playarr_metrics_jwt_verify(secret, token, len, tmp)
+        return (ngx_http_playarr_metrics_jwt_check(NULL, cache->hmac, token,
+                                                   len, tmp)
                 == NGX_OK) ? tmp : NULL;
     }
 
@@ -379,8 +459,8 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
 
     e = &set[0];
 
-    e->valid = (ngx_http_playarr_metrics_jwt_verify(secret, token, len,
-                                                    &e->claims)
+    e->valid = (ngx_http_playarr_metrics_jwt_check(NULL, cache->hmac, token,
+                                                   len, &e->claims)
                 == NGX_OK);
     e->whole = (ngx_strlchr(token, token + len, ';') == NULL);
     e->hash = h;

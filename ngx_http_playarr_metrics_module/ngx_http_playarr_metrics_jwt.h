@@ -71,6 +71,7 @@ typedef struct {
 typedef struct {
     uint64_t                                key[2];    /* random */
     ngx_http_playarr_metrics_jwt_entry_t   *entries;
+    void                                   *hmac;      /* EVP_MAC_CTX */
 } ngx_http_playarr_metrics_jwt_cache_t;
 
 
@@ -95,18 +96,19 @@ ngx_int_t ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret,
 #define ngx_http_playarr_metrics_jwt_current(claims, now)                    \
     ((now) >= (claims)->valid_from && (now) < (claims)->valid_until)
 
+/* a cache for cookies signed with that secret; NULL on failure */
 ngx_http_playarr_metrics_jwt_cache_t *ngx_http_playarr_metrics_jwt_cache(
-    ngx_pool_t *pool);
+    ngx_pool_t *pool, ngx_str_t *secret);
 
 /*
- * The claims of a cookie value whose signature checks out, from the cache
- * or verified and kept (a cookie too long to keep is verified into tmp);
- * NULL for a cookie that does not verify (kept too, so that a bad cookie
- * sent again costs no HMAC either).
+ * The claims of a cookie value whose signature checks out under the
+ * cache's secret, from the cache or verified and kept (a cookie too long
+ * to keep is verified into tmp); NULL for a cookie that does not verify
+ * (kept too, so that a bad cookie sent again costs no HMAC either).
  */
 ngx_http_playarr_metrics_jwt_claims_t *ngx_http_playarr_metrics_jwt_lookup(
-    ngx_http_playarr_metrics_jwt_cache_t *cache, ngx_str_t *secret,
-    u_char *token, size_t len, ngx_http_playarr_metrics_jwt_claims_t *tmp);
+    ngx_http_playarr_metrics_jwt_cache_t *cache, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
 
 
 /*

@@ -175,7 +175,8 @@ ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    pmcf->jwt_cache = ngx_http_playarr_metrics_jwt_cache(cycle->pool);
+    pmcf->jwt_cache = ngx_http_playarr_metrics_jwt_cache(cycle->pool,
+                                                         &pmcf->jwt_secret);
     if (pmcf->jwt_cache == NULL) {
         return NGX_ERROR;
     }
@@ -246,7 +247,6 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
 
     if (pmcf->jwt_cache) {
         *claims = ngx_http_playarr_metrics_jwt_lookup(pmcf->jwt_cache,
-                                                      &pmcf->jwt_secret,
                                                       value.data, value.len,
                                                       tmp);
 

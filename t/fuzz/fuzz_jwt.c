@@ -58,7 +58,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         fuzz_fatal("ngx_create_pool() failed");
     }
 
-    fuzz_cache = ngx_http_playarr_metrics_jwt_cache(fuzz_pool);
+    fuzz_cache = ngx_http_playarr_metrics_jwt_cache(fuzz_pool, &fuzz_secret);
     if (fuzz_cache == NULL) {
         fuzz_fatal("the cache was not made");
     }
@@ -168,9 +168,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     for (i = 0; i < 2; i++) {
-        cached = ngx_http_playarr_metrics_jwt_lookup(fuzz_cache,
-                                                     &fuzz_secret, token,
-                                                     len, &tmp);
+        cached = ngx_http_playarr_metrics_jwt_lookup(fuzz_cache, token, len,
+                                                     &tmp);
 
         if ((cached != NULL) != (rc == NGX_OK)) {
             fuzz_fatal("the cache says otherwise than _verify() (%d)",
