@@ -20,10 +20,29 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
 
+#define NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN        16
+
+
+/*
+ * While the cache's verification parses a cookie's JSON: the cache whose
+ * arena jansson's memory comes from (NULL otherwise), and jansson's own
+ * allocator.  A worker parses one cookie at a time, in its one thread.
+ */
+typedef struct {
+    ngx_http_playarr_metrics_jwt_cache_t   *cache;
+    json_malloc_t                           malloc_fn;
+    json_free_t                             free_fn;
+} ngx_http_playarr_metrics_jwt_parsing_t;
+
 
 static ngx_int_t ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret,
-    EVP_MAC_CTX *hmac, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_cache_t *cache, u_char *token, size_t len,
     ngx_http_playarr_metrics_jwt_claims_t *claims);
+static ngx_int_t ngx_http_playarr_metrics_jwt_parse(u_char *token,
+    u_char *dot1, u_char *dot2, u_char *buf,
+    ngx_http_playarr_metrics_jwt_claims_t *claims);
+static void *ngx_http_playarr_metrics_jwt_alloc(size_t size);
+static void ngx_http_playarr_metrics_jwt_free(void *p);
 static json_t *ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len,
     u_char *buf);
 static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
@@ -33,6 +52,10 @@ static ngx_int_t ngx_http_playarr_metrics_jwt_string(json_t *o,
 static ngx_int_t ngx_http_playarr_metrics_jwt_time(json_t *o,
     const char *name, time_t *t);
 static void ngx_http_playarr_metrics_jwt_cache_cleanup(void *data);
+
+
+static ngx_http_playarr_metrics_jwt_parsing_t
+    ngx_http_playarr_metrics_jwt_parsing;
 
 
 /* base64url, strictly: the alphabet only, and canonical */
@@ -95,20 +118,25 @@ ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
 }
 
 
-/* _verify(), the HMAC with the secret or with hmac, keyed with it */
+/*
+ * _verify(), the HMAC with the secret, or with the cache's context keyed
+ * with it, and then jansson's memory from the cache's arena
+ */
 
 static ngx_int_t
-ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret, EVP_MAC_CTX *hmac,
-    u_char *token, size_t len, ngx_http_playarr_metrics_jwt_claims_t *claims)
+ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret,
+    ngx_http_playarr_metrics_jwt_cache_t *cache, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *claims)
 {
-    u_char        *dot1, *dot2, *last;
-    json_t        *header, *payload, *alg;
-    size_t         maclen;
-    ngx_int_t      rc;
-    ngx_str_t      sig;
-    unsigned int   n;
-    u_char         mac[EVP_MAX_MD_SIZE];
-    u_char         buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
+    u_char                                  *dot1, *dot2, *last;
+    size_t                                   maclen;
+    ngx_int_t                                rc;
+    ngx_str_t                                sig;
+    EVP_MAC_CTX                             *hmac;
+    unsigned int                             n;
+    ngx_http_playarr_metrics_jwt_parsing_t  *parsing;
+    u_char                                   mac[EVP_MAX_MD_SIZE];
+    u_char                     buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_MAX) {
         return NGX_DECLINED;
@@ -143,9 +171,11 @@ ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret, EVP_MAC_CTX *hmac,
         return NGX_DECLINED;
     }
 
-    if (hmac) {
+    if (cache) {
 
         /* the key set once: its pads are not computed again */
+
+        hmac = cache->hmac;
 
         if (EVP_MAC_init(hmac, NULL, 0, NULL) != 1
             || EVP_MAC_update(hmac, token, dot2 - token) != 1
@@ -170,6 +200,47 @@ ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret, EVP_MAC_CTX *hmac,
     {
         return NGX_DECLINED;
     }
+
+    if (cache == NULL) {
+        return ngx_http_playarr_metrics_jwt_parse(token, dot1, dot2, buf,
+                                                  claims);
+    }
+
+    /*
+     * Every value jansson makes lives only through the parse: from the
+     * arena, taken from its start each time, so that a new cookie calls
+     * no malloc() (beyond the arena only) and leaves no holes among the
+     * requests' memory
+     */
+
+    parsing = &ngx_http_playarr_metrics_jwt_parsing;
+
+    json_get_alloc_funcs(&parsing->malloc_fn, &parsing->free_fn);
+
+    parsing->cache = cache;
+    cache->arena_used = 0;
+
+    json_set_alloc_funcs(ngx_http_playarr_metrics_jwt_alloc,
+                         ngx_http_playarr_metrics_jwt_free);
+
+    rc = ngx_http_playarr_metrics_jwt_parse(token, dot1, dot2, buf, claims);
+
+    json_set_alloc_funcs(parsing->malloc_fn, parsing->free_fn);
+
+    parsing->cache = NULL;
+
+    return rc;
+}
+
+
+/* the header (HS256 only) and the payload of a signed token */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_parse(u_char *token, u_char *dot1, u_char *dot2,
+    u_char *buf, ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    json_t     *header, *payload, *alg;
+    ngx_int_t   rc;
 
     header = ngx_http_playarr_metrics_jwt_json(token, dot1 - token, buf);
     if (header == NULL) {
@@ -200,6 +271,50 @@ ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret, EVP_MAC_CTX *hmac,
     json_decref(payload);
 
     return rc;
+}
+
+
+static void *
+ngx_http_playarr_metrics_jwt_alloc(size_t size)
+{
+    void                                  *p;
+    size_t                                 n;
+    ngx_http_playarr_metrics_jwt_cache_t  *cache;
+
+    cache = ngx_http_playarr_metrics_jwt_parsing.cache;
+
+    n = ngx_align(size, NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+
+    if (n >= size
+        && n <= NGX_HTTP_PLAYARR_METRICS_JWT_ARENA - cache->arena_used)
+    {
+        p = cache->arena + cache->arena_used;
+        cache->arena_used += n;
+        return p;
+    }
+
+    /* beyond the arena (a larger cookie than any session) */
+
+    return ngx_http_playarr_metrics_jwt_parsing.malloc_fn(size);
+}
+
+
+static void
+ngx_http_playarr_metrics_jwt_free(void *p)
+{
+    u_char  *a;
+
+    a = ngx_http_playarr_metrics_jwt_parsing.cache->arena;
+
+    /* the arena's bytes are taken back all at once, by the next parse */
+
+    if ((u_char *) p >= a
+        && (u_char *) p < a + NGX_HTTP_PLAYARR_METRICS_JWT_ARENA)
+    {
+        return;
+    }
+
+    ngx_http_playarr_metrics_jwt_parsing.free_fn(p);
 }
 
 
@@ -407,6 +522,17 @@ ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool, ngx_str_t *secret)
         return NULL;
     }
 
+    cache->arena = ngx_palloc(pool, NGX_HTTP_PLAYARR_METRICS_JWT_ARENA
+                                    + NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+    if (cache->arena == NULL) {
+        return NULL;
+    }
+
+    cache->arena = ngx_align_ptr(cache->arena,
+                                 NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+
+    cache->arena_used = 0;
+
     /* keyed: which cookies share a set is not for a client to choose */
 
     if (RAND_bytes((u_char *) cache->key, sizeof(cache->key)) != 1) {
@@ -436,8 +562,8 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
     ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN) {
-        return (ngx_http_playarr_metrics_jwt_check(NULL, cache->hmac, token,
-                                                   len, tmp)
+        return (ngx_http_playarr_metrics_jwt_check(NULL, cache, token, len,
+                                                   tmp)
                 == NGX_OK) ? tmp : NULL;
     }
 
@@ -459,8 +585,8 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
 
     e = &set[0];
 
-    e->valid = (ngx_http_playarr_metrics_jwt_check(NULL, cache->hmac, token,
-                                                   len, &e->claims)
+    e->valid = (ngx_http_playarr_metrics_jwt_check(NULL, cache, token, len,
+                                                   &e->claims)
                 == NGX_OK);
     e->whole = (ngx_strlchr(token, token + len, ';') == NULL);
     e->hash = h;

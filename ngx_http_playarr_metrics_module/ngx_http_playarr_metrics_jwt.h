@@ -57,6 +57,9 @@ typedef struct {
 #define NGX_HTTP_PLAYARR_METRICS_JWT_WAYS         2
 #define NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN  512
 
+/* jansson's memory for the parse of one cookie, most of it for 4 kB */
+#define NGX_HTTP_PLAYARR_METRICS_JWT_ARENA        16384
+
 
 typedef struct {
     uint64_t                                hash;
@@ -72,6 +75,8 @@ typedef struct {
     uint64_t                                key[2];    /* random */
     ngx_http_playarr_metrics_jwt_entry_t   *entries;
     void                                   *hmac;      /* EVP_MAC_CTX */
+    u_char                                 *arena;
+    size_t                                  arena_used;
 } ngx_http_playarr_metrics_jwt_cache_t;
 
 
