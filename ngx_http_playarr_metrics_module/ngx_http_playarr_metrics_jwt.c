@@ -7,47 +7,42 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include <ngx_http_playarr_metrics_store.h>
 #include <ngx_http_playarr_metrics_jwt.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 
 
-/*
- * The cache: 256 sets of 2 entries, the newest first; a cookie longer
- * than ..._CACHE_TOKEN bytes (Playarr's are about 200) is verified every
- * time.  About 720 bytes an entry, 360 kB a worker.
- */
-
-#define NGX_HTTP_PLAYARR_METRICS_JWT_SETS         256
-#define NGX_HTTP_PLAYARR_METRICS_JWT_WAYS         2
-#define NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN  512
-
 #define NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN      32
 
-/* the last bytes of a cookie, its signature's, are its hash's */
-#define NGX_HTTP_PLAYARR_METRICS_JWT_HASHED       16
+#define NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN        16
 
 
+/*
+ * While the cache's verification parses a cookie's JSON: the cache whose
+ * arena jansson's memory comes from (NULL otherwise), and jansson's own
+ * allocator.  A worker parses one cookie at a time, in its one thread.
+ */
 typedef struct {
-    uint32_t                                hash;
-    uint16_t                                len;       /* 0: unused */
-    uint16_t                                valid;
-    ngx_http_playarr_metrics_jwt_claims_t   claims;
-    u_char                    token[NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN];
-} ngx_http_playarr_metrics_jwt_entry_t;
+    ngx_http_playarr_metrics_jwt_cache_t   *cache;
+    json_malloc_t                           malloc_fn;
+    json_free_t                             free_fn;
+} ngx_http_playarr_metrics_jwt_parsing_t;
 
 
-struct ngx_http_playarr_metrics_jwt_cache_s {
-    uint32_t                                seed;
-    ngx_http_playarr_metrics_jwt_entry_t   *entries;
-};
-
-
+static ngx_int_t ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret,
+    ngx_http_playarr_metrics_jwt_cache_t *cache, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *claims);
+static ngx_int_t ngx_http_playarr_metrics_jwt_parse(u_char *token,
+    u_char *dot1, u_char *dot2, u_char *buf,
+    ngx_http_playarr_metrics_jwt_claims_t *claims);
+static void *ngx_http_playarr_metrics_jwt_alloc(size_t size);
+static void ngx_http_playarr_metrics_jwt_free(void *p);
 static json_t *ngx_http_playarr_metrics_jwt_json(u_char *src, size_t len,
     u_char *buf);
 static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
@@ -55,7 +50,12 @@ static ngx_int_t ngx_http_playarr_metrics_jwt_claims(json_t *payload,
 static ngx_int_t ngx_http_playarr_metrics_jwt_string(json_t *o,
     const char *name, u_char *dst, size_t max, size_t *len);
 static ngx_int_t ngx_http_playarr_metrics_jwt_time(json_t *o,
-    const char *name, double *t);
+    const char *name, time_t *t);
+static void ngx_http_playarr_metrics_jwt_cache_cleanup(void *data);
+
+
+static ngx_http_playarr_metrics_jwt_parsing_t
+    ngx_http_playarr_metrics_jwt_parsing;
 
 
 /* base64url, strictly: the alphabet only, and canonical */
@@ -113,13 +113,30 @@ ngx_int_t
 ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
     size_t len, ngx_http_playarr_metrics_jwt_claims_t *claims)
 {
-    u_char       *dot1, *dot2, *last;
-    json_t       *header, *payload, *alg;
-    ngx_int_t     rc;
-    ngx_str_t     sig;
-    unsigned int  maclen;
-    u_char        mac[EVP_MAX_MD_SIZE];
-    u_char        buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
+    return ngx_http_playarr_metrics_jwt_check(secret, NULL, token, len,
+                                              claims);
+}
+
+
+/*
+ * _verify(), the HMAC with the secret, or with the cache's context keyed
+ * with it, and then jansson's memory from the cache's arena
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_check(ngx_str_t *secret,
+    ngx_http_playarr_metrics_jwt_cache_t *cache, u_char *token, size_t len,
+    ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    u_char                                  *dot1, *dot2, *last;
+    size_t                                   maclen;
+    ngx_int_t                                rc;
+    ngx_str_t                                sig;
+    EVP_MAC_CTX                             *hmac;
+    unsigned int                             n;
+    ngx_http_playarr_metrics_jwt_parsing_t  *parsing;
+    u_char                                   mac[EVP_MAX_MD_SIZE];
+    u_char                     buf[NGX_HTTP_PLAYARR_METRICS_JWT_MAX];
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_MAX) {
         return NGX_DECLINED;
@@ -154,14 +171,76 @@ ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
         return NGX_DECLINED;
     }
 
-    if (HMAC(EVP_sha256(), secret->data, (int) secret->len, token,
-             dot2 - token, mac, &maclen)
-        == NULL
-        || maclen != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN
+    if (cache) {
+
+        /* the key set once: its pads are not computed again */
+
+        hmac = cache->hmac;
+
+        if (EVP_MAC_init(hmac, NULL, 0, NULL) != 1
+            || EVP_MAC_update(hmac, token, dot2 - token) != 1
+            || EVP_MAC_final(hmac, mac, &maclen, sizeof(mac)) != 1)
+        {
+            return NGX_DECLINED;
+        }
+
+    } else {
+        if (HMAC(EVP_sha256(), secret->data, (int) secret->len, token,
+                 dot2 - token, mac, &n)
+            == NULL)
+        {
+            return NGX_DECLINED;
+        }
+
+        maclen = n;
+    }
+
+    if (maclen != NGX_HTTP_PLAYARR_METRICS_JWT_SIG_LEN
         || CRYPTO_memcmp(mac, sig.data, maclen) != 0)
     {
         return NGX_DECLINED;
     }
+
+    if (cache == NULL) {
+        return ngx_http_playarr_metrics_jwt_parse(token, dot1, dot2, buf,
+                                                  claims);
+    }
+
+    /*
+     * Every value jansson makes lives only through the parse: from the
+     * arena, taken from its start each time, so that a new cookie calls
+     * no malloc() (beyond the arena only) and leaves no holes among the
+     * requests' memory
+     */
+
+    parsing = &ngx_http_playarr_metrics_jwt_parsing;
+
+    json_get_alloc_funcs(&parsing->malloc_fn, &parsing->free_fn);
+
+    parsing->cache = cache;
+    cache->arena_used = 0;
+
+    json_set_alloc_funcs(ngx_http_playarr_metrics_jwt_alloc,
+                         ngx_http_playarr_metrics_jwt_free);
+
+    rc = ngx_http_playarr_metrics_jwt_parse(token, dot1, dot2, buf, claims);
+
+    json_set_alloc_funcs(parsing->malloc_fn, parsing->free_fn);
+
+    parsing->cache = NULL;
+
+    return rc;
+}
+
+
+/* the header (HS256 only) and the payload of a signed token */
+
+static ngx_int_t
+ngx_http_playarr_metrics_jwt_parse(u_char *token, u_char *dot1, u_char *dot2,
+    u_char *buf, ngx_http_playarr_metrics_jwt_claims_t *claims)
+{
+    json_t     *header, *payload, *alg;
+    ngx_int_t   rc;
 
     header = ngx_http_playarr_metrics_jwt_json(token, dot1 - token, buf);
     if (header == NULL) {
@@ -192,6 +271,50 @@ ngx_http_playarr_metrics_jwt_verify(ngx_str_t *secret, u_char *token,
     json_decref(payload);
 
     return rc;
+}
+
+
+static void *
+ngx_http_playarr_metrics_jwt_alloc(size_t size)
+{
+    void                                  *p;
+    size_t                                 n;
+    ngx_http_playarr_metrics_jwt_cache_t  *cache;
+
+    cache = ngx_http_playarr_metrics_jwt_parsing.cache;
+
+    n = ngx_align(size, NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+
+    if (n >= size
+        && n <= NGX_HTTP_PLAYARR_METRICS_JWT_ARENA - cache->arena_used)
+    {
+        p = cache->arena + cache->arena_used;
+        cache->arena_used += n;
+        return p;
+    }
+
+    /* beyond the arena (a larger cookie than any session) */
+
+    return ngx_http_playarr_metrics_jwt_parsing.malloc_fn(size);
+}
+
+
+static void
+ngx_http_playarr_metrics_jwt_free(void *p)
+{
+    u_char  *a;
+
+    a = ngx_http_playarr_metrics_jwt_parsing.cache->arena;
+
+    /* the arena's bytes are taken back all at once, by the next parse */
+
+    if ((u_char *) p >= a
+        && (u_char *) p < a + NGX_HTTP_PLAYARR_METRICS_JWT_ARENA)
+    {
+        return;
+    }
+
+    ngx_http_playarr_metrics_jwt_parsing.free_fn(p);
 }
 
 
@@ -250,23 +373,16 @@ ngx_http_playarr_metrics_jwt_claims(json_t *payload,
         return NGX_DECLINED;
     }
 
-    switch (ngx_http_playarr_metrics_jwt_time(payload, "exp", &claims->exp)) {
-    case NGX_OK:
-        claims->has_exp = 1;
-        break;
-    case NGX_DECLINED:
-        break;
-    default:
-        return NGX_DECLINED;
-    }
+    claims->valid_from = -NGX_MAX_TIME_T_VALUE;
+    claims->valid_until = NGX_MAX_TIME_T_VALUE;
 
-    switch (ngx_http_playarr_metrics_jwt_time(payload, "nbf", &claims->nbf)) {
-    case NGX_OK:
-        claims->has_nbf = 1;
-        break;
-    case NGX_DECLINED:
-        break;
-    default:
+    if (ngx_http_playarr_metrics_jwt_time(payload, "exp",
+                                          &claims->valid_until)
+        == NGX_ERROR
+        || ngx_http_playarr_metrics_jwt_time(payload, "nbf",
+                                             &claims->valid_from)
+           == NGX_ERROR)
+    {
         return NGX_DECLINED;
     }
 
@@ -310,11 +426,16 @@ ngx_http_playarr_metrics_jwt_string(json_t *o, const char *name, u_char *dst,
 }
 
 
-/* NGX_OK: a number; NGX_DECLINED: absent; NGX_ERROR: anything else */
+/*
+ * NGX_OK: a number, *t the first whole second not before it (a whole
+ * second compares with it as the number itself would), within what
+ * time_t holds; NGX_DECLINED: absent; NGX_ERROR: anything else
+ */
 
 static ngx_int_t
-ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, double *t)
+ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, time_t *t)
 {
+    double   d;
     json_t  *v;
 
     v = json_object_get(o, name);
@@ -327,38 +448,68 @@ ngx_http_playarr_metrics_jwt_time(json_t *o, const char *name, double *t)
         return NGX_ERROR;
     }
 
-    *t = json_number_value(v);
+    d = json_number_value(v);
+
+    if (d >= (double) NGX_MAX_TIME_T_VALUE) {
+        *t = NGX_MAX_TIME_T_VALUE;
+
+    } else if (d <= (double) -NGX_MAX_TIME_T_VALUE) {
+        *t = -NGX_MAX_TIME_T_VALUE;
+
+    } else {
+        *t = (time_t) d;
+
+        if ((double) *t < d) {
+            (*t)++;
+        }
+    }
 
     return NGX_OK;
 }
 
 
-/* as jsonwebtoken: expired from "exp" on, valid from "nbf" on */
-
-ngx_uint_t
-ngx_http_playarr_metrics_jwt_current(
-    ngx_http_playarr_metrics_jwt_claims_t *claims, time_t now)
-{
-    if (claims->has_exp && (double) now >= claims->exp) {
-        return 0;
-    }
-
-    if (claims->has_nbf && claims->nbf > (double) now) {
-        return 0;
-    }
-
-    return 1;
-}
-
-
 ngx_http_playarr_metrics_jwt_cache_t *
-ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
+ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool, ngx_str_t *secret)
 {
     size_t                                 size;
+    EVP_MAC                               *mac;
+    OSSL_PARAM                             params[2];
+    ngx_pool_cleanup_t                    *cln;
     ngx_http_playarr_metrics_jwt_cache_t  *cache;
 
     cache = ngx_palloc(pool, sizeof(ngx_http_playarr_metrics_jwt_cache_t));
     if (cache == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    /* an HMAC-SHA256 keyed with the secret, for every verification */
+
+    mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    if (mac == NULL) {
+        return NULL;
+    }
+
+    cache->hmac = EVP_MAC_CTX_new(mac);
+
+    EVP_MAC_free(mac);
+
+    if (cache->hmac == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_playarr_metrics_jwt_cache_cleanup;
+    cln->data = cache;
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    if (EVP_MAC_init(cache->hmac, secret->data, secret->len, params) != 1) {
         return NULL;
     }
 
@@ -371,42 +522,52 @@ ngx_http_playarr_metrics_jwt_cache(ngx_pool_t *pool)
         return NULL;
     }
 
+    cache->arena = ngx_palloc(pool, NGX_HTTP_PLAYARR_METRICS_JWT_ARENA
+                                    + NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+    if (cache->arena == NULL) {
+        return NULL;
+    }
+
+    cache->arena = ngx_align_ptr(cache->arena,
+                                 NGX_HTTP_PLAYARR_METRICS_JWT_ALIGN);
+
+    cache->arena_used = 0;
+
     /* keyed: which cookies share a set is not for a client to choose */
 
-    if (RAND_bytes((u_char *) &cache->seed, sizeof(cache->seed)) != 1) {
-        cache->seed = (uint32_t) ngx_random();
+    if (RAND_bytes((u_char *) cache->key, sizeof(cache->key)) != 1) {
+        cache->key[0] = ((uint64_t) ngx_random() << 32) ^ ngx_random();
+        cache->key[1] = ((uint64_t) ngx_random() << 32) ^ ngx_random();
     }
 
     return cache;
 }
 
 
+static void
+ngx_http_playarr_metrics_jwt_cache_cleanup(void *data)
+{
+    ngx_http_playarr_metrics_jwt_cache_t  *cache = data;
+
+    EVP_MAC_CTX_free(cache->hmac);
+}
+
+
 ngx_http_playarr_metrics_jwt_claims_t *
 ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
-    ngx_str_t *secret, u_char *token, size_t len,
-    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+    u_char *token, size_t len, ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    size_t                                 n;
-    uint32_t                               h;
+    uint64_t                               h;
     ngx_uint_t                             i;
     ngx_http_playarr_metrics_jwt_entry_t  *set, *e;
 
     if (len == 0 || len > NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN) {
-        return (ngx_http_playarr_metrics_jwt_verify(secret, token, len, tmp)
+        return (ngx_http_playarr_metrics_jwt_check(NULL, cache, token, len,
+                                                   tmp)
                 == NGX_OK) ? tmp : NULL;
     }
 
-    /*
-     * The set: from the signature part, which differs from one session to
-     * the next (the compare is of the whole value): its last 96 bits
-     */
-
-    n = ngx_min(len, NGX_HTTP_PLAYARR_METRICS_JWT_HASHED);
-
-    h = ngx_http_playarr_metrics_hash(cache->seed, token + len - n, n);
-
-    set = &cache->entries[(h & (NGX_HTTP_PLAYARR_METRICS_JWT_SETS - 1))
-                          * NGX_HTTP_PLAYARR_METRICS_JWT_WAYS];
+    set = ngx_http_playarr_metrics_jwt_set(cache, token, len, &h);
 
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_JWT_WAYS; i++) {
         e = &set[i];
@@ -424,9 +585,10 @@ ngx_http_playarr_metrics_jwt_lookup(ngx_http_playarr_metrics_jwt_cache_t *cache,
 
     e = &set[0];
 
-    e->valid = (ngx_http_playarr_metrics_jwt_verify(secret, token, len,
-                                                    &e->claims)
+    e->valid = (ngx_http_playarr_metrics_jwt_check(NULL, cache, token, len,
+                                                   &e->claims)
                 == NGX_OK);
+    e->whole = (ngx_strlchr(token, token + len, ';') == NULL);
     e->hash = h;
     e->len = (uint16_t) len;
     ngx_memcpy(e->token, token, len);

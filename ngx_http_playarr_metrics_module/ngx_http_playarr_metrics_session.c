@@ -28,6 +28,9 @@ static ngx_int_t ngx_http_playarr_metrics_cookie(ngx_http_request_t *r,
     ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_playarr_metrics_cookie_in(ngx_str_t *header,
     ngx_str_t *name, ngx_str_t *value);
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_cookie_name(u_char *p,
+    ngx_str_t *name);
+static void ngx_http_playarr_metrics_cookie_value(ngx_str_t *value);
 
 
 static ngx_str_t  ngx_http_playarr_metrics_jwt_user_name =
@@ -174,7 +177,8 @@ ngx_http_playarr_metrics_session_init_process(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
-    pmcf->jwt_cache = ngx_http_playarr_metrics_jwt_cache(cycle->pool);
+    pmcf->jwt_cache = ngx_http_playarr_metrics_jwt_cache(cycle->pool,
+                                                         &pmcf->jwt_secret);
     if (pmcf->jwt_cache == NULL) {
         return NGX_ERROR;
     }
@@ -195,6 +199,8 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
     ngx_http_playarr_metrics_jwt_claims_t **claims,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
+    u_char                                 c;
+    time_t                                 now;
     ngx_str_t                              value;
     ngx_http_playarr_metrics_srv_conf_t   *pscf;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
@@ -208,9 +214,33 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
 
     if (ngx_http_playarr_metrics_cookie(r, &pscf->jwt_cookie, &value)
-        != NGX_OK
-        || value.len == 0)
+        != NGX_OK)
     {
+        return NGX_HTTP_PLAYARR_METRICS_SESSION_NONE;
+    }
+
+    /*
+     * The cookie last in its header, as a browser sends a session it set
+     * last, and a value kept whole in the cache: that value, unquoted,
+     * blanks after it trimmed, runs to the header's end, and the value's
+     * end is not looked for.
+     */
+
+    if (pmcf->jwt_cache && value.len) {
+        c = value.data[value.len - 1];
+
+        if (value.data[0] != '"' && c != ' ' && c != '\t'
+            && ngx_http_playarr_metrics_jwt_find(pmcf->jwt_cache, value.data,
+                                                 value.len, claims)
+               == NGX_OK)
+        {
+            goto found;
+        }
+    }
+
+    ngx_http_playarr_metrics_cookie_value(&value);
+
+    if (value.len == 0) {
         return NGX_HTTP_PLAYARR_METRICS_SESSION_NONE;
     }
 
@@ -220,7 +250,6 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
 
     if (pmcf->jwt_cache) {
         *claims = ngx_http_playarr_metrics_jwt_lookup(pmcf->jwt_cache,
-                                                      &pmcf->jwt_secret,
                                                       value.data, value.len,
                                                       tmp);
 
@@ -231,8 +260,11 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
                    == NGX_OK) ? tmp : NULL;
     }
 
-    if (*claims == NULL
-        || !ngx_http_playarr_metrics_jwt_current(*claims, ngx_time()))
+found:
+
+    now = ngx_time();
+
+    if (*claims == NULL || !ngx_http_playarr_metrics_jwt_current(*claims, now))
     {
         return NGX_HTTP_PLAYARR_METRICS_SESSION_INVALID;
     }
@@ -242,11 +274,12 @@ ngx_http_playarr_metrics_session(ngx_http_request_t *r,
 
 
 /*
- * The value of the first cookie of that name, as Express's cookie parser
- * has it: names compared as they are, pairs split at ";", the blanks
- * around a value and one pair of quotes taken off.  nginx's own parser
- * compares case-insensitively at every byte: 2,000 instructions for
- * Playarr's cookie, against some 50 here.
+ * The first cookie of that name, as Express's cookie parser has it: names
+ * compared as they are, pairs split at ";", the blanks around a name and
+ * after "=" taken off; *value from its first byte to the end of its
+ * Cookie header (see _cookie_value()).  nginx's own parser compares
+ * case-insensitively at every byte: 2,000 instructions for Playarr's
+ * cookie, against some 50 here.
  */
 
 static ngx_int_t
@@ -282,62 +315,102 @@ static ngx_int_t
 ngx_http_playarr_metrics_cookie_in(ngx_str_t *header, ngx_str_t *name,
     ngx_str_t *value)
 {
-    u_char  *p, *q, *e, *last;
+    u_char  *p, *e, *last;
 
     p = header->data;
     last = p + header->len;
 
-    while (p < last) {
+    for ( ;; ) {
 
         while (p < last && (*p == ' ' || *p == '\t')) {
             p++;
         }
 
-        /* libc's memchr() reads a word at a time */
+        /* a name has no ";", blank or "=": a match ends in its pair */
 
-        q = memchr(p, ';', last - p);
-        if (q == NULL) {
-            q = last;
-        }
-
-        e = NULL;
-
-        if ((size_t) (q - p) > name->len && *p == name->data[0]
-            && ngx_memcmp(p, name->data, name->len) == 0)
+        if ((size_t) (last - p) > name->len && *p == name->data[0]
+            && ngx_http_playarr_metrics_cookie_name(p, name))
         {
-            /* blanks between the name and "=", as Express trims them */
-
-            for (e = p + name->len; e < q && (*e == ' ' || *e == '\t'); e++) {
+            for (e = p + name->len; e < last && (*e == ' ' || *e == '\t'); e++)
+            {
                 /* void */
             }
+
+            if (e < last && *e == '=') {
+                for (p = e + 1; p < last && (*p == ' ' || *p == '\t'); p++) {
+                    /* void */
+                }
+
+                value->data = p;
+                value->len = last - p;
+
+                return NGX_OK;
+            }
         }
 
-        if (e && e < q && *e == '=') {
-            p = e + 1;
+        /* libc's memchr() reads a word at a time */
 
-            while (p < q && (*p == ' ' || *p == '\t')) {
-                p++;
-            }
-
-            while (q > p && (q[-1] == ' ' || q[-1] == '\t')) {
-                q--;
-            }
-
-            if (q - p >= 2 && *p == '"' && q[-1] == '"') {
-                p++;
-                q--;
-            }
-
-            value->data = p;
-            value->len = q - p;
-
-            return NGX_OK;
+        p = memchr(p, ';', last - p);
+        if (p == NULL) {
+            return NGX_DECLINED;
         }
 
-        p = q + 1;
+        p++;
+    }
+}
+
+
+/*
+ * 1 when the name is at p (at least name->len bytes there): a name of 8
+ * to 16 bytes, access_token's 12 for one, in two words, without a call
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_playarr_metrics_cookie_name(u_char *p, ngx_str_t *name)
+{
+    size_t    n;
+    uint64_t  a, b, c, d;
+
+    n = name->len;
+
+    if (n < sizeof(uint64_t) || n > 2 * sizeof(uint64_t)) {
+        return ngx_memcmp(p, name->data, n) == 0;
     }
 
-    return NGX_DECLINED;
+    ngx_memcpy(&a, p, sizeof(uint64_t));
+    ngx_memcpy(&b, name->data, sizeof(uint64_t));
+    ngx_memcpy(&c, p + n - sizeof(uint64_t), sizeof(uint64_t));
+    ngx_memcpy(&d, name->data + n - sizeof(uint64_t), sizeof(uint64_t));
+
+    return ((a ^ b) | (c ^ d)) == 0;
+}
+
+
+/* the value itself: to its ";", blanks taken off, then one pair of quotes */
+
+static void
+ngx_http_playarr_metrics_cookie_value(ngx_str_t *value)
+{
+    u_char  *p, *q;
+
+    p = value->data;
+
+    q = memchr(p, ';', value->len);
+    if (q == NULL) {
+        q = p + value->len;
+    }
+
+    while (q > p && (q[-1] == ' ' || q[-1] == '\t')) {
+        q--;
+    }
+
+    if (q - p >= 2 && *p == '"' && q[-1] == '"') {
+        p++;
+        q--;
+    }
+
+    value->data = p;
+    value->len = q - p;
 }
 
 

@@ -19,7 +19,9 @@
  *   Under the secret, a header of exactly {"alg":"HS256"} and a payload
  *   of exactly {"sub":"<1 to 128 bytes of [a-z]>"} must be accepted, with
  *   that sub; under another key, nothing is.
- * Either way the cache (looked up twice) answers as _verify() does.
+ * Either way the cache (looked up twice) answers as _verify() does, the
+ * same claims; then _find() as well for a value it keeps whole (1 to 512
+ * bytes, no ";"), and never for another.
  */
 
 
@@ -58,7 +60,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         fuzz_fatal("ngx_create_pool() failed");
     }
 
-    fuzz_cache = ngx_http_playarr_metrics_jwt_cache(fuzz_pool);
+    fuzz_cache = ngx_http_playarr_metrics_jwt_cache(fuzz_pool, &fuzz_secret);
     if (fuzz_cache == NULL) {
         fuzz_fatal("the cache was not made");
     }
@@ -74,7 +76,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t                                  len, hlen, plen;
     ngx_int_t                               rc;
     ngx_str_t                               sub, in, out, key;
-    ngx_uint_t                              simple, i;
+    ngx_uint_t                              simple, i, whole;
     ngx_http_playarr_metrics_jwt_claims_t   claims, tmp, *cached;
     unsigned int                            maclen;
     u_char                                  mac[EVP_MAX_MD_SIZE];
@@ -168,9 +170,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     for (i = 0; i < 2; i++) {
-        cached = ngx_http_playarr_metrics_jwt_lookup(fuzz_cache,
-                                                     &fuzz_secret, token,
-                                                     len, &tmp);
+        cached = ngx_http_playarr_metrics_jwt_lookup(fuzz_cache, token, len,
+                                                     &tmp);
 
         if ((cached != NULL) != (rc == NGX_OK)) {
             fuzz_fatal("the cache says otherwise than _verify() (%d)",
@@ -180,9 +181,37 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cached
             && (cached->user_len != claims.user_len
                 || ngx_memcmp(cached->user, claims.user, claims.user_len)
-                   != 0))
+                   != 0
+                || cached->role_len != claims.role_len
+                || ngx_memcmp(cached->role, claims.role, claims.role_len)
+                   != 0
+                || cached->valid_from != claims.valid_from
+                || cached->valid_until != claims.valid_until))
         {
-            fuzz_fatal("the cache holds another user");
+            fuzz_fatal("the cache holds other claims");
+        }
+    }
+
+    whole = (len > 0 && len <= NGX_HTTP_PLAYARR_METRICS_JWT_CACHE_TOKEN
+             && memchr(token, ';', len) == NULL);
+
+    switch (ngx_http_playarr_metrics_jwt_find(fuzz_cache, token, len,
+                                              &cached))
+    {
+    case NGX_OK:
+        if (!whole) {
+            fuzz_fatal("_find() answers for a value not kept whole");
+        }
+
+        if ((cached != NULL) != (rc == NGX_OK)) {
+            fuzz_fatal("_find() says otherwise than _verify()");
+        }
+
+        break;
+
+    default:
+        if (whole) {
+            fuzz_fatal("_find() misses a value just kept");
         }
     }
 
