@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Configuration errors (issue 2, DESIGN.md sections 3 and 6): every one is
+# Configuration errors (docs/directives.md): every one is
 # an [emerg] from `nginx -t`, with a non-zero exit, the exact message and
 # the file and line of the directive; the few accepted edge cases start
 # and serve /metrics.

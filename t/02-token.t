@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# The token file (issue 2, DESIGN.md section 6): created when missing,
+# The token file (docs/directives.md): created when missing,
 # trimmed when read, rotated without a reload in every worker, never
 # logged.
 

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Every answer of the Bearer check (issue 2, DESIGN.md section 6): status,
+# Every answer of the Bearer check (docs/directives.md): status,
 # WWW-Authenticate challenge, JSON body; and playarr_metrics_auth off.
 
 use strict;

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# The export location (issue 2, DESIGN.md section 8): GET and HEAD only,
+# The export location (docs/metrics.md): GET and HEAD only,
 # Prometheus text 0.0.4 that promtool accepts, build info and the zone's
 # self metrics.
 

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Reload (issue 2, DESIGN.md section 9): with the same zone size every
+# Reload (docs/operations.md): with the same zone size every
 # value survives `nginx -s reload`; a size change starts fresh and says so
 # in the log; nothing crashes.
 
@@ -15,7 +15,7 @@ use PlayarrTest;
 
 PlayarrTest::need_module();
 
-# Recording (issue 1) brings playarr_metrics_route; when this build knows
+# Recording brings playarr_metrics_route; when this build knows
 # the directive, traffic is recorded before the reload and its counts
 # must survive it.
 my $RECORDING = do {

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Route templates (issue 3, DESIGN.md section 4): every Playarr route is
+# Route templates (docs/directives.md): every Playarr route is
 # matched by a concrete URL and labelled with its template; the most
 # specific template wins; matching uses the path the client asked for
 # after nginx's normalization (case, trailing slash, merged slashes,
@@ -190,8 +190,8 @@ my %auth = (Authorization => "Bearer $token");
 $t->scrape_setup(token => $token, path => '/scrape');
 
 # the user a request is counted for without playarr_metrics_username
-# (DESIGN 12): the path's segment at the template's ":username", else the
-# username query argument, else anonymous
+# (docs/app-integration.md): the path's segment at the template's ":username",
+# else the username query argument, else anonymous
 sub route_user {
     my ($tpl, $path) = @_;
     my ($p, $q) = split /\?/, $path, 2;

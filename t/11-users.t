@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# The username label (issue 3, DESIGN.md section 3 and 5): the first
+# The username label (docs/directives.md and docs/metrics.md): the first
 # non-empty value of playarr_metrics_username, evaluated when the request
 # is logged (an upstream response header hidden from the client, the
 # $remote_user of auth_basic), else "anonymous"; 401 answers counted as

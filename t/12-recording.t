@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Recording (issue 3, DESIGN.md sections 3 and 5): the duration histogram
+# Recording (docs/directives.md and docs/metrics.md): the duration histogram
 # (default and per-location buckets, $request_time), 499 when the client
 # goes away, managed errors, authentication failures for any 401, and what
 # is not recorded: "playarr_metrics off" and the module's own handlers

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Exact counts (issue 3, DESIGN.md section 9): thousands of requests over
+# Exact counts (docs/operations.md): thousands of requests over
 # many concurrent keep-alive connections, served by both workers, are all
 # counted, in requests_total, in the histogram's _count and in its +Inf
 # bucket; scrapes taken meanwhile stay valid; the counts survive

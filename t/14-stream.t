@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Streaming exports (issue 6, "memory bounded"): /metrics and
+# Streaming exports ("memory bounded"): /metrics and
 # /metrics/json are rendered a step at a time, each step once the previous
 # one is sent, so that a worker holds a few chunks of a body, never the
 # whole of it, however many series there are and however slowly the

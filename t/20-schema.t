@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# playarr_metrics_schema (issue 4, DESIGN.md section 7): Playarr's own
+# playarr_metrics_schema (docs/directives.md): Playarr's own
 # metrics.json loads, every family shows its # HELP and # TYPE before any
 # value, histograms use the schema's buckets (prom-client's defaults when
 # there are none), entries named like the built-in HTTP families configure

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# playarr_metrics_push (issue 4, DESIGN.md section 7): every op on every
+# playarr_metrics_push (docs/directives.md): every op on every
 # type, by key and by full name; a batch validated whole before any of it
 # applies; every rejection with its status and {"error", "index"} body,
 # counted in playarr_metrics_updates_rejected_total{source="push"};

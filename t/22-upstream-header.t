@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# playarr_metrics_upstream_header (issue 4, DESIGN.md section 7): updates
+# playarr_metrics_upstream_header (docs/directives.md): updates
 # carried by an upstream's response headers apply when the request is
 # logged, never reach the client, and a malformed or invalid one is
 # counted in playarr_metrics_updates_rejected_total{source="header"} and

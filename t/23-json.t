@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# /metrics/json (issue 4, DESIGN.md section 8) against the real thing:
+# /metrics/json (docs/metrics.md) against the real thing:
 # prom-client's register.getMetricsAsJSON().  A node script
 # (t/js/prom-client-json.js) registers the families of metrics.json with
 # prom-client and applies a list of updates batch by batch; the same

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# playarr_metrics_token_admin (issue 4, DESIGN.md section 6): Playarr's
+# playarr_metrics_token_admin (docs/directives.md): Playarr's
 # Settings > Metrics page.  GET shows the token, POST writes a new one
 # atomically (temporary file + rename, mode 0600) and returns it; the old
 # token is refused at once by every worker.  The location is guarded by

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# The Debian package (issue 7).  `make deb` builds
+# The Debian package.  `make deb` builds
 # build/libnginx-mod-http-playarr-metrics_<version>_<arch>.deb (a package
 # newer than every file it is made from is reused; PLAYARR_DEB= names
 # another).  Its control data: the module's version, the exact nginx ABI.

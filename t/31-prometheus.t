@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# A real Prometheus (issue 7): Debian's prometheus server scrapes the module
+# A real Prometheus: Debian's prometheus server scrapes the module
 # every second, one job with the token from a credentials_file, one with a
 # wrong token.  After known traffic its HTTP API shows up 1 and 0, the exact
 # number of requests sent, a latency quantile and the gauges pushed.  The

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# docs/prometheus/alerts.yml (issue 7): `promtool check rules` accepts it,
+# docs/prometheus/alerts.yml: `promtool check rules` accepts it,
 # it has a rule for each thing Playarr's operators watch, and its unit
 # tests (docs/prometheus/alerts_test.yml, `promtool test rules`) pass and
 # cover every alert, the 5xx ratio, authentication failure and provider

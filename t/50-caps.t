@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Cardinality caps and a full zone (issue 5 item 1, DESIGN.md section 9):
+# Cardinality caps and a full zone (docs/operations.md):
 # past playarr_metrics_max_series, or when the zone has no room, a new
 # label set is folded into its family's overflow series (every label value
 # "__overflow__"), so nothing is lost: the sum over a family equals what

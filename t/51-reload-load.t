@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Reloads under load (issue 5 item 3, DESIGN.md section 9): 50 reloads
+# Reloads under load (docs/operations.md): 50 reloads
 # (`nginx -s reload` and SIGHUP, alternately) while forked clients keep
 # sending requests and pushes lose nothing and crash nothing: every
 # answered request is counted exactly once.  Then reloads that change a

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Crashed workers (issue 5 item 4, DESIGN.md section 9): `kill -9` of a
+# Crashed workers (docs/operations.md): `kill -9` of a
 # worker, again and again, under a load that takes the zone's slab mutex
 # on nearly every request (client-chosen user names past the cap fold
 # into the overflow series under the mutex).  The master respawns the

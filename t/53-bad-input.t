@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Bad input, clear answers (issue 5 item 5, DESIGN.md sections 6 and 7):
+# Bad input, clear answers (docs/directives.md):
 # - Authorization headers of 16 KiB, duplicated, scheme only, extra
 #   spaces, NUL and control bytes: 400 or 401 (or nginx's own 400), never
 #   500, never a crash, never a copy into the zone;

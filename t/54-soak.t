@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Soak (issue 5 item 8, DESIGN.md section 8): under sustained concurrent
+# Soak (docs/metrics.md): under sustained concurrent
 # load (forked HTTP clients and a pusher, about 20 s), hundreds of
 # back-to-back scrapes (300) each pass promtool and the prometheus_client
 # parser, have no duplicate series and +Inf == _count for every histogram

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 
-# The guards of the handlers and of the token file (issue 15, DESIGN.md
-# sections 6 and 10), tried from the attacker's side:
+# The guards of the handlers and of the token file (docs/directives.md),
+# tried from the attacker's side:
 # 1. subrequests (SSI include virtual, add_after_body, mirror) run no
 #    access phase: a location guarded by nginx (playarr_metrics_auth off
 #    plus deny/allow/auth_request) refuses them with 403; the token, the

@@ -1,7 +1,6 @@
 #!/usr/bin/perl
 
-# The rules every push and upstream-header update obeys (issue 15, DESIGN.md
-# sections 10 and 11):
+# The rules every push and upstream-header update obeys (docs/directives.md):
 #
 # - text of an update reaches the error log escaped: a metric name, a label
 #   name or bytes of malformed JSON carrying "\n<timestamp> [emerg] ..."

@@ -1,10 +1,9 @@
 #!/usr/bin/perl
 
-# Files the worker user can plant (issue 15 items 1 and 2, DESIGN.md
-# section 10, docs/operations.md "What the module trusts").  The master
-# runs as root, the workers as nobody, and the state directory belongs to
-# nobody, as the docs tell operators to set it up; the attacker is a
-# process running as nobody.
+# Files the worker user can plant (docs/directives.md, docs/operations.md "What
+# the module trusts").  The master runs as root, the workers as nobody, and the
+# state directory belongs to nobody, as the docs tell operators to set it up;
+# the attacker is a process running as nobody.
 #
 #  - links planted at the names the root master could write at exit
 #    (state.<master pid>, state.tmp, ...) and at the state path itself,

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Issue 15: the README's configuration shadows every form of Playarr's own
+# the README's configuration shadows every form of Playarr's own
 # routes that Express would answer.  Express matches a route in any case
 # and with or without a trailing slash (/METRICS, /metrics/, /Metrics/Json,
 # /API/Settings/Metrics/), and Node's URL parser reads a "\" as a "/" when

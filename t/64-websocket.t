@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# Websockets (issue 16 item 7, DESIGN.md sections 5 and 8): Playarr's UI
+# Websockets (docs/metrics.md): Playarr's UI
 # keeps a socket.io websocket open through nginx.  A request answered 101
 # counts in playarr_http_requests_total{status_code="101"} once it closes,
 # never in playarr_http_request_duration_seconds (an open socket is not a

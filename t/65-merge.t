@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 
-# playarr_metrics_merge (issue 16, DESIGN.md section 12 "Merge"): an
+# playarr_metrics_merge (docs/app-integration.md "Merge"): an
 # unmodified Playarr keeps its business metrics in its own prom-client
 # registry and serves them at its own /metrics; nginx fetches them by a
 # subrequest at each scrape and serves them with its own families.

@@ -1,15 +1,15 @@
 #!/usr/bin/perl
 
-# Playarr's UI, unmodified, behind the README's configuration (DESIGN 12):
-# a page of the project's own (t/browser/playarr-ui.html) makes the calls
-# Playarr's UI makes (fetch /metrics/json with credentials: 'include', GET
-# /api/settings/metrics, POST .../regenerate; a session cookie, no Bearer),
-# in Debian's chromium driven by puppeteer-core (t/browser/drive.js), as a
-# logged-out visitor, a plain user and an admin; then a page of another
-# origin posts a form to regenerate with the admin's cookie.  The nginx
-# runs docs/examples/nginx.conf itself, in front of a stand-in Playarr that
-# serves the page and logs users in with a session signed by its
-# JWT_SECRET_KEY.
+# Playarr's UI, unmodified, behind the README's configuration
+# (docs/app-integration.md): a page of the project's own
+# (t/browser/playarr-ui.html) makes the calls Playarr's UI makes (fetch
+# /metrics/json with credentials: 'include', GET /api/settings/metrics, POST
+# .../regenerate; a session cookie, no Bearer), in Debian's chromium driven by
+# puppeteer-core (t/browser/drive.js), as a logged-out visitor, a plain user
+# and an admin; then a page of another origin posts a form to regenerate with
+# the admin's cookie.  The nginx runs docs/examples/nginx.conf itself, in front
+# of a stand-in Playarr that serves the page and logs users in with a session
+# signed by its JWT_SECRET_KEY.
 
 use strict;
 use warnings;

@@ -1,11 +1,11 @@
 #!/usr/bin/perl
 
-# Playarr's session and route users (DESIGN 12): the access_token cookie
-# verified with the JWT secret (HS256 only, exp and nbf, base64url and
-# JSON strictly), $playarr_metrics_jwt_user and _role, the ":username" of
-# the matched template or the username query argument, the default user
-# (session, else route, else anonymous) and Playarr's 401 rule; and what
-# nginx -t says of a bad secret file or cookie name.
+# Playarr's session and route users (docs/app-integration.md): the access_token
+# cookie verified with the JWT secret (HS256 only, exp and nbf, base64url and
+# JSON strictly), $playarr_metrics_jwt_user and _role, the ":username" of the
+# matched template or the username query argument, the default user (session,
+# else route, else anonymous) and Playarr's 401 rule; and what nginx -t says of
+# a bad secret file or cookie name.
 
 use strict;
 use warnings;

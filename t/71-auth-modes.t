@@ -1,10 +1,10 @@
 #!/usr/bin/perl
 
-# playarr_metrics_auth bearer|jwt|off [role=NAME] (DESIGN 12): a jwt
-# location lets in a valid session of Playarr's cookie and answers in
-# Playarr's own words (401 Authentication required / Invalid or expired
-# token, 403 Admin access required); bearer and jwt together; the Origin
-# check of a POST let in by a session; what nginx -t says of bad modes.
+# playarr_metrics_auth bearer|jwt|off [role=NAME] (docs/app-integration.md): a
+# jwt location lets in a valid session of Playarr's cookie and answers in
+# Playarr's own words (401 Authentication required / Invalid or expired token,
+# 403 Admin access required); bearer and jwt together; the Origin check of a
+# POST let in by a session; what nginx -t says of bad modes.
 
 use strict;
 use warnings;

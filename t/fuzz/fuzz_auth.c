@@ -14,10 +14,10 @@
  *   is compared with the RFC 7235 / RFC 6750 grammar written out below
  *   (credentials = "Bearer" 1*SP token68, the scheme case-insensitive,
  *   optional whitespace around the field value); a token points into the
- *   value, never a copy.  Then _token_auth() judges a request carrying
- *   it, against the token file written at start: accepted only for the
- *   exact token, otherwise the verdict and the 401 or 400 of DESIGN
- *   section 6, which it leaves to the handler to send;
+ *   value, never a copy.  Then _token_auth() judges a request carrying it,
+ *   against the token file written at start: accepted only for the exact
+ *   token, otherwise the verdict and the 401 or 400 of docs/directives.md,
+ *   which it leaves to the handler to send;
  * - flags & 1 == 1: the content of the token file, written (temp file +
  *   rename) and re-read by _token_refresh(): usable exactly when, without
  *   surrounding whitespace, it is 1 to 512 bytes of printable ASCII, and

@@ -33,7 +33,7 @@
 static ngx_pool_t *fuzz_global_pool(void);
 
 
-/* DESIGN section 5, in the order of NGX_HTTP_PLAYARR_METRICS_REQUESTS... */
+/* docs/metrics.md, in the order of NGX_HTTP_PLAYARR_METRICS_REQUESTS... */
 static const char  *fuzz_builtins[] = {
     "playarr_http_requests_total",
     "playarr_http_request_duration_seconds",

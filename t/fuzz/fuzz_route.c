@@ -16,7 +16,7 @@
  *   it are paths.
  *
  * Every answer is checked against a naive matcher written from the
- * contract (DESIGN section 4, route.h): among the templates matching the
+ * contract (docs/directives.md, route.h): among the templates matching the
  * path, the one whose segments, compared from the left, rank best (a
  * literal, then ":name.ext" with the longer ext first, then ":name",
  * then "*").  Also checked: the path is never written to nor read out of

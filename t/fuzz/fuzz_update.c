@@ -11,7 +11,7 @@
  * store with Playarr's families (docs/playarr/metrics.json); then both
  * renderers, their output checked (fuzz_check.c).
  *
- * Checked, from DESIGN section 7: an accepted body holds as many updates
+ * Checked, from docs/directives.md: an accepted body holds as many updates
  * as the JSON has, each for the family its "metric" names (key or name),
  * with the operation the type allows, a finite value (not negative for a
  * counter) and exactly the family's labels, in its order, each a string

@@ -108,7 +108,7 @@ use PlayarrTest::HTTP;
 
 our @LINT;
 
-# Names of the self metrics (DESIGN.md section 8), in one place.
+# Names of the self metrics (docs/metrics.md), in one place.
 our %SELF = (
     build_info    => 'playarr_metrics_build_info',
     nginx_version => '1.22.1',
