@@ -1,4 +1,4 @@
-# The cost gates (issue 17), under callgrind: on each mix of requests, the
+# The cost gates (docs/performance.md), under callgrind: on each mix of requests, the
 # module's own cost (the self cost of the functions of its .so) and the
 # whole process's against bare nginx on the same mix; the render's
 # instructions per series of a 10,000-series scrape; a known session
