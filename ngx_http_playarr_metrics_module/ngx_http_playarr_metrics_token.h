@@ -76,9 +76,8 @@ ngx_int_t ngx_http_playarr_metrics_token_init(ngx_conf_t *cf,
  * Request time: NGX_HTTP_PLAYARR_METRICS_TOKEN_OK when the request
  * carries the current token.  Otherwise the verdict, and in *rf the
  * answer docs/directives.md gives for it, which the content handler
- * sends.
- * Only the request's headers are looked at: it can be called before the
- * body is read, and it answers nothing itself.
+ * sends.  Only the request's headers are looked at: it can be called
+ * before the body is read, and it answers nothing itself.
  */
 ngx_uint_t ngx_http_playarr_metrics_token_auth(ngx_http_request_t *r,
     ngx_http_playarr_metrics_token_t *tk,

@@ -1,6 +1,7 @@
-# The cost gates (docs/performance.md), under callgrind: on each mix of requests, the
-# module's own cost (the self cost of the functions of its .so) and the
-# whole process's against bare nginx on the same mix; the render's
+# The cost gates (docs/performance.md), under callgrind: on each mix of
+# requests, the module's own cost (the self cost of the functions of its
+# .so) and the whole process's against bare nginx on the same mix; the
+# render's
 # instructions per series of a 10,000-series scrape; a known session
 # cookie against the same cookie without a secret file.  BENCH_ONLY=gates
 # runs only what they need.
