@@ -1,10 +1,9 @@
 # The cost gates (docs/performance.md), under callgrind: on each mix of
 # requests, the module's own cost (the self cost of the functions of its
 # .so) and the whole process's against bare nginx on the same mix; the
-# render's
-# instructions per series of a 10,000-series scrape; a known session
-# cookie against the same cookie without a secret file.  BENCH_ONLY=gates
-# runs only what they need.
+# render's instructions per series of a 10,000-series scrape; a known
+# session cookie against the same cookie without a secret file.
+# BENCH_ONLY=gates runs only what they need.
 #
 # Leaves, per mix M: PER[bare_M], PER[module_M] (M = playarr: bare and
 # module of (a)), OWN[M], WHOLE[M]; IR_RENDER, IR_SCRAPE, RPS; jwt_known.
