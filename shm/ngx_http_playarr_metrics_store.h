@@ -11,6 +11,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <math.h>
+
 
 /*
  * The module's own symbols are not exported: nginx finds a dynamic module
@@ -277,12 +279,6 @@ size_t ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src,
 ngx_uint_t ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
     ngx_uint_t nlabels);
 
-ngx_int_t ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
-    double v);
-void ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s,
-    double v);
-ngx_int_t ngx_http_playarr_metrics_observe(
-    ngx_http_playarr_metrics_series_t *s, double v);
 void ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f);
 
 u_char *ngx_http_playarr_metrics_state_dump(
@@ -324,6 +320,79 @@ ngx_http_playarr_metrics_double(ngx_atomic_uint_t bits)
     ngx_memcpy(&v, &bits, sizeof(double));
 
     return v;
+}
+
+
+/*
+ * The operations on a series' values, inlined where a request records
+ * (record.c) and where updates are applied (update.c).
+ *
+ * A value never becomes infinite or NaN by addition: NGX_DECLINED, the
+ * series unchanged, when the sum would not be a finite number.
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    double             d;
+    ngx_atomic_uint_t  old, new;
+
+    do {
+        old = s->values[0];
+        ngx_memcpy(&d, &old, sizeof(double));
+        d += v;
+
+        if (!isfinite(d)) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(&new, &d, sizeof(double));
+
+    } while (!ngx_atomic_cmp_set(&s->values[0], old, new));
+
+    s->hidden = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_inline void
+ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    ngx_atomic_uint_t  new;
+
+    ngx_memcpy(&new, &v, sizeof(double));
+
+    s->values[0] = new;
+    s->hidden = 0;
+}
+
+
+/* the sum first: an observation it cannot hold is not counted at all */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
+    double v)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    if (ngx_http_playarr_metrics_add(s, v) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    l = s->layout;
+    n = l->n;
+
+    for (i = 0; i < n; i++) {
+        if (v <= l->le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&s->values[1 + i], 1);
+
+    return NGX_OK;
 }
 
 
