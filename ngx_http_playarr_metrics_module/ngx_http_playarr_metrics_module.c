@@ -451,6 +451,10 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
+    if (conf->merge.len) {
+        pmcf->merges = 1;
+    }
+
     if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
         && pmcf->token.path.len == 0)
     {
@@ -516,7 +520,13 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_playarr_metrics_merge_filter_init(cf);
+    /* the merge's body filter only when a location merges */
+
+    if (pmcf->merges) {
+        return ngx_http_playarr_metrics_merge_filter_init(cf);
+    }
+
+    return NGX_OK;
 }
 
 

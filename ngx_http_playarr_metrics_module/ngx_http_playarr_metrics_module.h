@@ -170,6 +170,7 @@ typedef struct {
     ngx_str_t                            jwt_secret;
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
+    ngx_uint_t                           merges;       /* any _merge */
 
     /* where a directive of the module was first used, for errors */
     ngx_str_t                            used_file;
