@@ -242,7 +242,7 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_playarr_metrics_session_init_process(cycle, pmcf) != NGX_OK
-        || ngx_http_playarr_metrics_in_flight_init(cycle, pmcf) != NGX_OK
+        || ngx_http_playarr_metrics_record_init_process(cycle, pmcf) != NGX_OK
         || ngx_http_playarr_metrics_persist_init_process(cycle, pmcf)
            != NGX_OK)
     {
@@ -257,7 +257,7 @@ static void
 ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_playarr_metrics_persist_exit_process(cycle);
-    ngx_http_playarr_metrics_in_flight_exit();
+    ngx_http_playarr_metrics_record_exit_process();
 }
 
 

@@ -95,6 +95,29 @@ typedef struct ngx_http_playarr_metrics_recent_s
     ngx_http_playarr_metrics_recent_t;
 
 
+/*
+ * What the recording (record.c) finds out about a request to record, in
+ * its header filter, for its log handler: the endpoint, the status, the
+ * user (and the one claimed, for a 401), the set of the recent requests
+ * cache they belong to and their tag there, and the two series of the
+ * entry that had them.  The log handler takes them as they are when the
+ * status is still the same and the user could not have changed since
+ * (known); otherwise it finds them again.
+ */
+
+typedef struct {
+    ngx_str_t                            endpoint;     /* a template */
+    ngx_str_t                            user;
+    ngx_str_t                            claimed;
+    ngx_http_playarr_metrics_recent_t   *set;          /* NULL: none */
+    uint64_t                             tag;
+    ngx_http_playarr_metrics_series_t   *duration;     /* NULL for 101 */
+    ngx_http_playarr_metrics_series_t   *requests;     /* NULL: no entry */
+    uint32_t                             status;
+    unsigned                             known:1;
+} ngx_http_playarr_metrics_record_t;
+
+
 /* an export being sent, a merge's subrequest (handler.c) */
 typedef struct ngx_http_playarr_metrics_export_s
     ngx_http_playarr_metrics_export_t;
@@ -112,6 +135,7 @@ typedef struct ngx_http_playarr_metrics_merge_s
 
 typedef struct {
     ngx_array_t                          headers;      /* ngx_str_t */
+    ngx_http_playarr_metrics_record_t    record;
     ngx_http_playarr_metrics_export_t   *export;
     ngx_http_playarr_metrics_merge_t    *merge;
 } ngx_http_playarr_metrics_ctx_t;
@@ -226,9 +250,9 @@ typedef struct {
 ngx_int_t ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
-ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+ngx_int_t ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
-void ngx_http_playarr_metrics_in_flight_exit(void);
+void ngx_http_playarr_metrics_record_exit_process(void);
 ngx_http_playarr_metrics_ctx_t *ngx_http_playarr_metrics_ctx(
     ngx_http_request_t *r);
 

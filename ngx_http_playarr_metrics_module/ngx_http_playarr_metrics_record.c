@@ -16,6 +16,11 @@
  * user and duration, added to the built-in HTTP families in the log
  * phase; the updates an upstream response header carries; the requests
  * in flight.  Everything here runs for every request.
+ *
+ * The header filter finds the endpoint, status and user of a request to
+ * record, and the series of the recent requests cache for them, into the
+ * request's context; the log handler then only adds to those series,
+ * unless the status changed meanwhile or the user could have.
  */
 
 
@@ -27,8 +32,8 @@
  * so with the zone and families it was filled from; an overflow series
  * is never kept, so that every refused request still counts as one.  A
  * set holds 4 entries, the newest first: 2048 entries of 64 bytes, each
- * in a cache line of its own, 128k a worker, allocated when it is first
- * needed.  A user longer than 32 bytes is not kept.
+ * in a cache line of its own, 128k a worker, allocated when the worker
+ * starts.  A user longer than 32 bytes is not kept.
  */
 
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
@@ -55,30 +60,59 @@ struct ngx_http_playarr_metrics_recent_s {
 static ngx_int_t ngx_http_playarr_metrics_header_filter(
     ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf);
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_ctx_t *ctx);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_in_flight_done(void *data);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, uint32_t status);
+static ngx_int_t ngx_http_playarr_metrics_count(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_int_t ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms);
 static void ngx_http_playarr_metrics_auth_failed(
     ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
     ngx_str_t *ep, ngx_str_t *user, ngx_str_t *claimed, u_char *buf);
-static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static void ngx_http_playarr_metrics_remember(
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests);
+static void ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_int_t ngx_http_playarr_metrics_find(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
 static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
 static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
-static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
-    uint32_t status, ngx_str_t *user, uint64_t *tag);
+static void ngx_http_playarr_metrics_recent_set(
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_http_playarr_metrics_recent_t *
+    ngx_http_playarr_metrics_recent_find(
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_recent_same(
+    u_char *kept, u_char *p, size_t len);
 static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
 static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s,
+    ngx_uint_t *known);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
@@ -152,7 +186,7 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 /* a worker frees its slot of the requests in flight when it exits */
 
 void
-ngx_http_playarr_metrics_in_flight_exit(void)
+ngx_http_playarr_metrics_record_exit_process(void)
 {
     if (ngx_http_playarr_metrics_own_slot) {
         ngx_http_playarr_metrics_slot_release(
@@ -185,10 +219,10 @@ ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
 
 
 /*
- * Updates carried by upstream response headers are taken out of the
- * response here, and applied when the request is logged.  And the
- * recent requests cache lines the request will be looked up in when it
- * is logged are fetched here, while the response is being sent.
+ * What the request is recorded as is found here, for the log handler
+ * (ngx_http_playarr_metrics_prepare()).  And updates carried by upstream
+ * response headers are taken out of the response here, and applied when
+ * the request is logged.
  */
 
 static ngx_int_t
@@ -204,14 +238,20 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
     if (plcf->enable && !plcf->handler && r == r->main) {
-        ngx_http_playarr_metrics_prefetch(r, plcf);
+        ctx = ngx_http_playarr_metrics_ctx(r);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_playarr_metrics_prepare(r, plcf, &ctx->record);
+
+    } else {
+        ctx = NULL;
     }
 
     if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
         return ngx_http_next_header_filter(r);
     }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -269,19 +309,13 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
 
 static void
 ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf)
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_ctx_t *ctx)
 {
-    ngx_int_t                        rc, index;
-    ngx_str_t                       *v, err;
-    ngx_uint_t                       i, reason;
-    ngx_array_t                      updates;
-    ngx_http_playarr_metrics_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
-
-    if (ctx == NULL || ctx->headers.nelts == 0) {
-        return;
-    }
+    ngx_int_t     rc, index;
+    ngx_str_t    *v, err;
+    ngx_uint_t    i, reason;
+    ngx_array_t   updates;
 
     v = ctx->headers.elts;
 
@@ -367,12 +401,17 @@ ngx_http_playarr_metrics_in_flight_done(void *data)
 }
 
 
-/* a worker takes its slot when it starts, frees it when it exits */
+/*
+ * A worker takes its slot of the requests in flight when it starts (and
+ * frees it when it exits), and makes its recent requests cache.
+ */
 
 ngx_int_t
-ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
+    size_t  size;
+
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
     {
@@ -382,6 +421,19 @@ ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_own_slot =
                   ngx_http_playarr_metrics_slot_claim(pmcf->store, ngx_worker,
                                                       cycle->log);
+
+    size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
+           * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
+           * sizeof(ngx_http_playarr_metrics_recent_t);
+
+    /* an entry is a cache line */
+
+    pmcf->recent = ngx_pmemalign(cycle->pool, size, NGX_CPU_CACHE_LINE);
+    if (pmcf->recent == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(pmcf->recent, size);
 
     return NGX_OK;
 }
@@ -573,27 +625,18 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 {
-    u_char                                  *p, *key, *user;
-    size_t                                   ulen, elen, n;
-    uint32_t                                 status;
-    uint64_t                                 tag;
-    ngx_str_t                                ep, s, u, claimed;
-    ngx_uint_t                               i;
-    ngx_msec_int_t                           ms;
-    ngx_time_t                              *tp;
-    ngx_http_playarr_metrics_store_t        *store;
-    ngx_http_playarr_metrics_series_t       *series, *duration;
-    ngx_http_playarr_metrics_layout_t       *layout;
-    ngx_http_playarr_metrics_recent_t       *set, *hit;
-    ngx_http_playarr_metrics_loc_conf_t     *plcf;
-    ngx_http_playarr_metrics_main_conf_t    *pmcf;
-    ngx_http_playarr_metrics_family_conf_t  *fc;
-    ngx_http_playarr_metrics_jwt_claims_t    tmp;
-    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+    uint32_t                               status;
+    ngx_http_playarr_metrics_ctx_t        *ctx;
+    ngx_http_playarr_metrics_loc_conf_t   *plcf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    ngx_http_playarr_metrics_apply_headers(r, pmcf);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx && ctx->headers.nelts) {
+        ngx_http_playarr_metrics_apply_headers(r, pmcf, ctx);
+    }
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
@@ -601,18 +644,51 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    store = pmcf->store;
-    fc = store->families.elts;
-
-    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
-
     status = ngx_http_playarr_metrics_status(r);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, &tmp)
-        != NGX_OK)
-    {
+    if (ctx == NULL || !ctx->record.known || ctx->record.status != status) {
+        return ngx_http_playarr_metrics_log_again(r, plcf, pmcf, status);
+    }
+
+    return ngx_http_playarr_metrics_count(r, plcf, pmcf, &ctx->record);
+}
+
+
+/*
+ * No header filter found what the request is recorded as (the request
+ * sent no header, or a session names its user), or it may no longer
+ * hold (another status, a user read from a value that may change): it
+ * is found now.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, uint32_t status)
+{
+    ngx_http_playarr_metrics_record_t      rec;
+    ngx_http_playarr_metrics_jwt_claims_t  tmp;
+
+    rec.status = status;
+
+    if (ngx_http_playarr_metrics_find(r, plcf, pmcf, &rec, &tmp) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    return ngx_http_playarr_metrics_count(r, plcf, pmcf, &rec);
+}
+
+
+/* the request counted: into the series of its recent entry, if any */
+
+static ngx_int_t
+ngx_http_playarr_metrics_count(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec)
+{
+    ngx_msec_int_t   ms;
+    ngx_time_t      *tp;
 
     tp = ngx_timeofday();
 
@@ -620,40 +696,57 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
              ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
-    /* the series of a request recorded lately */
+    if (rec->requests) {
+        /* not to wait for the two cache lines one after the other */
+        ngx_http_playarr_metrics_prefetch_line(rec->requests);
 
-    set = NULL;
-    hit = NULL;
-    tag = 0;
-
-    if (u.len <= NGX_HTTP_PLAYARR_METRICS_RECENT_USER) {
-        set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
-    }
-
-    if (set) {
-        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
-            if (set[i].endpoint == ep.data
-                && set[i].tag == tag
-                && ngx_memcmp(set[i].user, u.data, u.len) == 0)
-            {
-                hit = &set[i];
-
-                /* not to wait for the two cache lines one after the other */
-                ngx_http_playarr_metrics_prefetch_line(hit->requests);
-
-                if (hit->duration) {
-                    ngx_http_playarr_metrics_observe(hit->duration,
-                                                     (double) ms / 1000);
-                }
-
-                ngx_http_playarr_metrics_add(hit->requests, 1);
-                break;
-            }
+        if (rec->duration) {
+            ngx_http_playarr_metrics_observe(rec->duration, (double) ms / 1000);
         }
 
-        if (hit && status != NGX_HTTP_UNAUTHORIZED && !plcf->error_type) {
+        ngx_http_playarr_metrics_add(rec->requests, 1);
+
+        if (rec->status != NGX_HTTP_UNAUTHORIZED && plcf->error_type == NULL)
+        {
             return NGX_OK;
         }
+    }
+
+    return ngx_http_playarr_metrics_count_keys(r, plcf, pmcf, rec, ms);
+}
+
+
+/*
+ * The series of a request that is not a recent one (or the other
+ * families of a 401 or of an error type) are found by their keys.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms)
+{
+    u_char                                  *p, *key, *user;
+    size_t                                   ulen, elen, n;
+    uint32_t                                 status;
+    ngx_str_t                                s, *ep;
+    ngx_http_playarr_metrics_store_t        *store;
+    ngx_http_playarr_metrics_series_t       *series, *duration;
+    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+
+    store = pmcf->store;
+    fc = store->families.elts;
+    ep = &rec->endpoint;
+    status = rec->status;
+
+    if (rec->requests == NULL) {
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "playarr_metrics endpoint \"%V\", status %uD, "
+                       "user \"%V\" (claimed \"%V\"): not a recent request",
+                       ep, status, &rec->user, &rec->claimed);
     }
 
     /*
@@ -664,8 +757,9 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     user = buf + sizeof(buf) - NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
     ulen = 0;
 
-    if (u.len) {
-        ulen = ngx_http_playarr_metrics_value_copy(user, u.data, u.len);
+    if (rec->user.len) {
+        ulen = ngx_http_playarr_metrics_value_copy(user, rec->user.data,
+                                                   rec->user.len);
     }
 
     if (ulen == 0) {
@@ -675,8 +769,8 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     /* key: endpoint, user */
 
-    key = user - 1 - ep.len;
-    p = ngx_cpymem(key, ep.data, ep.len);
+    key = user - 1 - ep->len;
+    p = ngx_cpymem(key, ep->data, ep->len);
     *p = NGX_HTTP_PLAYARR_METRICS_SEP;
     n = user + ulen - key;
 
@@ -688,7 +782,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     duration = NULL;
 
-    if (hit == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
+    if (rec->requests == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
         layout = NULL;
 
         if (plcf->layout != NGX_CONF_UNSET_UINT) {
@@ -702,15 +796,15 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     }
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
-        ngx_http_playarr_metrics_auth_failed(store, key, n, &ep, &u,
-                                             &claimed, buf);
+        ngx_http_playarr_metrics_auth_failed(store, key, n, ep, &rec->user,
+                                             &rec->claimed, buf);
     }
 
     /* key: endpoint, status, user */
 
-    if (hit == NULL) {
+    if (rec->requests == NULL) {
         key -= 4;
-        p = ngx_cpymem(key, ep.data, ep.len);
+        p = ngx_cpymem(key, ep->data, ep->len);
         p[0] = NGX_HTTP_PLAYARR_METRICS_SEP;
         p[1] = (u_char) ('0' + status / 100);
         p[2] = (u_char) ('0' + status / 10 % 10);
@@ -722,36 +816,30 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
                                   NULL, key, n + 4);
         ngx_http_playarr_metrics_add(series, 1);
 
-        if (set
+        if (rec->set
             && duration
                != fc[NGX_HTTP_PLAYARR_METRICS_DURATION].shared->overflow
             && series
                != fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS].shared->overflow)
         {
-            for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
-                set[i] = set[i - 1];
-            }
-
-            set[0].endpoint = ep.data;
-            set[0].tag = tag;
-            set[0].duration = duration;
-            set[0].requests = series;
-            ngx_memcpy(set[0].user, u.data, u.len);
+            ngx_http_playarr_metrics_remember(rec, duration, series);
         }
     }
 
     /* key: endpoint, error type, user; the error type first in buf */
 
     if (plcf->error_type) {
-        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s) != NGX_OK) {
+        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s, NULL)
+            != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
         if (s.len) {
             elen = ngx_http_playarr_metrics_value_copy(buf, s.data, s.len);
 
-            key = user - 2 - elen - ep.len;
-            p = ngx_cpymem(key, ep.data, ep.len);
+            key = user - 2 - elen - ep->len;
+            p = ngx_cpymem(key, ep->data, ep->len);
             *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
             p = ngx_cpymem(p, buf, elen);
             *p = NGX_HTTP_PLAYARR_METRICS_SEP;
@@ -765,7 +853,6 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     return NGX_OK;
 }
-
 
 /*
  * A 401: counted for the user the request claimed, which is not the one
@@ -805,50 +892,116 @@ ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
 
 
 /*
- * The cache lines of the recent requests cache that the log handler will
- * read for this request, fetched ahead: when the request is logged, after
- * the response went through the kernel, they are no longer waited for.
- * The route match done here is kept for the log handler.  Only a hint: a
- * status or a user that changes before the request is logged only makes
- * the lines fetched useless.
+ * The series of a request that was not a recent one, kept at the head of
+ * its set, the oldest entry dropped; unless another request with the
+ * same endpoint, status and user put them there since its header filter
+ * looked.
  */
 
 static void
-ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf)
+ngx_http_playarr_metrics_remember(ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests)
 {
-    u_char                                *p;
-    uint32_t                               status;
-    uint64_t                               tag;
-    ngx_str_t                              ep, u, claimed;
-    ngx_uint_t                             i;
-    ngx_http_playarr_metrics_recent_t     *set;
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_recent_t  *set;
+
+    set = rec->set;
+
+    if (ngx_http_playarr_metrics_recent_find(rec)) {
+        return;
+    }
+
+    for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
+        set[i] = set[i - 1];
+    }
+
+    set[0].endpoint = rec->endpoint.data;
+    set[0].tag = rec->tag;
+    set[0].duration = duration;
+    set[0].requests = requests;
+    ngx_memcpy(set[0].user, rec->user.data, rec->user.len);
+}
+
+
+/*
+ * The header filter's part: what the request is recorded as, and the
+ * series of its recent entry, with their cache lines fetched ahead so
+ * that the log handler, after the response went through the kernel, does
+ * not wait for them.  No session is looked up here: see _user().
+ */
+
+static void
+ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec)
+{
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+    rec->status = ngx_http_playarr_metrics_status(r);
 
-    status = ngx_http_playarr_metrics_status(r);
+    if (ngx_http_playarr_metrics_find(r, plcf, pmcf, rec, NULL) != NGX_OK) {
+        rec->known = 0;
+        return;
+    }
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, NULL)
-        != NGX_OK
-        || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
+    if (rec->requests) {
+        ngx_http_playarr_metrics_prefetch_line(rec->requests);
+
+        if (rec->duration) {
+            ngx_http_playarr_metrics_prefetch_line(rec->duration);
+        }
+    }
+}
+
+
+/*
+ * The endpoint, user and recent entry of a request, for rec->status;
+ * NGX_DECLINED from the header filter (tmp NULL) when the user is not
+ * known yet.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_find(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    ngx_http_playarr_metrics_recent_t  *hit;
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &rec->endpoint);
+
+    rec->set = NULL;
+    rec->duration = NULL;
+    rec->requests = NULL;
+
+    if (ngx_http_playarr_metrics_user(r, plcf, pmcf, rec, tmp) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (tmp == NULL && !rec->known) {
+        return NGX_DECLINED;
+    }
+
+    if (rec->user.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER
+        || pmcf->recent == NULL)
     {
-        return;
+        return NGX_OK;
     }
 
-    set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
-    if (set == NULL) {
-        return;
+    ngx_http_playarr_metrics_recent_set(pmcf, rec);
+
+    hit = ngx_http_playarr_metrics_recent_find(rec);
+
+    if (hit) {
+        rec->duration = hit->duration;
+        rec->requests = hit->requests;
     }
 
-    p = (u_char *) set;
-
-    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
-        ngx_http_playarr_metrics_prefetch_line(p);
-        p += sizeof(ngx_http_playarr_metrics_recent_t);
-    }
+    return NGX_OK;
 }
 
 
@@ -856,73 +1009,85 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
  * The user, empty for "anonymous": the first non-empty value of
  * playarr_metrics_username, for every family.  Without that directive,
  * the name the request gives, its session's (with a secret file) else its
- * route's: *claimed, which labels the authentication failure of a 401;
- * the request and its duration are then anonymous, as in Playarr, which
- * knows a user only once its check passed.
+ * route's: rec->claimed, which labels the authentication failure of a
+ * 401; the request and its duration are then anonymous, as in Playarr,
+ * which knows a user only once its check passed.
+ *
+ * rec->known is cleared when the user may be another one in the log
+ * phase: a value read from a variable that is not cacheable, or a
+ * session, which the header filter (tmp NULL) does not look up.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    ngx_uint_t                              i;
+    ngx_uint_t                              i, known;
     ngx_http_variable_value_t              *vv;
     ngx_http_playarr_metrics_value_t       *value;
     ngx_http_playarr_metrics_jwt_claims_t  *claims;
-    ngx_http_playarr_metrics_main_conf_t   *pmcf;
 
-    user->len = 0;
-    user->data = (u_char *) "";
+    rec->user.len = 0;
+    rec->user.data = (u_char *) "";
+    rec->known = 1;
 
     if (plcf->username) {
         value = plcf->username->elts;
+        known = 1;
 
         for (i = 0; i < plcf->username->nelts; i++) {
-            if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
+            if (ngx_http_playarr_metrics_eval(r, &value[i], &rec->user,
+                                              &known)
+                != NGX_OK)
+            {
                 return NGX_ERROR;
             }
 
-            if (user->len) {
+            if (rec->user.len) {
                 break;
             }
         }
 
-        *claimed = *user;
+        rec->known = known;
+        rec->claimed = rec->user;
 
         return NGX_OK;
     }
 
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
     /*
      * The session's user, as the cache holds it (or tmp), not copied: the
-     * log handler uses it before this worker runs anything else.  The
-     * prefetch, a hint only, gives tmp NULL and looks no session up.
+     * log handler uses it before this worker runs anything else.
      */
 
-    if (pmcf->jwt_secret.len && tmp
+    if (pmcf->jwt_secret.len && tmp == NULL) {
+        rec->known = 0;
+        return NGX_OK;
+    }
+
+    if (pmcf->jwt_secret.len
         && ngx_http_playarr_metrics_session(r, &claims, tmp)
            == NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
     {
-        claimed->len = claims->user_len;
-        claimed->data = claims->user;
+        rec->claimed.len = claims->user_len;
+        rec->claimed.data = claims->user;
 
     } else {
         vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
 
         if (vv == NULL || vv->not_found) {
-            *claimed = *user;
+            rec->claimed = rec->user;
             return NGX_OK;
         }
 
-        claimed->len = vv->len;
-        claimed->data = vv->data;
+        rec->claimed.len = vv->len;
+        rec->claimed.data = vv->data;
     }
 
-    if (status != NGX_HTTP_UNAUTHORIZED) {
-        *user = *claimed;
+    if (rec->status != NGX_HTTP_UNAUTHORIZED) {
+        rec->user = rec->claimed;
     }
 
     return NGX_OK;
@@ -952,56 +1117,146 @@ ngx_http_playarr_metrics_status(ngx_http_request_t *r)
 
 /*
  * The set of the recent requests cache where an endpoint, status and user
- * would be, and their tag; NULL if there is no cache.  The endpoint is the
- * text of a template, or ngx_http_playarr_metrics_unknown: it lives as
- * long as the configuration, so its address stands for it.
+ * would be, and their tag.  The endpoint is the text of a template, or
+ * ngx_http_playarr_metrics_unknown: it lives as long as the
+ * configuration, so its address stands for it.
  */
 
-static ngx_http_playarr_metrics_recent_t *
-ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
-    ngx_str_t *ep, uint32_t status, ngx_str_t *user, uint64_t *tag)
+static void
+ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec)
 {
-    size_t    size;
     uint32_t  h;
 
-    if (pmcf->recent == NULL) {
-        size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
-               * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
-               * sizeof(ngx_http_playarr_metrics_recent_t);
+    rec->tag = (uint64_t) rec->endpoint.len | (uint64_t) rec->status << 32
+               | (uint64_t) rec->user.len << 48;
 
-        /* an entry is a cache line */
+    h = ngx_http_playarr_metrics_hash(
+                      (uint32_t) ((uintptr_t) rec->endpoint.data >> 3)
+                      ^ rec->status, rec->user.data, rec->user.len);
 
-        pmcf->recent = ngx_pmemalign(ngx_cycle->pool, size,
-                                     NGX_CPU_CACHE_LINE);
-        if (pmcf->recent == NULL) {
-            return NULL;
-        }
-
-        ngx_memzero(pmcf->recent, size);
-    }
-
-    *tag = (uint64_t) ep->len | (uint64_t) status << 32
-           | (uint64_t) user->len << 48;
-
-    h = ngx_http_playarr_metrics_hash((uint32_t) ((uintptr_t) ep->data >> 3)
-                                      ^ status, user->data, user->len);
-
-    return &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
-                         * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
+    rec->set = &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
+                             * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
 }
 
 
+/* the entry of rec->set that holds the request's series, if any */
+
+static ngx_http_playarr_metrics_recent_t *
+ngx_http_playarr_metrics_recent_find(ngx_http_playarr_metrics_record_t *rec)
+{
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_recent_t  *set;
+
+    set = rec->set;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+        if (set[i].endpoint == rec->endpoint.data
+            && set[i].tag == rec->tag
+            && ngx_http_playarr_metrics_recent_same(set[i].user,
+                                                    rec->user.data,
+                                                    rec->user.len))
+        {
+            return &set[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The len bytes at p are those kept, len at most
+ * NGX_HTTP_PLAYARR_METRICS_RECENT_USER: compared a word at a time, the
+ * last word overlapping the one before it, never past p + len.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_playarr_metrics_recent_same(u_char *kept, u_char *p, size_t len)
+{
+    uint32_t  a4, b4;
+    uint64_t  a, b;
+
+    if (len >= 8) {
+        while (len > 8) {
+            ngx_memcpy(&a, kept, 8);
+            ngx_memcpy(&b, p, 8);
+
+            if (a != b) {
+                return 0;
+            }
+
+            kept += 8;
+            p += 8;
+            len -= 8;
+        }
+
+        ngx_memcpy(&a, kept + len - 8, 8);
+        ngx_memcpy(&b, p + len - 8, 8);
+
+        return a == b;
+    }
+
+    if (len >= 4) {
+        ngx_memcpy(&a4, kept, 4);
+        ngx_memcpy(&b4, p, 4);
+
+        if (a4 != b4) {
+            return 0;
+        }
+
+        ngx_memcpy(&a4, kept + len - 4, 4);
+        ngx_memcpy(&b4, p + len - 4, 4);
+
+        return a4 == b4;
+    }
+
+    while (len) {
+        len--;
+
+        if (kept[len] != p[len]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * A value of playarr_metrics_username or _error_type; *known, when not
+ * NULL, is cleared if the value may be another one when read again later
+ * in the request: it comes from a variable that is not cacheable.  A
+ * header, request or upstream, is the same until the request is freed.
+ */
+
 static ngx_int_t
 ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s,
+    ngx_uint_t *known)
 {
-    ngx_uint_t                  i;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
-    ngx_http_variable_value_t  *vv;
+    ngx_uint_t                 i, *index;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_variable_value_t *vv;
 
     if (value->value) {
-        return ngx_http_complex_value(r, value->value, s);
+        if (ngx_http_complex_value(r, value->value, s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (known && value->value->flushes) {
+            for (index = value->value->flushes;
+                 *index != (ngx_uint_t) -1;
+                 index++)
+            {
+                if (r->variables[*index].no_cacheable) {
+                    *known = 0;
+                }
+            }
+        }
+
+        return NGX_OK;
     }
 
     if (value->header) {
@@ -1044,6 +1299,10 @@ ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     }
 
     vv = ngx_http_get_indexed_variable(r, value->index);
+
+    if (known && (vv == NULL || vv->no_cacheable)) {
+        *known = 0;
+    }
 
     if (vv == NULL || vv->not_found) {
         s->len = 0;
