@@ -48,6 +48,13 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES  0x2f2f2f2f2f2f2f2fULL
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_FOLD     0x2020202020202020ULL
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_GOLDEN   0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS     0x7f7f7f7f7f7f7f7fULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_GATHER   0x0102040810204080ULL
+
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2           1
+#endif
 
 
 /* the low n bytes of a word, 1 <= n <= 8 */
@@ -172,11 +179,18 @@ static ngx_http_playarr_metrics_route_lit_t *
     ngx_http_playarr_metrics_route_find_slow(
     ngx_http_playarr_metrics_route_node_t *node, ngx_uint_t i, u_char *p,
     size_t len, u_char *base, u_char *last);
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_route_walk(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+static ngx_uint_t ngx_http_playarr_metrics_route_search(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
 static ngx_uint_t ngx_http_playarr_metrics_route_same(u_char *p, size_t n,
     uint64_t *words, u_char *base, u_char *last);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_word(u_char *p,
     size_t n, u_char *base, u_char *last);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_load(u_char *p);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_slashes(
+    u_char *path, size_t len);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_bits(uint64_t w);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_lower(uint64_t w);
 #if !(__GNUC__ || __clang__)
 static ngx_uint_t ngx_http_playarr_metrics_route_ctz_slow(uint64_t w);
@@ -773,6 +787,292 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
 {
+    ngx_str_t   *t;
+    ngx_uint_t   user;
+
+    t = ngx_http_playarr_metrics_routes_find(routes, path, len, &user);
+
+    if (t == NULL) {
+        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+    }
+
+    return t - (ngx_str_t *) routes->templates.elts;
+}
+
+
+ngx_str_t *
+ngx_http_playarr_metrics_routes_find(ngx_http_playarr_metrics_routes_t *routes,
+    u_char *path, size_t len, ngx_uint_t *user)
+{
+    ngx_uint_t   n, *u;
+    ngx_str_t   *t;
+
+    n = ngx_http_playarr_metrics_route_walk(routes, path, len);
+
+    if (n == NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+        return NULL;
+    }
+
+    t = routes->templates.elts;
+    u = routes->users.elts;
+
+    *user = u[n];
+
+    return &t[n];
+}
+
+
+/*
+ * The search goes down first by the best alternative of each node: a
+ * literal, the suffixes, the parameter, "*".  When that path matches, it
+ * is the one the depth-first search would find first; when it does not,
+ * and no node on the way had an alternative left, nothing matches.  Only
+ * otherwise does _search() go through the trie again with backtracking,
+ * so that the usual request keeps no stack of nodes.
+ *
+ * A path shorter than 64 bytes (longer ones are left to _search()) has
+ * the positions of all its "/" found at once, a bit each, and one more
+ * bit where it ends: a segment ends at the lowest bit left, and its first
+ * word is loaded directly.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
+    u_char *path, size_t len)
+{
+    u_char                                 *p, *last;
+    size_t                                  n, start, end;
+    uint64_t                                sl, w, w2, v, h;
+    ngx_uint_t                              i, alt;
+    ngx_http_playarr_metrics_route_lit_t   *lit;
+    ngx_http_playarr_metrics_route_ext_t   *ext;
+    ngx_http_playarr_metrics_route_node_t  *node;
+
+    if (len == 0 || path[0] != '/') {
+        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+    }
+
+    if (len >= 64) {
+        return ngx_http_playarr_metrics_route_search(routes, path, len);
+    }
+
+    last = path + len;
+
+    /* the bits of the "/" after the first one, and of the end */
+
+    sl = ngx_http_playarr_metrics_route_slashes(path, len);
+    sl = (sl & (sl - 1)) | (uint64_t) 1 << len;
+
+    start = 1;
+    node = routes->root;
+    alt = 0;
+
+    for ( ;; ) {
+
+        end = ngx_http_playarr_metrics_route_ctz(sl);
+        sl &= sl - 1;
+        n = end - start;
+
+        if (n == 0) {
+            /* an empty segment, or a "/" that ends the path */
+
+            if (end == len) {
+                break;
+            }
+
+            start = end + 1;
+            continue;
+        }
+
+        p = path + start;
+        start = end + 1;
+
+        if (node->nlits == 0) {
+            goto other;
+        }
+
+        if (n <= 8) {
+            if (last - p >= 8) {
+                w = ngx_http_playarr_metrics_route_load(p)
+                    & ngx_http_playarr_metrics_route_mask(n);
+
+            } else {
+                w = ngx_http_playarr_metrics_route_word(p, n, path, last);
+            }
+
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+            lit = &node->lits[h >> node->shift];
+
+            if (lit->word != w || lit->len != n) {
+
+                if (lit->node == NULL) {
+                    goto other;
+                }
+
+                lit = ngx_http_playarr_metrics_route_find(node, p, n, w, 0, h,
+                                                          path, last);
+                if (lit == NULL) {
+                    goto other;
+                }
+            }
+
+        } else {
+            w = ngx_http_playarr_metrics_route_load(p);
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+            w2 = 0;
+
+            for (i = 8; i < n; i += 8) {
+                v = ngx_http_playarr_metrics_route_word(p + i,
+                                                        ngx_min(n - i, 8),
+                                                        path, last);
+                if (i == 8) {
+                    w2 = v;
+                }
+
+                h = ngx_http_playarr_metrics_route_hash(h, v);
+            }
+
+            lit = ngx_http_playarr_metrics_route_find(node, p, n, w, w2, h,
+                                                      path, last);
+            if (lit == NULL) {
+                goto other;
+            }
+        }
+
+        alt |= node->more;
+        node = lit->node;
+        goto next;
+
+    other:
+
+        for (i = 0; i < node->nexts; i++) {
+            ext = &node->exts[i];
+
+            if (n <= ext->len) {
+                continue;
+            }
+
+            if (ext->len <= 8) {
+                v = ngx_http_playarr_metrics_route_word(p + n - ext->len,
+                                                        ext->len, path, last);
+                if (v != ext->word
+                    && ngx_http_playarr_metrics_route_lower(v) != ext->word)
+                {
+                    continue;
+                }
+
+            } else if (!ngx_http_playarr_metrics_route_same(p + n - ext->len,
+                                                            ext->len,
+                                                            ext->words,
+                                                            path, last))
+            {
+                continue;
+            }
+
+            alt |= (i + 1 < node->more);
+            node = ext->node;
+            goto next;
+        }
+
+        if (node->param) {
+            alt |= (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE);
+            node = node->param;
+            goto next;
+        }
+
+        /* a segment starts here, so "*" matches the rest of the path */
+
+        if (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+            return node->star;
+        }
+
+        goto dead;
+
+    next:
+
+        if (end == len) {
+            break;
+        }
+    }
+
+    /* the path ends here */
+
+    if (node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+        return node->route;
+    }
+
+dead:
+
+    if (!alt) {
+        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+    }
+
+    return ngx_http_playarr_metrics_route_search(routes, path, len);
+}
+
+
+/*
+ * A bit for each "/" of the len bytes at path, len below 64: bit i for
+ * path[i].  16 bytes at a time with SSE2, else 8 at a time; the last load
+ * ends where the path does, overlapping the one before it, and a path
+ * shorter than a load is read in pieces.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_slashes(u_char *path, size_t len)
+{
+    size_t    i;
+    uint64_t  m, w;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   s, b;
+
+    if (len >= 16) {
+        s = _mm_set1_epi8('/');
+        m = 0;
+
+        for (i = 0; i + 16 <= len; i += 16) {
+            b = _mm_loadu_si128((__m128i *) (path + i));
+            m |= (uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s))
+                 << i;
+        }
+
+        if (i < len) {
+            b = _mm_loadu_si128((__m128i *) (path + len - 16));
+            m |= (uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s))
+                 << (len - 16);
+        }
+
+        return m;
+    }
+#endif
+
+    if (len < 8) {
+        w = ngx_http_playarr_metrics_route_word(path, len, path, path + len);
+        return ngx_http_playarr_metrics_route_bits(w);
+    }
+
+    m = 0;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        w = ngx_http_playarr_metrics_route_load(path + i);
+        m |= ngx_http_playarr_metrics_route_bits(w) << i;
+    }
+
+    if (i < len) {
+        w = ngx_http_playarr_metrics_route_load(path + len - 8);
+        m |= ngx_http_playarr_metrics_route_bits(w) << (len - 8);
+    }
+
+    return m;
+}
+
+
+/* the depth-first search, with backtracking */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_route_search(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
+{
     u_char                                  *p, *last, *start, *end, *next;
     size_t                                   n;
     uint64_t                                 w, w2, v, x, h;
@@ -1163,6 +1463,27 @@ ngx_http_playarr_metrics_route_load(u_char *p)
            | (uint64_t) p[7] << 56;
 
 #endif
+}
+
+
+/* a bit for each "/" byte of w, exactly: bit i for byte i */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_bits(uint64_t w)
+{
+    uint64_t  t;
+
+    t = w ^ NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES;
+
+    /* the high bit of each byte of t that is zero, and no other bit */
+
+    t = ~(((t & NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS)
+           + NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS)
+          | t | NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS);
+
+    /* bit 8k + 7 moved to bit 56 + k: no two products meet, nor carry */
+
+    return ((t >> 7) * NGX_HTTP_PLAYARR_METRICS_ROUTE_GATHER) >> 56;
 }
 
 

@@ -49,7 +49,8 @@ typedef struct ngx_http_playarr_metrics_routes_s
  * ":name.ext" (the longer ext first), which beats ":name", which beats "*".
  *
  * _user() is the number (from 1) of template n's ":username" segment, the
- * first one, or 0 if it has none.
+ * first one, or 0 if it has none.  _find() is _match() with _template()
+ * and _user() of what it matched: NULL when nothing does.
  */
 
 ngx_http_playarr_metrics_routes_t *ngx_http_playarr_metrics_routes_create(
@@ -64,6 +65,9 @@ ngx_uint_t ngx_http_playarr_metrics_routes_user(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
 ngx_uint_t ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+ngx_str_t *ngx_http_playarr_metrics_routes_find(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len,
+    ngx_uint_t *user);
 
 
 #if (__GNUC__ >= 4 || __clang__)
