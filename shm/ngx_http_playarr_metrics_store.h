@@ -43,6 +43,11 @@
 
 #define NGX_HTTP_PLAYARR_METRICS_OVERFLOW     "__overflow__"
 
+/* the hash's odd multipliers: the golden ratio's, and splitmix64's */
+#define NGX_HTTP_PLAYARR_METRICS_K1           0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_PLAYARR_METRICS_K2           0xbf58476d1ce4e5b9ULL
+#define NGX_HTTP_PLAYARR_METRICS_K3           0x94d049bb133111ebULL
+
 /* rejected updates are counted by source and by reason */
 #define NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH     0
 #define NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER   1
@@ -260,8 +265,6 @@ ngx_int_t ngx_http_playarr_metrics_store_layout(
     ngx_http_playarr_metrics_store_t *store, ngx_pool_t *pool,
     ngx_array_t *buckets);
 
-uint32_t ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key,
-    size_t len);
 ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
@@ -320,6 +323,59 @@ ngx_http_playarr_metrics_double(ngx_atomic_uint_t bits)
     ngx_memcpy(&v, &bits, sizeof(double));
 
     return v;
+}
+
+
+/*
+ * A keyed multiply-xorshift hash over 8-byte words: the seed (per zone,
+ * and per family) and the length make the first state, each word is
+ * mixed in by a multiplication whose high half is folded back down, so
+ * that label values chosen by clients cannot be lined up into one chain
+ * in advance.  The last word is the one that ends the key, overlapping
+ * the one before it; a key shorter than 8 bytes is read in pieces, never
+ * past its end.  Inlined: the recent requests cache of a worker
+ * (record.c) hashes with it on every request.
+ */
+
+static ngx_inline uint32_t
+ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
+{
+    u_char    *last;
+    uint32_t   lo, hi;
+    uint64_t   h, w;
+
+    h = (seed ^ ((uint64_t) len << 32)) * NGX_HTTP_PLAYARR_METRICS_K1;
+
+    if (len >= 8) {
+        last = key + len - 8;
+
+        while (key < last) {
+            ngx_memcpy(&w, key, 8);
+            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+            h ^= h >> 32;
+            key += 8;
+        }
+
+        ngx_memcpy(&w, last, 8);
+
+    } else if (len >= 4) {
+        ngx_memcpy(&lo, key, 4);
+        ngx_memcpy(&hi, key + len - 4, 4);
+        w = (uint64_t) hi << 32 | lo;
+
+    } else if (len) {
+        w = key[0] | (uint64_t) key[len / 2] << 8
+            | (uint64_t) key[len - 1] << 16;
+
+    } else {
+        w = 0;
+    }
+
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+    h ^= h >> 32;
+    h *= NGX_HTTP_PLAYARR_METRICS_K3;
+
+    return (uint32_t) (h ^ (h >> 29));
 }
 
 
