@@ -54,6 +54,10 @@
 #if ((__GNUC__ || __clang__) && __SSE2__)
 #include <emmintrin.h>
 #define NGX_HTTP_PLAYARR_METRICS_SSE2           1
+
+/* a bit for each byte of b that is the byte of s */
+#define ngx_http_playarr_metrics_route_sse(b, s)                             \
+    ((uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s)))
 #endif
 
 
@@ -135,8 +139,7 @@ struct ngx_http_playarr_metrics_route_node_s {
 
 struct ngx_http_playarr_metrics_routes_s {
     ngx_http_playarr_metrics_route_node_t   *root;
-    ngx_array_t                              templates;   /* of ngx_str_t */
-    ngx_array_t                              users;       /* ngx_uint_t */
+    ngx_array_t                              templates;   /* route_t */
     ngx_pool_t                              *pool;
 };
 
@@ -179,8 +182,9 @@ static ngx_http_playarr_metrics_route_lit_t *
     ngx_http_playarr_metrics_route_find_slow(
     ngx_http_playarr_metrics_route_node_t *node, ngx_uint_t i, u_char *p,
     size_t len, u_char *base, u_char *last);
-static ngx_inline ngx_uint_t ngx_http_playarr_metrics_route_walk(
-    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+static ngx_inline ngx_http_playarr_metrics_route_t *
+    ngx_http_playarr_metrics_route_at(ngx_http_playarr_metrics_routes_t *routes,
+    ngx_uint_t n);
 static ngx_uint_t ngx_http_playarr_metrics_route_search(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
 static ngx_uint_t ngx_http_playarr_metrics_route_same(u_char *p, size_t n,
@@ -195,6 +199,13 @@ static ngx_inline uint64_t ngx_http_playarr_metrics_route_lower(uint64_t w);
 #if !(__GNUC__ || __clang__)
 static ngx_uint_t ngx_http_playarr_metrics_route_ctz_slow(uint64_t w);
 #endif
+
+
+/* the low n bytes of a word, 0 <= n <= 8 */
+static const uint64_t  ngx_http_playarr_metrics_route_masks[] = {
+    0, 0xff, 0xffff, 0xffffff, 0xffffffffULL, 0xffffffffffULL,
+    0xffffffffffffULL, 0xffffffffffffffULL, 0xffffffffffffffffULL
+};
 
 
 ngx_http_playarr_metrics_routes_t *
@@ -212,10 +223,9 @@ ngx_http_playarr_metrics_routes_create(ngx_pool_t *pool)
         return NULL;
     }
 
-    if (ngx_array_init(&routes->templates, pool, 16, sizeof(ngx_str_t))
-        != NGX_OK
-        || ngx_array_init(&routes->users, pool, 16, sizeof(ngx_uint_t))
-           != NGX_OK)
+    if (ngx_array_init(&routes->templates, pool, 16,
+                       sizeof(ngx_http_playarr_metrics_route_t))
+        != NGX_OK)
     {
         return NULL;
     }
@@ -232,8 +242,9 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 {
     u_char                                 *p, *q, *last;
     char                                   *reason;
-    ngx_str_t                               ext, *t, *prev;
-    ngx_uint_t                              n, type, depth, user, *u;
+    ngx_str_t                               ext, *prev;
+    ngx_uint_t                              n, type, depth, user;
+    ngx_http_playarr_metrics_route_t       *route;
     ngx_http_playarr_metrics_route_node_t  *node, *child;
 
     if (template->len == 0 || template->data[0] != '/') {
@@ -375,23 +386,18 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         goto duplicate;
     }
 
-    t = ngx_array_push(&routes->templates);
-    if (t == NULL) {
+    route = ngx_array_push(&routes->templates);
+    if (route == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    t->len = template->len;
-    t->data = ngx_pstrdup(routes->pool, template);
-    if (t->data == NULL) {
+    route->template.len = template->len;
+    route->template.data = ngx_pstrdup(routes->pool, template);
+    if (route->template.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    u = ngx_array_push(&routes->users);
-    if (u == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *u = user;
+    route->user = user;
 
     if (p < last) {
         node->star = n;
@@ -759,15 +765,15 @@ ngx_str_t *
 ngx_http_playarr_metrics_routes_template(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n)
 {
-    ngx_str_t  *t;
+    ngx_http_playarr_metrics_route_t  *route;
 
     if (n >= routes->templates.nelts) {
         return NULL;
     }
 
-    t = routes->templates.elts;
+    route = routes->templates.elts;
 
-    return &t[n];
+    return &route[n].template;
 }
 
 
@@ -775,11 +781,11 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_user(ngx_http_playarr_metrics_routes_t *routes,
     ngx_uint_t n)
 {
-    ngx_uint_t  *u;
+    ngx_http_playarr_metrics_route_t  *route;
 
-    u = routes->users.elts;
+    route = routes->templates.elts;
 
-    return u[n];
+    return route[n].user;
 }
 
 
@@ -787,38 +793,15 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
 {
-    ngx_str_t   *t;
-    ngx_uint_t   user;
+    ngx_http_playarr_metrics_route_t  *route;
 
-    t = ngx_http_playarr_metrics_routes_find(routes, path, len, &user);
+    route = ngx_http_playarr_metrics_routes_find(routes, path, len);
 
-    if (t == NULL) {
+    if (route == NULL) {
         return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
     }
 
-    return t - (ngx_str_t *) routes->templates.elts;
-}
-
-
-ngx_str_t *
-ngx_http_playarr_metrics_routes_find(ngx_http_playarr_metrics_routes_t *routes,
-    u_char *path, size_t len, ngx_uint_t *user)
-{
-    ngx_uint_t   n, *u;
-    ngx_str_t   *t;
-
-    n = ngx_http_playarr_metrics_route_walk(routes, path, len);
-
-    if (n == NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-        return NULL;
-    }
-
-    t = routes->templates.elts;
-    u = routes->users.elts;
-
-    *user = u[n];
-
-    return &t[n];
+    return route - (ngx_http_playarr_metrics_route_t *) routes->templates.elts;
 }
 
 
@@ -836,12 +819,12 @@ ngx_http_playarr_metrics_routes_find(ngx_http_playarr_metrics_routes_t *routes,
  * word is loaded directly.
  */
 
-static ngx_inline ngx_uint_t
-ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
+ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_routes_find(ngx_http_playarr_metrics_routes_t *routes,
     u_char *path, size_t len)
 {
-    u_char                                 *p, *last;
-    size_t                                  n, start, end;
+    u_char                                 *p, *q, *last;
+    size_t                                  n;
     uint64_t                                sl, w, w2, v, h;
     ngx_uint_t                              i, alt;
     ngx_http_playarr_metrics_route_lit_t   *lit;
@@ -849,11 +832,12 @@ ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
     ngx_http_playarr_metrics_route_node_t  *node;
 
     if (len == 0 || path[0] != '/') {
-        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+        return NULL;
     }
 
     if (len >= 64) {
-        return ngx_http_playarr_metrics_route_search(routes, path, len);
+        return ngx_http_playarr_metrics_route_at(routes,
+                     ngx_http_playarr_metrics_route_search(routes, path, len));
     }
 
     last = path + len;
@@ -863,29 +847,28 @@ ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
     sl = ngx_http_playarr_metrics_route_slashes(path, len);
     sl = (sl & (sl - 1)) | (uint64_t) 1 << len;
 
-    start = 1;
+    p = path + 1;
     node = routes->root;
     alt = 0;
 
     for ( ;; ) {
 
-        end = ngx_http_playarr_metrics_route_ctz(sl);
+        /* the segment p .. q, n bytes */
+
+        q = path + ngx_http_playarr_metrics_route_ctz(sl);
         sl &= sl - 1;
-        n = end - start;
+        n = q - p;
 
         if (n == 0) {
-            /* an empty segment, or a "/" that ends the path */
+            /* an empty segment, or a "/" that ends the path (no bit left) */
 
-            if (end == len) {
+            if (sl == 0) {
                 break;
             }
 
-            start = end + 1;
+            p = q + 1;
             continue;
         }
-
-        p = path + start;
-        start = end + 1;
 
         if (node->nlits == 0) {
             goto other;
@@ -894,7 +877,7 @@ ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
         if (n <= 8) {
             if (last - p >= 8) {
                 w = ngx_http_playarr_metrics_route_load(p)
-                    & ngx_http_playarr_metrics_route_mask(n);
+                    & ngx_http_playarr_metrics_route_masks[n];
 
             } else {
                 w = ngx_http_playarr_metrics_route_word(p, n, path, last);
@@ -983,39 +966,43 @@ ngx_http_playarr_metrics_route_walk(ngx_http_playarr_metrics_routes_t *routes,
         /* a segment starts here, so "*" matches the rest of the path */
 
         if (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-            return node->star;
+            return ngx_http_playarr_metrics_route_at(routes, node->star);
         }
 
         goto dead;
 
     next:
 
-        if (end == len) {
+        if (sl == 0) {
             break;
         }
+
+        p = q + 1;
     }
 
     /* the path ends here */
 
     if (node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-        return node->route;
+        return ngx_http_playarr_metrics_route_at(routes, node->route);
     }
 
 dead:
 
     if (!alt) {
-        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+        return NULL;
     }
 
-    return ngx_http_playarr_metrics_route_search(routes, path, len);
+    return ngx_http_playarr_metrics_route_at(routes,
+                     ngx_http_playarr_metrics_route_search(routes, path, len));
 }
 
 
 /*
  * A bit for each "/" of the len bytes at path, len below 64: bit i for
- * path[i].  16 bytes at a time with SSE2, else 8 at a time; the last load
- * ends where the path does, overlapping the one before it, and a path
- * shorter than a load is read in pieces.
+ * path[i].  With SSE2, 16 bytes at a time (or 8, for a path shorter than
+ * 16), else 8 at a time; the last load ends where the path does,
+ * overlapping the one before it, and a path shorter than 8 bytes is read
+ * in pieces.
  */
 
 static ngx_inline uint64_t
@@ -1024,25 +1011,43 @@ ngx_http_playarr_metrics_route_slashes(u_char *path, size_t len)
     size_t    i;
     uint64_t  m, w;
 #if (NGX_HTTP_PLAYARR_METRICS_SSE2)
-    __m128i   s, b;
+    __m128i   s;
+
+    s = _mm_set1_epi8('/');
 
     if (len >= 16) {
-        s = _mm_set1_epi8('/');
-        m = 0;
+        m = ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                                   (__m128i *) path), s);
 
-        for (i = 0; i + 16 <= len; i += 16) {
-            b = _mm_loadu_si128((__m128i *) (path + i));
-            m |= (uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s))
-                 << i;
+        if (len > 32) {
+            m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                               (__m128i *) (path + 16)), s)
+                 << 16;
+
+            if (len > 48) {
+                m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                               (__m128i *) (path + 32)), s)
+                     << 32;
+            }
         }
 
-        if (i < len) {
-            b = _mm_loadu_si128((__m128i *) (path + len - 16));
-            m |= (uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s))
+        if (len > 16) {
+            m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                         (__m128i *) (path + len - 16)), s)
                  << (len - 16);
         }
 
         return m;
+    }
+
+    if (len >= 8) {
+        m = ngx_http_playarr_metrics_route_sse(_mm_loadl_epi64(
+                                                   (__m128i *) path), s)
+            & 0xff;
+
+        return m | (ngx_http_playarr_metrics_route_sse(_mm_loadl_epi64(
+                                          (__m128i *) (path + len - 8)), s)
+                    & 0xff) << (len - 8);
     }
 #endif
 
@@ -1064,6 +1069,24 @@ ngx_http_playarr_metrics_route_slashes(u_char *path, size_t len)
     }
 
     return m;
+}
+
+
+/* template n, or NULL for NGX_HTTP_PLAYARR_METRICS_NO_ROUTE */
+
+static ngx_inline ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_route_at(ngx_http_playarr_metrics_routes_t *routes,
+    ngx_uint_t n)
+{
+    ngx_http_playarr_metrics_route_t  *route;
+
+    if (n == NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+        return NULL;
+    }
+
+    route = routes->templates.elts;
+
+    return &route[n];
 }
 
 
