@@ -455,6 +455,10 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         pmcf->merges = 1;
     }
 
+    if (conf->upstream_header.len) {
+        pmcf->upstream_headers = 1;
+    }
+
     if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
         && pmcf->token.path.len == 0)
     {

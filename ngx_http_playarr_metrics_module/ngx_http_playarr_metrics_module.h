@@ -71,6 +71,13 @@
 /* what a merge reads at most */
 #define NGX_HTTP_PLAYARR_METRICS_MERGE_MAX    (16 * 1024 * 1024)
 
+/* a rare path kept out of the frame of the hot function that calls it */
+#if (__GNUC__ || __clang__)
+#define ngx_http_playarr_metrics_noinline  __attribute__((noinline))
+#else
+#define ngx_http_playarr_metrics_noinline
+#endif
+
 /* where a value is read from */
 #define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
 #define NGX_HTTP_PLAYARR_METRICS_REQUEST      1
@@ -195,6 +202,7 @@ typedef struct {
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
     ngx_uint_t                           merges;       /* any _merge */
+    ngx_uint_t                           upstream_headers;  /* any */
 
     /* where a directive of the module was first used, for errors */
     ngx_str_t                            used_file;
@@ -253,8 +261,6 @@ ngx_int_t ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 ngx_int_t ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
 void ngx_http_playarr_metrics_record_exit_process(void);
-ngx_http_playarr_metrics_ctx_t *ngx_http_playarr_metrics_ctx(
-    ngx_http_request_t *r);
 
 /* the families and the schema (family.c) */
 ngx_array_t *ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf);
@@ -344,6 +350,31 @@ u_char *ngx_http_playarr_metrics_merge_sample_text(u_char *p,
 
 
 extern ngx_module_t  ngx_http_playarr_metrics_module;
+
+
+/*
+ * The request's context, made when first asked for; inlined: the
+ * recording makes it for every request it records.
+ */
+
+static ngx_inline ngx_http_playarr_metrics_ctx_t *
+ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
+{
+    ngx_http_playarr_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+    }
+
+    return ctx;
+}
 
 
 #if (__GNUC__ >= 4 || __clang__)

@@ -36,7 +36,9 @@
  * starts.  A user longer than 32 bytes is not kept.
  */
 
-#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_BITS  9
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS                                  \
+    (1 << NGX_HTTP_PLAYARR_METRICS_RECENT_BITS)
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
 
@@ -59,23 +61,22 @@ struct ngx_http_playarr_metrics_recent_s {
 
 static ngx_int_t ngx_http_playarr_metrics_header_filter(
     ngx_http_request_t *r);
-static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
-    ngx_http_playarr_metrics_ctx_t *ctx);
+static ngx_http_playarr_metrics_noinline ngx_int_t
+    ngx_http_playarr_metrics_take_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static ngx_int_t ngx_http_playarr_metrics_headers_log_handler(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_in_flight_done(void *data);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, uint32_t status);
-static ngx_int_t ngx_http_playarr_metrics_count(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status);
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_count(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_record_t *rec);
 static ngx_int_t ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms);
 static void ngx_http_playarr_metrics_auth_failed(
     ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
@@ -84,39 +85,45 @@ static void ngx_http_playarr_metrics_remember(
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_series_t *duration,
     ngx_http_playarr_metrics_series_t *requests);
-static void ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_record_t *rec);
-static ngx_int_t ngx_http_playarr_metrics_find(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
+static ngx_int_t ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_find(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
-static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_user(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
+static ngx_http_playarr_metrics_noinline ngx_int_t
+    ngx_http_playarr_metrics_session_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
 static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
-static void ngx_http_playarr_metrics_recent_set(
+static ngx_inline void ngx_http_playarr_metrics_recent_set(
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec);
-static ngx_http_playarr_metrics_recent_t *
+static ngx_inline ngx_http_playarr_metrics_recent_t *
     ngx_http_playarr_metrics_recent_find(
     ngx_http_playarr_metrics_record_t *rec);
-static ngx_inline ngx_uint_t ngx_http_playarr_metrics_recent_same(
-    u_char *kept, u_char *p, size_t len);
-static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
-static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_same(u_char *a,
+    u_char *b, size_t len);
+static ngx_inline void ngx_http_playarr_metrics_endpoint(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_str_t *ep);
+static ngx_inline void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s,
-    ngx_uint_t *known);
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
+static ngx_inline void ngx_http_playarr_metrics_header_value(
+    ngx_list_part_t *part, ngx_http_playarr_metrics_value_t *value,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
-    ngx_str_t *uri, ngx_uint_t seg);
+    u_char *uri, size_t len, ngx_uint_t seg);
 static ngx_int_t ngx_http_playarr_metrics_route_user_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -176,6 +183,15 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 
     *h = ngx_http_playarr_metrics_log_handler;
 
+    if (pmcf->upstream_headers) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_playarr_metrics_headers_log_handler;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
 
@@ -196,62 +212,44 @@ ngx_http_playarr_metrics_record_exit_process(void)
 }
 
 
-/* the request's context, made when first asked for */
-
-ngx_http_playarr_metrics_ctx_t *
-ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
-{
-    ngx_http_playarr_metrics_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
-    }
-
-    return ctx;
-}
-
-
 /*
- * What the request is recorded as is found here, for the log handler
- * (ngx_http_playarr_metrics_prepare()).  And updates carried by upstream
- * response headers are taken out of the response here, and applied when
- * the request is logged.
+ * What the request is recorded as is found here, for the log handler.
+ * And updates carried by upstream response headers are taken out of the
+ * response here, and applied when the request is logged.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t                            *v;
-    ngx_uint_t                            i;
-    ngx_list_part_t                      *part;
-    ngx_table_elt_t                      *h;
-    ngx_http_playarr_metrics_ctx_t       *ctx;
     ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
-    if (plcf->enable && !plcf->handler && r == r->main) {
-        ctx = ngx_http_playarr_metrics_ctx(r);
-        if (ctx == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_playarr_metrics_prepare(r, plcf, &ctx->record);
-
-    } else {
-        ctx = NULL;
+    if (plcf->enable && !plcf->handler && r == r->main
+        && ngx_http_playarr_metrics_prepare(r, plcf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
-        return ngx_http_next_header_filter(r);
+    if (plcf->upstream_header.len && r->upstream
+        && ngx_http_playarr_metrics_take_headers(r, plcf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_take_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    ngx_str_t                       *v;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    ngx_http_playarr_metrics_ctx_t  *ctx;
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -277,11 +275,9 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
             continue;
         }
 
+        ctx = ngx_http_playarr_metrics_ctx(r);
         if (ctx == NULL) {
-            ctx = ngx_http_playarr_metrics_ctx(r);
-            if (ctx == NULL) {
-                return NGX_ERROR;
-            }
+            return NGX_ERROR;
         }
 
         if (ctx->headers.elts == NULL
@@ -303,19 +299,33 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
         h[i].hash = 0;
     }
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
-static void
-ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
-    ngx_http_playarr_metrics_ctx_t *ctx)
+/*
+ * The updates the upstream response headers carried, in a log phase
+ * handler of their own, set only when a location takes them
+ * (playarr_metrics_upstream_header).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_headers_log_handler(ngx_http_request_t *r)
 {
-    ngx_int_t     rc, index;
-    ngx_str_t    *v, err;
-    ngx_uint_t    i, reason;
-    ngx_array_t   updates;
+    ngx_int_t                              rc, index;
+    ngx_str_t                             *v, err;
+    ngx_uint_t                             i, reason;
+    ngx_array_t                            updates;
+    ngx_http_playarr_metrics_ctx_t        *ctx;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL || ctx->headers.nelts == 0) {
+        return NGX_OK;
+    }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     v = ctx->headers.elts;
 
@@ -332,7 +342,7 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
         }
 
         if (rc == NGX_ERROR) {
-            return;
+            return NGX_OK;
         }
 
         reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
@@ -342,6 +352,8 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
                                         NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
                                         reason, r->connection->log, &err);
     }
+
+    return NGX_OK;
 }
 
 
@@ -439,12 +451,14 @@ ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
 }
 
 
-static void
+static ngx_inline void
 ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
 {
-    ngx_str_t                            *t, uri;
-    ngx_uint_t                            n, seg;
+    u_char                               *uri;
+    size_t                                len;
+    ngx_str_t                            *t;
+    ngx_http_playarr_metrics_route_t     *route;
     ngx_http_playarr_metrics_srv_conf_t  *pscf;
 
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
@@ -452,26 +466,32 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     /* the URI kept in the post-read phase; else, finalized before it */
 
     if (v->data) {
-        uri.data = v->data;
-        uri.len = v->len;
+        uri = v->data;
+        len = v->len;
 
     } else {
-        uri = r->uri;
+        uri = r->uri.data;
+        len = r->uri.len;
     }
 
-    t = &ngx_http_playarr_metrics_unknown;
+    route = NULL;
 
     if (pscf->routes) {
-        n = ngx_http_playarr_metrics_routes_match(pscf->routes, uri.data,
-                                                  uri.len);
-        if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-            t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
+        route = ngx_http_playarr_metrics_routes_find(pscf->routes, uri, len);
+    }
 
-            seg = ngx_http_playarr_metrics_routes_user(pscf->routes, n);
+    if (route == NULL) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "playarr_metrics no route for \"%*s\": "
+                       NGX_HTTP_PLAYARR_METRICS_UNKNOWN, len, uri);
 
-            if (seg) {
-                ngx_http_playarr_metrics_route_segment(r, &uri, seg);
-            }
+        t = &ngx_http_playarr_metrics_unknown;
+
+    } else {
+        t = &route->template;
+
+        if (route->user) {
+            ngx_http_playarr_metrics_route_segment(r, uri, len, route->user);
         }
     }
 
@@ -500,8 +520,8 @@ ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
  */
 
 static void
-ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, ngx_str_t *uri,
-    ngx_uint_t seg)
+ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, u_char *uri,
+    size_t len, ngx_uint_t seg)
 {
     u_char                                *p, *q, *last;
     ngx_http_variable_value_t             *v;
@@ -509,9 +529,9 @@ ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, ngx_str_t *uri,
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    last = uri->data + uri->len;
+    last = uri + len;
 
-    for (p = uri->data; p < last; p = q) {
+    for (p = uri; p < last; p = q) {
 
         while (p < last && *p == '/') {
             p++;
@@ -605,7 +625,7 @@ ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
 }
 
 
-static void
+static ngx_inline void
 ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep)
 {
@@ -625,18 +645,9 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 {
-    uint32_t                               status;
-    ngx_http_playarr_metrics_ctx_t        *ctx;
-    ngx_http_playarr_metrics_loc_conf_t   *plcf;
-    ngx_http_playarr_metrics_main_conf_t  *pmcf;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
-
-    if (ctx && ctx->headers.nelts) {
-        ngx_http_playarr_metrics_apply_headers(r, pmcf, ctx);
-    }
+    uint32_t                              status;
+    ngx_http_playarr_metrics_ctx_t       *ctx;
+    ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
@@ -644,13 +655,14 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
     status = ngx_http_playarr_metrics_status(r);
 
     if (ctx == NULL || !ctx->record.known || ctx->record.status != status) {
-        return ngx_http_playarr_metrics_log_again(r, plcf, pmcf, status);
+        return ngx_http_playarr_metrics_log_again(r, plcf, status);
     }
 
-    return ngx_http_playarr_metrics_count(r, plcf, pmcf, &ctx->record);
+    return ngx_http_playarr_metrics_count(r, plcf, &ctx->record);
 }
 
 
@@ -663,11 +675,13 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, uint32_t status)
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status)
 {
     ngx_http_playarr_metrics_record_t      rec;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
     ngx_http_playarr_metrics_jwt_claims_t  tmp;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     rec.status = status;
 
@@ -675,16 +689,15 @@ ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    return ngx_http_playarr_metrics_count(r, plcf, pmcf, &rec);
+    return ngx_http_playarr_metrics_count(r, plcf, &rec);
 }
 
 
 /* the request counted: into the series of its recent entry, if any */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_playarr_metrics_count(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec)
 {
     ngx_msec_int_t   ms;
@@ -696,23 +709,24 @@ ngx_http_playarr_metrics_count(ngx_http_request_t *r,
              ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
-    if (rec->requests) {
-        /* not to wait for the two cache lines one after the other */
-        ngx_http_playarr_metrics_prefetch_line(rec->requests);
-
-        if (rec->duration) {
-            ngx_http_playarr_metrics_observe(rec->duration, (double) ms / 1000);
-        }
-
-        ngx_http_playarr_metrics_add(rec->requests, 1);
-
-        if (rec->status != NGX_HTTP_UNAUTHORIZED && plcf->error_type == NULL)
-        {
-            return NGX_OK;
-        }
+    if (rec->requests == NULL) {
+        return ngx_http_playarr_metrics_count_keys(r, plcf, rec, ms);
     }
 
-    return ngx_http_playarr_metrics_count_keys(r, plcf, pmcf, rec, ms);
+    /* not to wait for the two cache lines one after the other */
+    ngx_http_playarr_metrics_prefetch_line(rec->requests);
+
+    if (rec->duration) {
+        ngx_http_playarr_metrics_observe(rec->duration, (double) ms / 1000);
+    }
+
+    ngx_http_playarr_metrics_add(rec->requests, 1);
+
+    if (rec->status == NGX_HTTP_UNAUTHORIZED || plcf->error_type) {
+        return ngx_http_playarr_metrics_count_keys(r, plcf, rec, ms);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -724,7 +738,6 @@ ngx_http_playarr_metrics_count(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms)
 {
     u_char                                  *p, *key, *user;
@@ -734,8 +747,11 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_series_t       *series, *duration;
     ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_main_conf_t    *pmcf;
     ngx_http_playarr_metrics_family_conf_t  *fc;
     u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     store = pmcf->store;
     fc = store->families.elts;
@@ -743,10 +759,10 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     status = rec->status;
 
     if (rec->requests == NULL) {
-        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "playarr_metrics endpoint \"%V\", status %uD, "
-                       "user \"%V\" (claimed \"%V\"): not a recent request",
-                       ep, status, &rec->user, &rec->claimed);
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "playarr_metrics \"%V\": endpoint \"%V\", status %uD, "
+                       "user \"%V\" (claimed \"%V\"), not a recent request",
+                       &r->uri, ep, status, &rec->user, &rec->claimed);
     }
 
     /*
@@ -829,8 +845,8 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     /* key: endpoint, error type, user; the error type first in buf */
 
     if (plcf->error_type) {
-        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s, NULL)
-            != NGX_OK)
+        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s)
+            == NGX_ERROR)
         {
             return NGX_ERROR;
         }
@@ -931,20 +947,27 @@ ngx_http_playarr_metrics_remember(ngx_http_playarr_metrics_record_t *rec,
  * not wait for them.  No session is looked up here: see _user().
  */
 
-static void
+static ngx_int_t
 ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf,
-    ngx_http_playarr_metrics_record_t *rec)
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
 {
+    ngx_http_playarr_metrics_ctx_t        *ctx;
+    ngx_http_playarr_metrics_record_t     *rec;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    ctx = ngx_http_playarr_metrics_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
+    rec = &ctx->record;
     rec->status = ngx_http_playarr_metrics_status(r);
 
     if (ngx_http_playarr_metrics_find(r, plcf, pmcf, rec, NULL) != NGX_OK) {
         rec->known = 0;
-        return;
+        return NGX_OK;
     }
 
     if (rec->requests) {
@@ -954,6 +977,8 @@ ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
             ngx_http_playarr_metrics_prefetch_line(rec->duration);
         }
     }
+
+    return NGX_OK;
 }
 
 
@@ -963,7 +988,7 @@ ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
  * known yet.
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_playarr_metrics_find(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
@@ -1018,17 +1043,17 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
  * session, which the header filter (tmp NULL) does not look up.
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    ngx_uint_t                              i, known;
-    ngx_http_variable_value_t              *vv;
-    ngx_http_playarr_metrics_value_t       *value;
-    ngx_http_playarr_metrics_jwt_claims_t  *claims;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i, n;
+    ngx_http_variable_value_t         *vv;
+    ngx_http_playarr_metrics_value_t  *value;
 
     rec->user.len = 0;
     rec->user.data = (u_char *) "";
@@ -1036,14 +1061,27 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
 
     if (plcf->username) {
         value = plcf->username->elts;
-        known = 1;
+        n = plcf->username->nelts;
 
-        for (i = 0; i < plcf->username->nelts; i++) {
-            if (ngx_http_playarr_metrics_eval(r, &value[i], &rec->user,
-                                              &known)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
+        for (i = 0; i < n; i++) {
+
+            /* the usual one, a request header, without a call */
+
+            if (value[i].header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+                ngx_http_playarr_metrics_header_value(
+                                         &r->headers_in.headers.part,
+                                         &value[i], &rec->user);
+
+            } else {
+                rc = ngx_http_playarr_metrics_eval(r, &value[i], &rec->user);
+
+                if (rc == NGX_ERROR) {
+                    return NGX_ERROR;
+                }
+
+                if (rc == NGX_AGAIN) {
+                    rec->known = 0;
+                }
             }
 
             if (rec->user.len) {
@@ -1051,30 +1089,21 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
             }
         }
 
-        rec->known = known;
         rec->claimed = rec->user;
 
         return NGX_OK;
     }
 
-    /*
-     * The session's user, as the cache holds it (or tmp), not copied: the
-     * log handler uses it before this worker runs anything else.
-     */
+    /* a session is looked up by the log handler only */
 
     if (pmcf->jwt_secret.len && tmp == NULL) {
         rec->known = 0;
         return NGX_OK;
     }
 
-    if (pmcf->jwt_secret.len
-        && ngx_http_playarr_metrics_session(r, &claims, tmp)
-           == NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    if (pmcf->jwt_secret.len == 0
+        || ngx_http_playarr_metrics_session_user(r, rec, tmp) != NGX_OK)
     {
-        rec->claimed.len = claims->user_len;
-        rec->claimed.data = claims->user;
-
-    } else {
         vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
 
         if (vv == NULL || vv->not_found) {
@@ -1089,6 +1118,31 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     if (rec->status != NGX_HTTP_UNAUTHORIZED) {
         rec->user = rec->claimed;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The user of a valid session, as the cache holds it (or tmp), not
+ * copied: the log handler uses it before this worker runs anything else.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_session_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    ngx_http_playarr_metrics_jwt_claims_t  *claims;
+
+    if (ngx_http_playarr_metrics_session(r, &claims, tmp)
+        != NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    {
+        return NGX_DECLINED;
+    }
+
+    rec->claimed.len = claims->user_len;
+    rec->claimed.data = claims->user;
 
     return NGX_OK;
 }
@@ -1119,30 +1173,62 @@ ngx_http_playarr_metrics_status(ngx_http_request_t *r)
  * The set of the recent requests cache where an endpoint, status and user
  * would be, and their tag.  The endpoint is the text of a template, or
  * ngx_http_playarr_metrics_unknown: it lives as long as the
- * configuration, so its address stands for it.
+ * configuration, so its address stands for it.  The set is picked by a
+ * multiplicative hash of them, the user read a word at a time as
+ * _same() reads it: not the zone's keyed hash, as two requests in the
+ * same set only cost a lookup in the zone, not a longer chain there.
  */
 
-static void
+static ngx_inline void
 ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec)
 {
-    uint32_t  h;
+    u_char    *p;
+    size_t     len;
+    uint32_t   lo, hi;
+    uint64_t   h, w;
+
+    p = rec->user.data;
+    len = rec->user.len;
 
     rec->tag = (uint64_t) rec->endpoint.len | (uint64_t) rec->status << 32
-               | (uint64_t) rec->user.len << 48;
+               | (uint64_t) len << 48;
 
-    h = ngx_http_playarr_metrics_hash(
-                      (uint32_t) ((uintptr_t) rec->endpoint.data >> 3)
-                      ^ rec->status, rec->user.data, rec->user.len);
+    h = ((uint64_t) (uintptr_t) rec->endpoint.data ^ rec->tag)
+        * NGX_HTTP_PLAYARR_METRICS_K1;
 
-    rec->set = &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
+    if (len >= 8) {
+        while (len > 8) {
+            ngx_memcpy(&w, p, 8);
+            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+            p += 8;
+            len -= 8;
+        }
+
+        ngx_memcpy(&w, p + len - 8, 8);
+
+    } else if (len >= 4) {
+        ngx_memcpy(&lo, p, 4);
+        ngx_memcpy(&hi, p + len - 4, 4);
+        w = (uint64_t) hi << 32 | lo;
+
+    } else if (len) {
+        w = p[0] | (uint64_t) p[len / 2] << 8 | (uint64_t) p[len - 1] << 16;
+
+    } else {
+        w = 0;
+    }
+
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+
+    rec->set = &pmcf->recent[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_RECENT_BITS))
                              * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
 }
 
 
 /* the entry of rec->set that holds the request's series, if any */
 
-static ngx_http_playarr_metrics_recent_t *
+static ngx_inline ngx_http_playarr_metrics_recent_t *
 ngx_http_playarr_metrics_recent_find(ngx_http_playarr_metrics_record_t *rec)
 {
     ngx_uint_t                          i;
@@ -1153,9 +1239,8 @@ ngx_http_playarr_metrics_recent_find(ngx_http_playarr_metrics_record_t *rec)
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
         if (set[i].endpoint == rec->endpoint.data
             && set[i].tag == rec->tag
-            && ngx_http_playarr_metrics_recent_same(set[i].user,
-                                                    rec->user.data,
-                                                    rec->user.len))
+            && ngx_http_playarr_metrics_same(set[i].user, rec->user.data,
+                                             rec->user.len))
         {
             return &set[i];
         }
@@ -1166,47 +1251,47 @@ ngx_http_playarr_metrics_recent_find(ngx_http_playarr_metrics_record_t *rec)
 
 
 /*
- * The len bytes at p are those kept, len at most
- * NGX_HTTP_PLAYARR_METRICS_RECENT_USER: compared a word at a time, the
- * last word overlapping the one before it, never past p + len.
+ * The len bytes at a and at b are the same: compared a word at a time,
+ * the last word overlapping the one before it, never past a + len nor
+ * b + len.
  */
 
 static ngx_inline ngx_uint_t
-ngx_http_playarr_metrics_recent_same(u_char *kept, u_char *p, size_t len)
+ngx_http_playarr_metrics_same(u_char *a, u_char *b, size_t len)
 {
     uint32_t  a4, b4;
-    uint64_t  a, b;
+    uint64_t  a8, b8;
 
     if (len >= 8) {
         while (len > 8) {
-            ngx_memcpy(&a, kept, 8);
-            ngx_memcpy(&b, p, 8);
+            ngx_memcpy(&a8, a, 8);
+            ngx_memcpy(&b8, b, 8);
 
-            if (a != b) {
+            if (a8 != b8) {
                 return 0;
             }
 
-            kept += 8;
-            p += 8;
+            a += 8;
+            b += 8;
             len -= 8;
         }
 
-        ngx_memcpy(&a, kept + len - 8, 8);
-        ngx_memcpy(&b, p + len - 8, 8);
+        ngx_memcpy(&a8, a + len - 8, 8);
+        ngx_memcpy(&b8, b + len - 8, 8);
 
-        return a == b;
+        return a8 == b8;
     }
 
     if (len >= 4) {
-        ngx_memcpy(&a4, kept, 4);
-        ngx_memcpy(&b4, p, 4);
+        ngx_memcpy(&a4, a, 4);
+        ngx_memcpy(&b4, b, 4);
 
         if (a4 != b4) {
             return 0;
         }
 
-        ngx_memcpy(&a4, kept + len - 4, 4);
-        ngx_memcpy(&b4, p + len - 4, 4);
+        ngx_memcpy(&a4, a + len - 4, 4);
+        ngx_memcpy(&b4, b + len - 4, 4);
 
         return a4 == b4;
     }
@@ -1214,7 +1299,7 @@ ngx_http_playarr_metrics_recent_same(u_char *kept, u_char *p, size_t len)
     while (len) {
         len--;
 
-        if (kept[len] != p[len]) {
+        if (a[len] != b[len]) {
             return 0;
         }
     }
@@ -1224,96 +1309,113 @@ ngx_http_playarr_metrics_recent_same(u_char *kept, u_char *p, size_t len)
 
 
 /*
- * A value of playarr_metrics_username or _error_type; *known, when not
- * NULL, is cleared if the value may be another one when read again later
- * in the request: it comes from a variable that is not cacheable.  A
- * header, request or upstream, is the same until the request is freed.
+ * A value of playarr_metrics_username or _error_type: NGX_OK, or
+ * NGX_AGAIN if it may be another one when read again later in the
+ * request, as it comes from a variable that is not cacheable; a header,
+ * request or upstream, is the same until the request is freed.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s,
-    ngx_uint_t *known)
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
 {
-    ngx_uint_t                 i, *index;
-    ngx_list_part_t           *part;
-    ngx_table_elt_t           *h;
-    ngx_http_variable_value_t *vv;
+    ngx_int_t                   rc;
+    ngx_uint_t                 *index;
+    ngx_http_variable_value_t  *vv;
 
     if (value->value) {
         if (ngx_http_complex_value(r, value->value, s) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        if (known && value->value->flushes) {
+        rc = NGX_OK;
+
+        if (value->value->flushes) {
             for (index = value->value->flushes;
                  *index != (ngx_uint_t) -1;
                  index++)
             {
                 if (r->variables[*index].no_cacheable) {
-                    *known = 0;
+                    rc = NGX_AGAIN;
                 }
             }
         }
 
+        return rc;
+    }
+
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+        ngx_http_playarr_metrics_header_value(&r->headers_in.headers.part,
+                                              value, s);
         return NGX_OK;
     }
 
-    if (value->header) {
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_UPSTREAM) {
         s->len = 0;
 
-        if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
-            part = &r->headers_in.headers.part;
-
-        } else if (r->upstream) {
-            part = &r->upstream->headers_in.headers.part;
-
-        } else {
-            return NGX_OK;
+        if (r->upstream) {
+            ngx_http_playarr_metrics_header_value(
+                                     &r->upstream->headers_in.headers.part,
+                                     value, s);
         }
 
-        h = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    return NGX_OK;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].hash == value->hash
-                && h[i].key.len == value->name.len
-                && ngx_memcmp(h[i].lowcase_key, value->name.data,
-                              value->name.len)
-                   == 0)
-            {
-                *s = h[i].value;
-                return NGX_OK;
-            }
-        }
+        return NGX_OK;
     }
 
     vv = ngx_http_get_indexed_variable(r, value->index);
 
-    if (known && (vv == NULL || vv->no_cacheable)) {
-        *known = 0;
-    }
-
     if (vv == NULL || vv->not_found) {
         s->len = 0;
-        return NGX_OK;
+
+    } else {
+        s->len = vv->len;
+        s->data = vv->data;
     }
 
-    s->len = vv->len;
-    s->data = vv->data;
-
-    return NGX_OK;
+    return (vv == NULL || vv->no_cacheable) ? NGX_AGAIN : NGX_OK;
 }
+
+
+/*
+ * The value of a header found by the hash nginx computed when it parsed
+ * it, and its lowercase name; s->len is 0 if there is none.
+ */
+
+static ngx_inline void
+ngx_http_playarr_metrics_header_value(ngx_list_part_t *part,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
+{
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    s->len = 0;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == value->hash
+            && h[i].key.len == value->name.len
+            && ngx_http_playarr_metrics_same(h[i].lowcase_key,
+                                             value->name.data,
+                                             value->name.len))
+        {
+            *s = h[i].value;
+            return;
+        }
+    }
+}
+
+
 
 
 ngx_int_t
