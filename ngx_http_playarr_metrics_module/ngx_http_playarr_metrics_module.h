@@ -100,6 +100,8 @@ typedef struct {
 
 typedef struct ngx_http_playarr_metrics_recent_s
     ngx_http_playarr_metrics_recent_t;
+typedef struct ngx_http_playarr_metrics_path_s
+    ngx_http_playarr_metrics_path_t;
 
 
 /*
@@ -201,6 +203,7 @@ typedef struct {
     ngx_str_t                            jwt_secret;
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
+    ngx_http_playarr_metrics_path_t     *paths;        /* per worker */
     ngx_uint_t                           merges;       /* any _merge */
     ngx_uint_t                           upstream_headers;  /* any */
 

@@ -42,12 +42,39 @@
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
 
+/* 16 bytes compared at once */
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
+#endif
+
 /* a hint that memory will be read soon: a load that never faults */
 #if (__GNUC__ || __clang__)
 #define ngx_http_playarr_metrics_prefetch_line(p)  __builtin_prefetch(p)
 #else
 #define ngx_http_playarr_metrics_prefetch_line(p)
 #endif
+
+
+/*
+ * The paths a worker matched lately, and the route each matched (NULL:
+ * none), for the routes of one server: a path seen again is found by a
+ * hash of its bytes and one compare, not walked through the route trie.
+ * 512 sets of 2 entries of 128 bytes, 128k a worker, allocated when the
+ * worker starts; a path longer than 104 bytes is not kept.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_BITS   9
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS   2
+#define NGX_HTTP_PLAYARR_METRICS_PATH_MAX     104
+
+
+struct ngx_http_playarr_metrics_path_s {
+    ngx_http_playarr_metrics_routes_t  *routes;
+    ngx_http_playarr_metrics_route_t   *route;
+    size_t                              len;
+    u_char                 path[NGX_HTTP_PLAYARR_METRICS_PATH_MAX];
+};
 
 
 struct ngx_http_playarr_metrics_recent_s {
@@ -108,8 +135,17 @@ static ngx_inline void ngx_http_playarr_metrics_recent_set(
 static ngx_inline ngx_http_playarr_metrics_recent_t *
     ngx_http_playarr_metrics_recent_find(
     ngx_http_playarr_metrics_record_t *rec);
+static ngx_inline uint64_t ngx_http_playarr_metrics_words(uint64_t h,
+    u_char *p, size_t len);
+static ngx_inline uint64_t ngx_http_playarr_metrics_ends(uint64_t h,
+    u_char *p, size_t len);
+static ngx_inline ngx_http_playarr_metrics_route_t *
+    ngx_http_playarr_metrics_route(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len);
 static ngx_inline ngx_uint_t ngx_http_playarr_metrics_same(u_char *a,
     u_char *b, size_t len);
+static ngx_inline void ngx_http_playarr_metrics_copy(u_char *dst,
+    u_char *src, size_t len);
 static ngx_inline void ngx_http_playarr_metrics_endpoint(
     ngx_http_request_t *r, ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_str_t *ep);
@@ -447,6 +483,17 @@ ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
 
     ngx_memzero(pmcf->recent, size);
 
+    size = (1 << NGX_HTTP_PLAYARR_METRICS_PATHS_BITS)
+           * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS
+           * sizeof(ngx_http_playarr_metrics_path_t);
+
+    pmcf->paths = ngx_pmemalign(cycle->pool, size, NGX_CPU_CACHE_LINE);
+    if (pmcf->paths == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(pmcf->paths, size);
+
     return NGX_OK;
 }
 
@@ -477,7 +524,7 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     route = NULL;
 
     if (pscf->routes) {
-        route = ngx_http_playarr_metrics_routes_find(pscf->routes, uri, len);
+        route = ngx_http_playarr_metrics_route(r, pscf->routes, uri, len);
     }
 
     if (route == NULL) {
@@ -500,6 +547,57 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = t->data;
+}
+
+
+/* the route of a path, from the paths matched lately when it is there */
+
+static ngx_inline ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_route(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len)
+{
+    uint64_t                               h;
+    ngx_http_playarr_metrics_path_t       *set;
+    ngx_http_playarr_metrics_route_t      *route;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (len > NGX_HTTP_PLAYARR_METRICS_PATH_MAX || pmcf->paths == NULL) {
+        return ngx_http_playarr_metrics_routes_find(routes, uri, len);
+    }
+
+    h = ngx_http_playarr_metrics_ends(
+                         ((uint64_t) (uintptr_t) routes ^ len)
+                         * NGX_HTTP_PLAYARR_METRICS_K1, uri, len);
+
+    set = &pmcf->paths[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_PATHS_BITS))
+                       * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS];
+
+    if (set[0].len == len && set[0].routes == routes
+        && ngx_http_playarr_metrics_same(set[0].path, uri, len))
+    {
+        return set[0].route;
+    }
+
+    if (set[1].len == len && set[1].routes == routes
+        && ngx_http_playarr_metrics_same(set[1].path, uri, len))
+    {
+        return set[1].route;
+    }
+
+    route = ngx_http_playarr_metrics_routes_find(routes, uri, len);
+
+    /* the way replaced: a bit of the hash, not the older entry moved */
+
+    set += (h >> 32) & 1;
+
+    set->routes = routes;
+    set->route = route;
+    set->len = len;
+    ngx_http_playarr_metrics_copy(set->path, uri, len);
+
+    return route;
 }
 
 
@@ -1183,19 +1281,55 @@ static ngx_inline void
 ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec)
 {
-    u_char    *p;
-    size_t     len;
-    uint32_t   lo, hi;
-    uint64_t   h, w;
-
-    p = rec->user.data;
-    len = rec->user.len;
+    uint64_t  h;
 
     rec->tag = (uint64_t) rec->endpoint.len | (uint64_t) rec->status << 32
-               | (uint64_t) len << 48;
+               | (uint64_t) rec->user.len << 48;
 
-    h = ((uint64_t) (uintptr_t) rec->endpoint.data ^ rec->tag)
-        * NGX_HTTP_PLAYARR_METRICS_K1;
+    h = ngx_http_playarr_metrics_words(
+                   ((uint64_t) (uintptr_t) rec->endpoint.data ^ rec->tag)
+                   * NGX_HTTP_PLAYARR_METRICS_K1,
+                   rec->user.data, rec->user.len);
+
+    rec->set = &pmcf->recent[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_RECENT_BITS))
+                             * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
+}
+
+
+/*
+ * A multiplicative hash going on from h over the first and the last 8 of
+ * the len bytes at p (all of them below 16): the paths of one route
+ * usually differ in their last segment.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_ends(uint64_t h, u_char *p, size_t len)
+{
+    uint64_t  w;
+
+    if (len < 16) {
+        return ngx_http_playarr_metrics_words(h, p, len);
+    }
+
+    ngx_memcpy(&w, p, 8);
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+
+    ngx_memcpy(&w, p + len - 8, 8);
+
+    return (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+}
+
+
+/*
+ * A multiplicative hash going on from h over the len bytes at p, read a
+ * word at a time as _same() reads them, never past p + len.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_words(uint64_t h, u_char *p, size_t len)
+{
+    uint32_t  lo, hi;
+    uint64_t  w;
 
     if (len >= 8) {
         while (len > 8) {
@@ -1219,10 +1353,7 @@ ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
         w = 0;
     }
 
-    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
-
-    rec->set = &pmcf->recent[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_RECENT_BITS))
-                             * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
+    return (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
 }
 
 
@@ -1261,6 +1392,29 @@ ngx_http_playarr_metrics_same(u_char *a, u_char *b, size_t len)
 {
     uint32_t  a4, b4;
     uint64_t  a8, b8;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   a16, b16;
+
+    if (len >= 16) {
+        while (len > 16) {
+            a16 = _mm_loadu_si128((__m128i *) a);
+            b16 = _mm_loadu_si128((__m128i *) b);
+
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(a16, b16)) != 0xffff) {
+                return 0;
+            }
+
+            a += 16;
+            b += 16;
+            len -= 16;
+        }
+
+        a16 = _mm_loadu_si128((__m128i *) (a + len - 16));
+        b16 = _mm_loadu_si128((__m128i *) (b + len - 16));
+
+        return _mm_movemask_epi8(_mm_cmpeq_epi8(a16, b16)) == 0xffff;
+    }
+#endif
 
     if (len >= 8) {
         while (len > 8) {
@@ -1305,6 +1459,33 @@ ngx_http_playarr_metrics_same(u_char *a, u_char *b, size_t len)
     }
 
     return 1;
+}
+
+
+/*
+ * The len bytes at src, at most NGX_HTTP_PLAYARR_METRICS_PATH_MAX, copied
+ * to dst, which has room for that many: 8 at a time, the last 8 ending
+ * where src does, never read past src + len.
+ */
+
+static ngx_inline void
+ngx_http_playarr_metrics_copy(u_char *dst, u_char *src, size_t len)
+{
+    size_t  i;
+
+    if (len < 8) {
+        while (len--) {
+            dst[len] = src[len];
+        }
+
+        return;
+    }
+
+    for (i = 0; i + 8 < len; i += 8) {
+        ngx_memcpy(dst + i, src + i, 8);
+    }
+
+    ngx_memcpy(dst + len - 8, src + len - 8, 8);
 }
 
 
