@@ -621,32 +621,23 @@ static void
 ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, u_char *uri,
     size_t len, ngx_uint_t seg)
 {
-    u_char                                *p, *q, *last;
+    u_char                                *p, *q;
     ngx_http_variable_value_t             *v;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
+    if (ngx_http_playarr_metrics_routes_segment(uri, len, seg, &p, &q)
+        != NGX_OK)
+    {
+        return;
+    }
+
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    last = uri + len;
+    v = &r->variables[pmcf->route_user];
 
-    for (p = uri; p < last; p = q) {
-
-        while (p < last && *p == '/') {
-            p++;
-        }
-
-        for (q = p; q < last && *q != '/'; q++) { /* void */ }
-
-        if (q > p && --seg == 0) {
-            v = &r->variables[pmcf->route_user];
-
-            if (!v->valid) {
-                v->data = p;
-                v->len = q - p;
-            }
-
-            return;
-        }
+    if (!v->valid) {
+        v->data = p;
+        v->len = q - p;
     }
 }
 

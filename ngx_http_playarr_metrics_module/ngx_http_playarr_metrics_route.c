@@ -407,6 +407,10 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         node->route = n;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cf->log, 0,
+                   "playarr_metrics route \"%V\" is template %ui",
+                   template, n);
+
     return NGX_CONF_OK;
 
 invalid:
@@ -1069,6 +1073,57 @@ ngx_http_playarr_metrics_route_slashes(u_char *path, size_t len)
     }
 
     return m;
+}
+
+
+/*
+ * The n-th non-empty segment of a path (from 1, empty ones skipped as
+ * the match skips them): NGX_OK and *start, *end, or NGX_DECLINED.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_routes_segment(u_char *path, size_t len,
+    ngx_uint_t n, u_char **start, u_char **end)
+{
+    u_char    *p, *q, *last;
+    uint64_t   sl;
+
+    if (len < 64) {
+        sl = ngx_http_playarr_metrics_route_slashes(path, len)
+             | (uint64_t) 1 << len;
+
+        for (p = path; sl; p = q + 1) {
+            q = path + ngx_http_playarr_metrics_route_ctz(sl);
+            sl &= sl - 1;
+
+            if (q > p && --n == 0) {
+                *start = p;
+                *end = q;
+                return NGX_OK;
+            }
+        }
+
+        return NGX_DECLINED;
+    }
+
+    last = path + len;
+
+    for (p = path; p < last; p = q) {
+
+        while (p < last && *p == '/') {
+            p++;
+        }
+
+        for (q = p; q < last && *q != '/'; q++) { /* void */ }
+
+        if (q > p && --n == 0) {
+            *start = p;
+            *end = q;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 

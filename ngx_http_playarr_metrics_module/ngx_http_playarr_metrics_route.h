@@ -57,7 +57,8 @@ typedef struct {
  *
  * _user() is the number (from 1) of template n's ":username" segment, the
  * first one, or 0 if it has none.  _find() is _match() giving the
- * template matched and its user segment, or NULL.
+ * template matched and its user segment, or NULL.  _segment() finds the
+ * n-th segment of a path, counted as _user() counts them.
  */
 
 ngx_http_playarr_metrics_routes_t *ngx_http_playarr_metrics_routes_create(
@@ -74,6 +75,8 @@ ngx_uint_t ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
 ngx_http_playarr_metrics_route_t *ngx_http_playarr_metrics_routes_find(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+ngx_int_t ngx_http_playarr_metrics_routes_segment(u_char *path, size_t len,
+    ngx_uint_t n, u_char **start, u_char **end);
 
 
 #if (__GNUC__ >= 4 || __clang__)

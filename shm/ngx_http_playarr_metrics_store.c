@@ -639,10 +639,12 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
     uint32_t hash)
 {
     const char                         *why;
+    ngx_uint_t                          created;
     ngx_http_playarr_metrics_family_t  *f;
     ngx_http_playarr_metrics_series_t  *s;
 
     f = fc->shared;
+    created = 0;
 
     if (f->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
         layout = NULL;
@@ -669,6 +671,8 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
             if (s == NULL) {
                 why = "has no room: the zone is full";
             }
+
+            created = 1;
         }
     }
 
@@ -676,6 +680,12 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
 
     if (s == NULL) {
         return ngx_http_playarr_metrics_fold(store, fc, why);
+    }
+
+    if (why == NULL && created) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "playarr_metrics family \"%V\": series created, "
+                       "%uA in it", &fc->name, f->nseries);
     }
 
     return s;
@@ -789,6 +799,11 @@ ngx_http_playarr_metrics_fold(ngx_http_playarr_metrics_store_t *store,
 
     (void) ngx_atomic_fetch_add(&f->refused, 1);
     f->overflow->hidden = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "playarr_metrics family \"%V\" %s: folded into "
+                   "\"" NGX_HTTP_PLAYARR_METRICS_OVERFLOW "\"",
+                   &fc->name, why);
 
     now = ngx_time();
     last = f->warned;
