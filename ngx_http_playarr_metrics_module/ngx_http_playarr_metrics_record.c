@@ -10,6 +10,12 @@
 
 #include <ngx_http_playarr_metrics_module.h>
 
+/* 16 bytes compared at once */
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
+#endif
+
 
 /*
  * The recording of a request: its endpoint (the route template), status,
@@ -20,7 +26,9 @@
  * The header filter finds the endpoint, status and user of a request to
  * record, and the series of the recent requests cache for them, into the
  * request's context; the log handler then only adds to those series,
- * unless the status changed meanwhile or the user could have.
+ * unless the status changed meanwhile or the user could have.  Two
+ * caches of a worker's keep what requests seen lately need: the route of
+ * a path, and the series of an endpoint, status and user.
  */
 
 
@@ -42,12 +50,6 @@
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
 
-/* 16 bytes compared at once */
-#if ((__GNUC__ || __clang__) && __SSE2__)
-#include <emmintrin.h>
-#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
-#endif
-
 /* a hint that memory will be read soon: a load that never faults */
 #if (__GNUC__ || __clang__)
 #define ngx_http_playarr_metrics_prefetch_line(p)  __builtin_prefetch(p)
@@ -59,7 +61,8 @@
 /*
  * The paths a worker matched lately, and the route each matched (NULL:
  * none), for the routes of one server: a path seen again is found by a
- * hash of its bytes and one compare, not walked through the route trie.
+ * hash of its length and of its first and last 8 bytes, and one compare
+ * of all of them, not walked through the route trie.
  * 512 sets of 2 entries of 128 bytes, 128k a worker, allocated when the
  * worker starts; a path longer than 104 bytes is not kept.
  */

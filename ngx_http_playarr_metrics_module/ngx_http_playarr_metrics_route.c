@@ -9,6 +9,12 @@
 
 #include "ngx_http_playarr_metrics_route.h"
 
+/* the "/" of a path found 16 bytes at a time */
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
+#endif
+
 
 /*
  * The templates form a trie with one level per path segment.  A node has
@@ -19,12 +25,16 @@
  *
  * Matching is a depth-first search trying the literal child, then the
  * suffixes, then the parameter, then "*": the first complete match is the
- * most specific template, and every node is entered at most once.  The
- * path is read 8 bytes at a time: the end of a segment, its first two
- * words and its hash come from a few word operations, and a literal of up
- * to 16 bytes is then found with, usually, one probe and two compares,
- * whatever the number of templates.  Only the nodes that have alternatives
- * left go on a small stack, for backtracking.
+ * most specific template, and every node is entered at most once.  It
+ * first goes down without backtracking, by the first alternative of each
+ * node (_find()); only a path that ends in a dead end past a node with
+ * alternatives left is searched again, with a small stack of those nodes
+ * (_search()).  The "/" of a path shorter than 64 bytes are found at
+ * once, a bit each (16 bytes at a time with SSE2), so that a segment ends
+ * at the lowest bit left; the search reads longer paths 8 bytes at a
+ * time, the end of a segment, its first two words and its hash coming
+ * from a few word operations.  A literal of up to 16 bytes is found with,
+ * usually, one probe and two compares, whatever the number of templates.
  *
  * A word holds up to 8 consecutive bytes, the first one in the low bits
  * whatever the byte order of the machine, the bytes past the end zero.
@@ -51,9 +61,7 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS     0x7f7f7f7f7f7f7f7fULL
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_GATHER   0x0102040810204080ULL
 
-#if ((__GNUC__ || __clang__) && __SSE2__)
-#include <emmintrin.h>
-#define NGX_HTTP_PLAYARR_METRICS_SSE2           1
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
 
 /* a bit for each byte of b that is the byte of s */
 #define ngx_http_playarr_metrics_route_sse(b, s)                             \
