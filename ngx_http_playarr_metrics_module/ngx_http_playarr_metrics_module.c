@@ -242,7 +242,7 @@ ngx_http_playarr_metrics_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_playarr_metrics_session_init_process(cycle, pmcf) != NGX_OK
-        || ngx_http_playarr_metrics_in_flight_init(cycle, pmcf) != NGX_OK
+        || ngx_http_playarr_metrics_record_init_process(cycle, pmcf) != NGX_OK
         || ngx_http_playarr_metrics_persist_init_process(cycle, pmcf)
            != NGX_OK)
     {
@@ -257,7 +257,7 @@ static void
 ngx_http_playarr_metrics_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_playarr_metrics_persist_exit_process(cycle);
-    ngx_http_playarr_metrics_in_flight_exit();
+    ngx_http_playarr_metrics_record_exit_process();
 }
 
 
@@ -451,6 +451,14 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
+    if (conf->merge.len) {
+        pmcf->merges = 1;
+    }
+
+    if (conf->upstream_header.len) {
+        pmcf->upstream_headers = 1;
+    }
+
     if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
         && pmcf->token.path.len == 0)
     {
@@ -516,7 +524,13 @@ ngx_http_playarr_metrics_init(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_playarr_metrics_merge_filter_init(cf);
+    /* the merge's body filter only when a location merges */
+
+    if (pmcf->merges) {
+        return ngx_http_playarr_metrics_merge_filter_init(cf);
+    }
+
+    return NGX_OK;
 }
 
 

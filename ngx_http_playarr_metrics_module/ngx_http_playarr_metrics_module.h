@@ -71,6 +71,13 @@
 /* what a merge reads at most */
 #define NGX_HTTP_PLAYARR_METRICS_MERGE_MAX    (16 * 1024 * 1024)
 
+/* a rare path kept out of the frame of the hot function that calls it */
+#if (__GNUC__ || __clang__)
+#define ngx_http_playarr_metrics_noinline  __attribute__((noinline))
+#else
+#define ngx_http_playarr_metrics_noinline
+#endif
+
 /* where a value is read from */
 #define NGX_HTTP_PLAYARR_METRICS_VARIABLE     0
 #define NGX_HTTP_PLAYARR_METRICS_REQUEST      1
@@ -93,6 +100,31 @@ typedef struct {
 
 typedef struct ngx_http_playarr_metrics_recent_s
     ngx_http_playarr_metrics_recent_t;
+typedef struct ngx_http_playarr_metrics_path_s
+    ngx_http_playarr_metrics_path_t;
+
+
+/*
+ * What the recording (record.c) finds out about a request to record, in
+ * its header filter, for its log handler: the endpoint, the status, the
+ * user (and the one claimed, for a 401), the set of the recent requests
+ * cache they belong to and their tag there, and the two series of the
+ * entry that had them.  The log handler takes them as they are when the
+ * status is still the same and the user could not have changed since
+ * (known); otherwise it finds them again.
+ */
+
+typedef struct {
+    ngx_str_t                            endpoint;     /* a template */
+    ngx_str_t                            user;
+    ngx_str_t                            claimed;
+    ngx_http_playarr_metrics_recent_t   *set;          /* NULL: none */
+    uint64_t                             tag;
+    ngx_http_playarr_metrics_series_t   *duration;     /* NULL for 101 */
+    ngx_http_playarr_metrics_series_t   *requests;     /* NULL: no entry */
+    uint32_t                             status;
+    unsigned                             known:1;
+} ngx_http_playarr_metrics_record_t;
 
 
 /* an export being sent, a merge's subrequest (handler.c) */
@@ -112,6 +144,7 @@ typedef struct ngx_http_playarr_metrics_merge_s
 
 typedef struct {
     ngx_array_t                          headers;      /* ngx_str_t */
+    ngx_http_playarr_metrics_record_t    record;
     ngx_http_playarr_metrics_export_t   *export;
     ngx_http_playarr_metrics_merge_t    *merge;
 } ngx_http_playarr_metrics_ctx_t;
@@ -170,6 +203,9 @@ typedef struct {
     ngx_str_t                            jwt_secret;
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
+    ngx_http_playarr_metrics_path_t     *paths;        /* per worker */
+    ngx_uint_t                           merges;       /* any _merge */
+    ngx_uint_t                           upstream_headers;  /* any */
 
     /* where a directive of the module was first used, for errors */
     ngx_str_t                            used_file;
@@ -225,11 +261,9 @@ typedef struct {
 ngx_int_t ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
-ngx_int_t ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+ngx_int_t ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
-void ngx_http_playarr_metrics_in_flight_exit(void);
-ngx_http_playarr_metrics_ctx_t *ngx_http_playarr_metrics_ctx(
-    ngx_http_request_t *r);
+void ngx_http_playarr_metrics_record_exit_process(void);
 
 /* the families and the schema (family.c) */
 ngx_array_t *ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf);
@@ -319,6 +353,31 @@ u_char *ngx_http_playarr_metrics_merge_sample_text(u_char *p,
 
 
 extern ngx_module_t  ngx_http_playarr_metrics_module;
+
+
+/*
+ * The request's context, made when first asked for; inlined: the
+ * recording makes it for every request it records.
+ */
+
+static ngx_inline ngx_http_playarr_metrics_ctx_t *
+ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
+{
+    ngx_http_playarr_metrics_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
+    }
+
+    return ctx;
+}
 
 
 #if (__GNUC__ >= 4 || __clang__)

@@ -10,12 +10,25 @@
 
 #include <ngx_http_playarr_metrics_module.h>
 
+/* 16 bytes compared at once */
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
+#endif
+
 
 /*
  * The recording of a request: its endpoint (the route template), status,
  * user and duration, added to the built-in HTTP families in the log
  * phase; the updates an upstream response header carries; the requests
  * in flight.  Everything here runs for every request.
+ *
+ * The header filter finds the endpoint, status and user of a request to
+ * record, and the series of the recent requests cache for them, into the
+ * request's context; the log handler then only adds to those series,
+ * unless the status changed meanwhile or the user could have.  Two
+ * caches of a worker's keep what requests seen lately need: the route of
+ * a path, and the series of an endpoint, status and user.
  */
 
 
@@ -27,11 +40,13 @@
  * so with the zone and families it was filled from; an overflow series
  * is never kept, so that every refused request still counts as one.  A
  * set holds 4 entries, the newest first: 2048 entries of 64 bytes, each
- * in a cache line of its own, 128k a worker, allocated when it is first
- * needed.  A user longer than 32 bytes is not kept.
+ * in a cache line of its own, 128k a worker, allocated when the worker
+ * starts.  A user longer than 32 bytes is not kept.
  */
 
-#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS  512
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_BITS  9
+#define NGX_HTTP_PLAYARR_METRICS_RECENT_SETS                                  \
+    (1 << NGX_HTTP_PLAYARR_METRICS_RECENT_BITS)
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS  4
 #define NGX_HTTP_PLAYARR_METRICS_RECENT_USER  32
 
@@ -41,6 +56,28 @@
 #else
 #define ngx_http_playarr_metrics_prefetch_line(p)
 #endif
+
+
+/*
+ * The paths a worker matched lately, and the route each matched (NULL:
+ * none), for the routes of one server: a path seen again is found by a
+ * hash of its length and of its first and last 8 bytes, and one compare
+ * of all of them, not walked through the route trie.
+ * 512 sets of 2 entries of 128 bytes, 128k a worker, allocated when the
+ * worker starts; a path longer than 104 bytes is not kept.
+ */
+
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_BITS   9
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS   2
+#define NGX_HTTP_PLAYARR_METRICS_PATH_MAX     104
+
+
+struct ngx_http_playarr_metrics_path_s {
+    ngx_http_playarr_metrics_routes_t  *routes;
+    ngx_http_playarr_metrics_route_t   *route;
+    size_t                              len;
+    u_char                 path[NGX_HTTP_PLAYARR_METRICS_PATH_MAX];
+};
 
 
 struct ngx_http_playarr_metrics_recent_s {
@@ -54,35 +91,78 @@ struct ngx_http_playarr_metrics_recent_s {
 
 static ngx_int_t ngx_http_playarr_metrics_header_filter(
     ngx_http_request_t *r);
-static void ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf);
+static ngx_http_playarr_metrics_noinline ngx_int_t
+    ngx_http_playarr_metrics_take_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf);
+static ngx_int_t ngx_http_playarr_metrics_headers_log_handler(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
 static void ngx_http_playarr_metrics_in_flight_done(void *data);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status);
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_count(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_int_t ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms);
 static void ngx_http_playarr_metrics_auth_failed(
     ngx_http_playarr_metrics_store_t *store, u_char *key, size_t n,
     ngx_str_t *ep, ngx_str_t *user, ngx_str_t *claimed, u_char *buf);
-static void ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+static void ngx_http_playarr_metrics_remember(
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests);
+static ngx_int_t ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf);
-static ngx_int_t ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed,
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_find(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
+static ngx_inline ngx_int_t ngx_http_playarr_metrics_user(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp);
+static ngx_http_playarr_metrics_noinline ngx_int_t
+    ngx_http_playarr_metrics_session_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
 static uint32_t ngx_http_playarr_metrics_status(ngx_http_request_t *r);
-static ngx_http_playarr_metrics_recent_t *ngx_http_playarr_metrics_recent(
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep,
-    uint32_t status, ngx_str_t *user, uint64_t *tag);
-static void ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep);
-static void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
+static ngx_inline void ngx_http_playarr_metrics_recent_set(
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_inline ngx_http_playarr_metrics_recent_t *
+    ngx_http_playarr_metrics_recent_find(
+    ngx_http_playarr_metrics_record_t *rec);
+static ngx_inline uint64_t ngx_http_playarr_metrics_words(uint64_t h,
+    u_char *p, size_t len);
+static ngx_inline uint64_t ngx_http_playarr_metrics_ends(uint64_t h,
+    u_char *p, size_t len);
+static ngx_inline ngx_http_playarr_metrics_route_t *
+    ngx_http_playarr_metrics_route(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len);
+static ngx_inline ngx_uint_t ngx_http_playarr_metrics_same(u_char *a,
+    u_char *b, size_t len);
+static ngx_inline void ngx_http_playarr_metrics_copy(u_char *dst,
+    u_char *src, size_t len);
+static ngx_inline void ngx_http_playarr_metrics_endpoint(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_str_t *ep);
+static ngx_inline void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
+static ngx_inline void ngx_http_playarr_metrics_header_value(
+    ngx_list_part_t *part, ngx_http_playarr_metrics_value_t *value,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
-    ngx_str_t *uri, ngx_uint_t seg);
+    u_char *uri, size_t len, ngx_uint_t seg);
 static ngx_int_t ngx_http_playarr_metrics_route_user_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -142,6 +222,15 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 
     *h = ngx_http_playarr_metrics_log_handler;
 
+    if (pmcf->upstream_headers) {
+        h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = ngx_http_playarr_metrics_headers_log_handler;
+    }
+
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
 
@@ -152,7 +241,7 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
 /* a worker frees its slot of the requests in flight when it exits */
 
 void
-ngx_http_playarr_metrics_in_flight_exit(void)
+ngx_http_playarr_metrics_record_exit_process(void)
 {
     if (ngx_http_playarr_metrics_own_slot) {
         ngx_http_playarr_metrics_slot_release(
@@ -162,56 +251,44 @@ ngx_http_playarr_metrics_in_flight_exit(void)
 }
 
 
-/* the request's context, made when first asked for */
-
-ngx_http_playarr_metrics_ctx_t *
-ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)
-{
-    ngx_http_playarr_metrics_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_playarr_metrics_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_playarr_metrics_module);
-    }
-
-    return ctx;
-}
-
-
 /*
- * Updates carried by upstream response headers are taken out of the
- * response here, and applied when the request is logged.  And the
- * recent requests cache lines the request will be looked up in when it
- * is logged are fetched here, while the response is being sent.
+ * What the request is recorded as is found here, for the log handler.
+ * And updates carried by upstream response headers are taken out of the
+ * response here, and applied when the request is logged.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t                            *v;
-    ngx_uint_t                            i;
-    ngx_list_part_t                      *part;
-    ngx_table_elt_t                      *h;
-    ngx_http_playarr_metrics_ctx_t       *ctx;
     ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
-    if (plcf->enable && !plcf->handler && r == r->main) {
-        ngx_http_playarr_metrics_prefetch(r, plcf);
+    if (plcf->enable && !plcf->handler && r == r->main
+        && ngx_http_playarr_metrics_prepare(r, plcf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    if (plcf->upstream_header.len == 0 || r->upstream == NULL) {
-        return ngx_http_next_header_filter(r);
+    if (plcf->upstream_header.len && r->upstream
+        && ngx_http_playarr_metrics_take_headers(r, plcf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_playarr_metrics_take_headers(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf)
+{
+    ngx_str_t                       *v;
+    ngx_uint_t                       i;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    ngx_http_playarr_metrics_ctx_t  *ctx;
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -237,11 +314,9 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
             continue;
         }
 
+        ctx = ngx_http_playarr_metrics_ctx(r);
         if (ctx == NULL) {
-            ctx = ngx_http_playarr_metrics_ctx(r);
-            if (ctx == NULL) {
-                return NGX_ERROR;
-            }
+            return NGX_ERROR;
         }
 
         if (ctx->headers.elts == NULL
@@ -263,25 +338,33 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
         h[i].hash = 0;
     }
 
-    return ngx_http_next_header_filter(r);
+    return NGX_OK;
 }
 
 
-static void
-ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_main_conf_t *pmcf)
+/*
+ * The updates the upstream response headers carried, in a log phase
+ * handler of their own, set only when a location takes them
+ * (playarr_metrics_upstream_header).
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_headers_log_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc, index;
-    ngx_str_t                       *v, err;
-    ngx_uint_t                       i, reason;
-    ngx_array_t                      updates;
-    ngx_http_playarr_metrics_ctx_t  *ctx;
+    ngx_int_t                              rc, index;
+    ngx_str_t                             *v, err;
+    ngx_uint_t                             i, reason;
+    ngx_array_t                            updates;
+    ngx_http_playarr_metrics_ctx_t        *ctx;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
 
     if (ctx == NULL || ctx->headers.nelts == 0) {
-        return;
+        return NGX_OK;
     }
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
     v = ctx->headers.elts;
 
@@ -298,7 +381,7 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
         }
 
         if (rc == NGX_ERROR) {
-            return;
+            return NGX_OK;
         }
 
         reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
@@ -308,6 +391,8 @@ ngx_http_playarr_metrics_apply_headers(ngx_http_request_t *r,
                                         NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
                                         reason, r->connection->log, &err);
     }
+
+    return NGX_OK;
 }
 
 
@@ -367,12 +452,17 @@ ngx_http_playarr_metrics_in_flight_done(void *data)
 }
 
 
-/* a worker takes its slot when it starts, frees it when it exits */
+/*
+ * A worker takes its slot of the requests in flight when it starts (and
+ * frees it when it exits), and makes its recent requests cache.
+ */
 
 ngx_int_t
-ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
+ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
+    size_t  size;
+
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
     {
@@ -383,16 +473,42 @@ ngx_http_playarr_metrics_in_flight_init(ngx_cycle_t *cycle,
                   ngx_http_playarr_metrics_slot_claim(pmcf->store, ngx_worker,
                                                       cycle->log);
 
+    size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
+           * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
+           * sizeof(ngx_http_playarr_metrics_recent_t);
+
+    /* an entry is a cache line */
+
+    pmcf->recent = ngx_pmemalign(cycle->pool, size, NGX_CPU_CACHE_LINE);
+    if (pmcf->recent == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(pmcf->recent, size);
+
+    size = (1 << NGX_HTTP_PLAYARR_METRICS_PATHS_BITS)
+           * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS
+           * sizeof(ngx_http_playarr_metrics_path_t);
+
+    pmcf->paths = ngx_pmemalign(cycle->pool, size, NGX_CPU_CACHE_LINE);
+    if (pmcf->paths == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(pmcf->paths, size);
+
     return NGX_OK;
 }
 
 
-static void
+static ngx_inline void
 ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
 {
-    ngx_str_t                            *t, uri;
-    ngx_uint_t                            n, seg;
+    u_char                               *uri;
+    size_t                                len;
+    ngx_str_t                            *t;
+    ngx_http_playarr_metrics_route_t     *route;
     ngx_http_playarr_metrics_srv_conf_t  *pscf;
 
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
@@ -400,26 +516,32 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     /* the URI kept in the post-read phase; else, finalized before it */
 
     if (v->data) {
-        uri.data = v->data;
-        uri.len = v->len;
+        uri = v->data;
+        len = v->len;
 
     } else {
-        uri = r->uri;
+        uri = r->uri.data;
+        len = r->uri.len;
     }
 
-    t = &ngx_http_playarr_metrics_unknown;
+    route = NULL;
 
     if (pscf->routes) {
-        n = ngx_http_playarr_metrics_routes_match(pscf->routes, uri.data,
-                                                  uri.len);
-        if (n != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
-            t = ngx_http_playarr_metrics_routes_template(pscf->routes, n);
+        route = ngx_http_playarr_metrics_route(r, pscf->routes, uri, len);
+    }
 
-            seg = ngx_http_playarr_metrics_routes_user(pscf->routes, n);
+    if (route == NULL) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "playarr_metrics no route for \"%*s\": "
+                       NGX_HTTP_PLAYARR_METRICS_UNKNOWN, len, uri);
 
-            if (seg) {
-                ngx_http_playarr_metrics_route_segment(r, &uri, seg);
-            }
+        t = &ngx_http_playarr_metrics_unknown;
+
+    } else {
+        t = &route->template;
+
+        if (route->user) {
+            ngx_http_playarr_metrics_route_segment(r, uri, len, route->user);
         }
     }
 
@@ -428,6 +550,57 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = t->data;
+}
+
+
+/* the route of a path, from the paths matched lately when it is there */
+
+static ngx_inline ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_route(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len)
+{
+    uint64_t                               h;
+    ngx_http_playarr_metrics_path_t       *set;
+    ngx_http_playarr_metrics_route_t      *route;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (len > NGX_HTTP_PLAYARR_METRICS_PATH_MAX || pmcf->paths == NULL) {
+        return ngx_http_playarr_metrics_routes_find(routes, uri, len);
+    }
+
+    h = ngx_http_playarr_metrics_ends(
+                         ((uint64_t) (uintptr_t) routes ^ len)
+                         * NGX_HTTP_PLAYARR_METRICS_K1, uri, len);
+
+    set = &pmcf->paths[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_PATHS_BITS))
+                       * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS];
+
+    if (set[0].len == len && set[0].routes == routes
+        && ngx_http_playarr_metrics_same(set[0].path, uri, len))
+    {
+        return set[0].route;
+    }
+
+    if (set[1].len == len && set[1].routes == routes
+        && ngx_http_playarr_metrics_same(set[1].path, uri, len))
+    {
+        return set[1].route;
+    }
+
+    route = ngx_http_playarr_metrics_routes_find(routes, uri, len);
+
+    /* the way replaced: a bit of the hash, not the older entry moved */
+
+    set += (h >> 32) & 1;
+
+    set->routes = routes;
+    set->route = route;
+    set->len = len;
+    ngx_http_playarr_metrics_copy(set->path, uri, len);
+
+    return route;
 }
 
 
@@ -448,35 +621,26 @@ ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
  */
 
 static void
-ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, ngx_str_t *uri,
-    ngx_uint_t seg)
+ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, u_char *uri,
+    size_t len, ngx_uint_t seg)
 {
-    u_char                                *p, *q, *last;
+    u_char                                *p, *q;
     ngx_http_variable_value_t             *v;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
+    if (ngx_http_playarr_metrics_routes_segment(uri, len, seg, &p, &q)
+        != NGX_OK)
+    {
+        return;
+    }
+
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    last = uri->data + uri->len;
+    v = &r->variables[pmcf->route_user];
 
-    for (p = uri->data; p < last; p = q) {
-
-        while (p < last && *p == '/') {
-            p++;
-        }
-
-        for (q = p; q < last && *q != '/'; q++) { /* void */ }
-
-        if (q > p && --seg == 0) {
-            v = &r->variables[pmcf->route_user];
-
-            if (!v->valid) {
-                v->data = p;
-                v->len = q - p;
-            }
-
-            return;
-        }
+    if (!v->valid) {
+        v->data = p;
+        v->len = q - p;
     }
 }
 
@@ -553,7 +717,7 @@ ngx_http_playarr_metrics_route_user_variable(ngx_http_request_t *r,
 }
 
 
-static void
+static ngx_inline void
 ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *ep)
 {
@@ -573,27 +737,9 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 {
-    u_char                                  *p, *key, *user;
-    size_t                                   ulen, elen, n;
-    uint32_t                                 status;
-    uint64_t                                 tag;
-    ngx_str_t                                ep, s, u, claimed;
-    ngx_uint_t                               i;
-    ngx_msec_int_t                           ms;
-    ngx_time_t                              *tp;
-    ngx_http_playarr_metrics_store_t        *store;
-    ngx_http_playarr_metrics_series_t       *series, *duration;
-    ngx_http_playarr_metrics_layout_t       *layout;
-    ngx_http_playarr_metrics_recent_t       *set, *hit;
-    ngx_http_playarr_metrics_loc_conf_t     *plcf;
-    ngx_http_playarr_metrics_main_conf_t    *pmcf;
-    ngx_http_playarr_metrics_family_conf_t  *fc;
-    ngx_http_playarr_metrics_jwt_claims_t    tmp;
-    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    ngx_http_playarr_metrics_apply_headers(r, pmcf);
+    uint32_t                              status;
+    ngx_http_playarr_metrics_ctx_t       *ctx;
+    ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
@@ -601,18 +747,53 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    store = pmcf->store;
-    fc = store->families.elts;
-
-    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
-
+    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
     status = ngx_http_playarr_metrics_status(r);
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, &tmp)
-        != NGX_OK)
-    {
+    if (ctx == NULL || !ctx->record.known || ctx->record.status != status) {
+        return ngx_http_playarr_metrics_log_again(r, plcf, status);
+    }
+
+    return ngx_http_playarr_metrics_count(r, plcf, &ctx->record);
+}
+
+
+/*
+ * No header filter found what the request is recorded as (the request
+ * sent no header, or a session names its user), or it may no longer
+ * hold (another status, a user read from a value that may change): it
+ * is found now.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status)
+{
+    ngx_http_playarr_metrics_record_t      rec;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
+    ngx_http_playarr_metrics_jwt_claims_t  tmp;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    rec.status = status;
+
+    if (ngx_http_playarr_metrics_find(r, plcf, pmcf, &rec, &tmp) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    return ngx_http_playarr_metrics_count(r, plcf, &rec);
+}
+
+
+/* the request counted: into the series of its recent entry, if any */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_count(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec)
+{
+    ngx_msec_int_t   ms;
+    ngx_time_t      *tp;
 
     tp = ngx_timeofday();
 
@@ -620,40 +801,60 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
              ((tp->sec - r->start_sec) * 1000 + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
-    /* the series of a request recorded lately */
-
-    set = NULL;
-    hit = NULL;
-    tag = 0;
-
-    if (u.len <= NGX_HTTP_PLAYARR_METRICS_RECENT_USER) {
-        set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
+    if (rec->requests == NULL) {
+        return ngx_http_playarr_metrics_count_keys(r, plcf, rec, ms);
     }
 
-    if (set) {
-        for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
-            if (set[i].endpoint == ep.data
-                && set[i].tag == tag
-                && ngx_memcmp(set[i].user, u.data, u.len) == 0)
-            {
-                hit = &set[i];
+    /* not to wait for the two cache lines one after the other */
+    ngx_http_playarr_metrics_prefetch_line(rec->requests);
 
-                /* not to wait for the two cache lines one after the other */
-                ngx_http_playarr_metrics_prefetch_line(hit->requests);
+    if (rec->duration) {
+        ngx_http_playarr_metrics_observe(rec->duration, (double) ms / 1000);
+    }
 
-                if (hit->duration) {
-                    ngx_http_playarr_metrics_observe(hit->duration,
-                                                     (double) ms / 1000);
-                }
+    ngx_http_playarr_metrics_add(rec->requests, 1);
 
-                ngx_http_playarr_metrics_add(hit->requests, 1);
-                break;
-            }
-        }
+    if (rec->status == NGX_HTTP_UNAUTHORIZED || plcf->error_type) {
+        return ngx_http_playarr_metrics_count_keys(r, plcf, rec, ms);
+    }
 
-        if (hit && status != NGX_HTTP_UNAUTHORIZED && !plcf->error_type) {
-            return NGX_OK;
-        }
+    return NGX_OK;
+}
+
+
+/*
+ * The series of a request that is not a recent one (or the other
+ * families of a 401 or of an error type) are found by their keys.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_msec_int_t ms)
+{
+    u_char                                  *p, *key, *user;
+    size_t                                   ulen, elen, n;
+    uint32_t                                 status;
+    ngx_str_t                                s, *ep;
+    ngx_http_playarr_metrics_store_t        *store;
+    ngx_http_playarr_metrics_series_t       *series, *duration;
+    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_main_conf_t    *pmcf;
+    ngx_http_playarr_metrics_family_conf_t  *fc;
+    u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    store = pmcf->store;
+    fc = store->families.elts;
+    ep = &rec->endpoint;
+    status = rec->status;
+
+    if (rec->requests == NULL) {
+        ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "playarr_metrics \"%V\": endpoint \"%V\", status %uD, "
+                       "user \"%V\" (claimed \"%V\"), not a recent request",
+                       &r->uri, ep, status, &rec->user, &rec->claimed);
     }
 
     /*
@@ -664,8 +865,9 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     user = buf + sizeof(buf) - NGX_HTTP_PLAYARR_METRICS_VALUE_MAX;
     ulen = 0;
 
-    if (u.len) {
-        ulen = ngx_http_playarr_metrics_value_copy(user, u.data, u.len);
+    if (rec->user.len) {
+        ulen = ngx_http_playarr_metrics_value_copy(user, rec->user.data,
+                                                   rec->user.len);
     }
 
     if (ulen == 0) {
@@ -675,8 +877,8 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     /* key: endpoint, user */
 
-    key = user - 1 - ep.len;
-    p = ngx_cpymem(key, ep.data, ep.len);
+    key = user - 1 - ep->len;
+    p = ngx_cpymem(key, ep->data, ep->len);
     *p = NGX_HTTP_PLAYARR_METRICS_SEP;
     n = user + ulen - key;
 
@@ -688,7 +890,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     duration = NULL;
 
-    if (hit == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
+    if (rec->requests == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
         layout = NULL;
 
         if (plcf->layout != NGX_CONF_UNSET_UINT) {
@@ -702,15 +904,15 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     }
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
-        ngx_http_playarr_metrics_auth_failed(store, key, n, &ep, &u,
-                                             &claimed, buf);
+        ngx_http_playarr_metrics_auth_failed(store, key, n, ep, &rec->user,
+                                             &rec->claimed, buf);
     }
 
     /* key: endpoint, status, user */
 
-    if (hit == NULL) {
+    if (rec->requests == NULL) {
         key -= 4;
-        p = ngx_cpymem(key, ep.data, ep.len);
+        p = ngx_cpymem(key, ep->data, ep->len);
         p[0] = NGX_HTTP_PLAYARR_METRICS_SEP;
         p[1] = (u_char) ('0' + status / 100);
         p[2] = (u_char) ('0' + status / 10 % 10);
@@ -722,36 +924,30 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
                                   NULL, key, n + 4);
         ngx_http_playarr_metrics_add(series, 1);
 
-        if (set
+        if (rec->set
             && duration
                != fc[NGX_HTTP_PLAYARR_METRICS_DURATION].shared->overflow
             && series
                != fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS].shared->overflow)
         {
-            for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
-                set[i] = set[i - 1];
-            }
-
-            set[0].endpoint = ep.data;
-            set[0].tag = tag;
-            set[0].duration = duration;
-            set[0].requests = series;
-            ngx_memcpy(set[0].user, u.data, u.len);
+            ngx_http_playarr_metrics_remember(rec, duration, series);
         }
     }
 
     /* key: endpoint, error type, user; the error type first in buf */
 
     if (plcf->error_type) {
-        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s) != NGX_OK) {
+        if (ngx_http_playarr_metrics_eval(r, plcf->error_type, &s)
+            == NGX_ERROR)
+        {
             return NGX_ERROR;
         }
 
         if (s.len) {
             elen = ngx_http_playarr_metrics_value_copy(buf, s.data, s.len);
 
-            key = user - 2 - elen - ep.len;
-            p = ngx_cpymem(key, ep.data, ep.len);
+            key = user - 2 - elen - ep->len;
+            p = ngx_cpymem(key, ep->data, ep->len);
             *p++ = NGX_HTTP_PLAYARR_METRICS_SEP;
             p = ngx_cpymem(p, buf, elen);
             *p = NGX_HTTP_PLAYARR_METRICS_SEP;
@@ -765,7 +961,6 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     return NGX_OK;
 }
-
 
 /*
  * A 401: counted for the user the request claimed, which is not the one
@@ -805,50 +1000,125 @@ ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
 
 
 /*
- * The cache lines of the recent requests cache that the log handler will
- * read for this request, fetched ahead: when the request is logged, after
- * the response went through the kernel, they are no longer waited for.
- * The route match done here is kept for the log handler.  Only a hint: a
- * status or a user that changes before the request is logged only makes
- * the lines fetched useless.
+ * The series of a request that was not a recent one, kept at the head of
+ * its set, the oldest entry dropped; unless another request with the
+ * same endpoint, status and user put them there since its header filter
+ * looked.
  */
 
 static void
-ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
+ngx_http_playarr_metrics_remember(ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests)
+{
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_recent_t  *set;
+
+    set = rec->set;
+
+    if (ngx_http_playarr_metrics_recent_find(rec)) {
+        return;
+    }
+
+    for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
+        set[i] = set[i - 1];
+    }
+
+    set[0].endpoint = rec->endpoint.data;
+    set[0].tag = rec->tag;
+    set[0].duration = duration;
+    set[0].requests = requests;
+    ngx_memcpy(set[0].user, rec->user.data, rec->user.len);
+}
+
+
+/*
+ * The header filter's part: what the request is recorded as, and the
+ * series of its recent entry, with their cache lines fetched ahead so
+ * that the log handler, after the response went through the kernel, does
+ * not wait for them.  No session is looked up here: see _user().
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf)
 {
-    u_char                                *p;
-    uint32_t                               status;
-    uint64_t                               tag;
-    ngx_str_t                              ep, u, claimed;
-    ngx_uint_t                             i;
-    ngx_http_playarr_metrics_recent_t     *set;
+    ngx_http_playarr_metrics_ctx_t        *ctx;
+    ngx_http_playarr_metrics_record_t     *rec;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
+
+    ctx = ngx_http_playarr_metrics_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    ngx_http_playarr_metrics_endpoint(r, pmcf, &ep);
+    rec = &ctx->record;
+    rec->status = ngx_http_playarr_metrics_status(r);
 
-    status = ngx_http_playarr_metrics_status(r);
+    if (ngx_http_playarr_metrics_find(r, plcf, pmcf, rec, NULL) != NGX_OK) {
+        rec->known = 0;
+        return NGX_OK;
+    }
 
-    if (ngx_http_playarr_metrics_user(r, plcf, status, &u, &claimed, NULL)
-        != NGX_OK
-        || u.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER)
+    if (rec->requests) {
+        ngx_http_playarr_metrics_prefetch_line(rec->requests);
+
+        if (rec->duration) {
+            ngx_http_playarr_metrics_prefetch_line(rec->duration);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The endpoint, user and recent entry of a request, for rec->status;
+ * NGX_DECLINED from the header filter (tmp NULL) when the user is not
+ * known yet.
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_find(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    ngx_http_playarr_metrics_recent_t  *hit;
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &rec->endpoint);
+
+    rec->set = NULL;
+    rec->duration = NULL;
+    rec->requests = NULL;
+
+    if (ngx_http_playarr_metrics_user(r, plcf, pmcf, rec, tmp) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (tmp == NULL && !rec->known) {
+        return NGX_DECLINED;
+    }
+
+    if (rec->user.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER
+        || pmcf->recent == NULL)
     {
-        return;
+        return NGX_OK;
     }
 
-    set = ngx_http_playarr_metrics_recent(pmcf, &ep, status, &u, &tag);
-    if (set == NULL) {
-        return;
+    ngx_http_playarr_metrics_recent_set(pmcf, rec);
+
+    hit = ngx_http_playarr_metrics_recent_find(rec);
+
+    if (hit) {
+        rec->duration = hit->duration;
+        rec->requests = hit->requests;
     }
 
-    p = (u_char *) set;
-
-    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
-        ngx_http_playarr_metrics_prefetch_line(p);
-        p += sizeof(ngx_http_playarr_metrics_recent_t);
-    }
+    return NGX_OK;
 }
 
 
@@ -856,74 +1126,115 @@ ngx_http_playarr_metrics_prefetch(ngx_http_request_t *r,
  * The user, empty for "anonymous": the first non-empty value of
  * playarr_metrics_username, for every family.  Without that directive,
  * the name the request gives, its session's (with a secret file) else its
- * route's: *claimed, which labels the authentication failure of a 401;
- * the request and its duration are then anonymous, as in Playarr, which
- * knows a user only once its check passed.
+ * route's: rec->claimed, which labels the authentication failure of a
+ * 401; the request and its duration are then anonymous, as in Playarr,
+ * which knows a user only once its check passed.
+ *
+ * rec->known is cleared when the user may be another one in the log
+ * phase: a value read from a variable that is not cacheable, or a
+ * session, which the header filter (tmp NULL) does not look up.
  */
 
-static ngx_int_t
+static ngx_inline ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status,
-    ngx_str_t *user, ngx_str_t *claimed,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    ngx_uint_t                              i;
-    ngx_http_variable_value_t              *vv;
-    ngx_http_playarr_metrics_value_t       *value;
-    ngx_http_playarr_metrics_jwt_claims_t  *claims;
-    ngx_http_playarr_metrics_main_conf_t   *pmcf;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i, n;
+    ngx_http_variable_value_t         *vv;
+    ngx_http_playarr_metrics_value_t  *value;
 
-    user->len = 0;
-    user->data = (u_char *) "";
+    rec->user.len = 0;
+    rec->user.data = (u_char *) "";
+    rec->known = 1;
 
     if (plcf->username) {
         value = plcf->username->elts;
+        n = plcf->username->nelts;
 
-        for (i = 0; i < plcf->username->nelts; i++) {
-            if (ngx_http_playarr_metrics_eval(r, &value[i], user) != NGX_OK) {
-                return NGX_ERROR;
+        for (i = 0; i < n; i++) {
+
+            /* the usual one, a request header, without a call */
+
+            if (value[i].header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+                ngx_http_playarr_metrics_header_value(
+                                         &r->headers_in.headers.part,
+                                         &value[i], &rec->user);
+
+            } else {
+                rc = ngx_http_playarr_metrics_eval(r, &value[i], &rec->user);
+
+                if (rc == NGX_ERROR) {
+                    return NGX_ERROR;
+                }
+
+                if (rc == NGX_AGAIN) {
+                    rec->known = 0;
+                }
             }
 
-            if (user->len) {
+            if (rec->user.len) {
                 break;
             }
         }
 
-        *claimed = *user;
+        rec->claimed = rec->user;
 
         return NGX_OK;
     }
 
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+    /* a session is looked up by the log handler only */
 
-    /*
-     * The session's user, as the cache holds it (or tmp), not copied: the
-     * log handler uses it before this worker runs anything else.  The
-     * prefetch, a hint only, gives tmp NULL and looks no session up.
-     */
+    if (pmcf->jwt_secret.len && tmp == NULL) {
+        rec->known = 0;
+        return NGX_OK;
+    }
 
-    if (pmcf->jwt_secret.len && tmp
-        && ngx_http_playarr_metrics_session(r, &claims, tmp)
-           == NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    if (pmcf->jwt_secret.len == 0
+        || ngx_http_playarr_metrics_session_user(r, rec, tmp) != NGX_OK)
     {
-        claimed->len = claims->user_len;
-        claimed->data = claims->user;
-
-    } else {
         vv = ngx_http_get_indexed_variable(r, pmcf->route_user);
 
         if (vv == NULL || vv->not_found) {
-            *claimed = *user;
+            rec->claimed = rec->user;
             return NGX_OK;
         }
 
-        claimed->len = vv->len;
-        claimed->data = vv->data;
+        rec->claimed.len = vv->len;
+        rec->claimed.data = vv->data;
     }
 
-    if (status != NGX_HTTP_UNAUTHORIZED) {
-        *user = *claimed;
+    if (rec->status != NGX_HTTP_UNAUTHORIZED) {
+        rec->user = rec->claimed;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The user of a valid session, as the cache holds it (or tmp), not
+ * copied: the log handler uses it before this worker runs anything else.
+ */
+
+static ngx_int_t
+ngx_http_playarr_metrics_session_user(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_jwt_claims_t *tmp)
+{
+    ngx_http_playarr_metrics_jwt_claims_t  *claims;
+
+    if (ngx_http_playarr_metrics_session(r, &claims, tmp)
+        != NGX_HTTP_PLAYARR_METRICS_SESSION_VALID)
+    {
+        return NGX_DECLINED;
+    }
+
+    rec->claimed.len = claims->user_len;
+    rec->claimed.data = claims->user;
 
     return NGX_OK;
 }
@@ -952,109 +1263,334 @@ ngx_http_playarr_metrics_status(ngx_http_request_t *r)
 
 /*
  * The set of the recent requests cache where an endpoint, status and user
- * would be, and their tag; NULL if there is no cache.  The endpoint is the
- * text of a template, or ngx_http_playarr_metrics_unknown: it lives as
- * long as the configuration, so its address stands for it.
+ * would be, and their tag.  The endpoint is the text of a template, or
+ * ngx_http_playarr_metrics_unknown: it lives as long as the
+ * configuration, so its address stands for it.  The set is picked by a
+ * multiplicative hash of them, the user read a word at a time as
+ * _same() reads it: not the zone's keyed hash, as two requests in the
+ * same set only cost a lookup in the zone, not a longer chain there.
  */
 
-static ngx_http_playarr_metrics_recent_t *
-ngx_http_playarr_metrics_recent(ngx_http_playarr_metrics_main_conf_t *pmcf,
-    ngx_str_t *ep, uint32_t status, ngx_str_t *user, uint64_t *tag)
+static ngx_inline void
+ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec)
 {
-    size_t    size;
-    uint32_t  h;
+    uint64_t  h;
 
-    if (pmcf->recent == NULL) {
-        size = NGX_HTTP_PLAYARR_METRICS_RECENT_SETS
-               * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS
-               * sizeof(ngx_http_playarr_metrics_recent_t);
+    rec->tag = (uint64_t) rec->endpoint.len | (uint64_t) rec->status << 32
+               | (uint64_t) rec->user.len << 48;
 
-        /* an entry is a cache line */
+    h = ngx_http_playarr_metrics_words(
+                   ((uint64_t) (uintptr_t) rec->endpoint.data ^ rec->tag)
+                   * NGX_HTTP_PLAYARR_METRICS_K1,
+                   rec->user.data, rec->user.len);
 
-        pmcf->recent = ngx_pmemalign(ngx_cycle->pool, size,
-                                     NGX_CPU_CACHE_LINE);
-        if (pmcf->recent == NULL) {
-            return NULL;
-        }
-
-        ngx_memzero(pmcf->recent, size);
-    }
-
-    *tag = (uint64_t) ep->len | (uint64_t) status << 32
-           | (uint64_t) user->len << 48;
-
-    h = ngx_http_playarr_metrics_hash((uint32_t) ((uintptr_t) ep->data >> 3)
-                                      ^ status, user->data, user->len);
-
-    return &pmcf->recent[(h & (NGX_HTTP_PLAYARR_METRICS_RECENT_SETS - 1))
-                         * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
+    rec->set = &pmcf->recent[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_RECENT_BITS))
+                             * NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS];
 }
 
+
+/*
+ * A multiplicative hash going on from h over the first and the last 8 of
+ * the len bytes at p (all of them below 16): the paths of one route
+ * usually differ in their last segment.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_ends(uint64_t h, u_char *p, size_t len)
+{
+    uint64_t  w;
+
+    if (len < 16) {
+        return ngx_http_playarr_metrics_words(h, p, len);
+    }
+
+    ngx_memcpy(&w, p, 8);
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+
+    ngx_memcpy(&w, p + len - 8, 8);
+
+    return (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+}
+
+
+/*
+ * A multiplicative hash going on from h over the len bytes at p, read a
+ * word at a time as _same() reads them, never past p + len.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_words(uint64_t h, u_char *p, size_t len)
+{
+    uint32_t  lo, hi;
+    uint64_t  w;
+
+    if (len >= 8) {
+        while (len > 8) {
+            ngx_memcpy(&w, p, 8);
+            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+            p += 8;
+            len -= 8;
+        }
+
+        ngx_memcpy(&w, p + len - 8, 8);
+
+    } else if (len >= 4) {
+        ngx_memcpy(&lo, p, 4);
+        ngx_memcpy(&hi, p + len - 4, 4);
+        w = (uint64_t) hi << 32 | lo;
+
+    } else if (len) {
+        w = p[0] | (uint64_t) p[len / 2] << 8 | (uint64_t) p[len - 1] << 16;
+
+    } else {
+        w = 0;
+    }
+
+    return (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+}
+
+
+/* the entry of rec->set that holds the request's series, if any */
+
+static ngx_inline ngx_http_playarr_metrics_recent_t *
+ngx_http_playarr_metrics_recent_find(ngx_http_playarr_metrics_record_t *rec)
+{
+    ngx_uint_t                          i;
+    ngx_http_playarr_metrics_recent_t  *set;
+
+    set = rec->set;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS; i++) {
+        if (set[i].endpoint == rec->endpoint.data
+            && set[i].tag == rec->tag
+            && ngx_http_playarr_metrics_same(set[i].user, rec->user.data,
+                                             rec->user.len))
+        {
+            return &set[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The len bytes at a and at b are the same: compared a word at a time,
+ * the last word overlapping the one before it, never past a + len nor
+ * b + len.
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_playarr_metrics_same(u_char *a, u_char *b, size_t len)
+{
+    uint32_t  a4, b4;
+    uint64_t  a8, b8;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   a16, b16;
+
+    if (len >= 16) {
+        while (len > 16) {
+            a16 = _mm_loadu_si128((__m128i *) a);
+            b16 = _mm_loadu_si128((__m128i *) b);
+
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(a16, b16)) != 0xffff) {
+                return 0;
+            }
+
+            a += 16;
+            b += 16;
+            len -= 16;
+        }
+
+        a16 = _mm_loadu_si128((__m128i *) (a + len - 16));
+        b16 = _mm_loadu_si128((__m128i *) (b + len - 16));
+
+        return _mm_movemask_epi8(_mm_cmpeq_epi8(a16, b16)) == 0xffff;
+    }
+#endif
+
+    if (len >= 8) {
+        while (len > 8) {
+            ngx_memcpy(&a8, a, 8);
+            ngx_memcpy(&b8, b, 8);
+
+            if (a8 != b8) {
+                return 0;
+            }
+
+            a += 8;
+            b += 8;
+            len -= 8;
+        }
+
+        ngx_memcpy(&a8, a + len - 8, 8);
+        ngx_memcpy(&b8, b + len - 8, 8);
+
+        return a8 == b8;
+    }
+
+    if (len >= 4) {
+        ngx_memcpy(&a4, a, 4);
+        ngx_memcpy(&b4, b, 4);
+
+        if (a4 != b4) {
+            return 0;
+        }
+
+        ngx_memcpy(&a4, a + len - 4, 4);
+        ngx_memcpy(&b4, b + len - 4, 4);
+
+        return a4 == b4;
+    }
+
+    while (len) {
+        len--;
+
+        if (a[len] != b[len]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * The len bytes at src, at most NGX_HTTP_PLAYARR_METRICS_PATH_MAX, copied
+ * to dst, which has room for that many: 8 at a time, the last 8 ending
+ * where src does, never read past src + len.
+ */
+
+static ngx_inline void
+ngx_http_playarr_metrics_copy(u_char *dst, u_char *src, size_t len)
+{
+    size_t  i;
+
+    if (len < 8) {
+        while (len--) {
+            dst[len] = src[len];
+        }
+
+        return;
+    }
+
+    for (i = 0; i + 8 < len; i += 8) {
+        ngx_memcpy(dst + i, src + i, 8);
+    }
+
+    ngx_memcpy(dst + len - 8, src + len - 8, 8);
+}
+
+
+/*
+ * A value of playarr_metrics_username or _error_type: NGX_OK, or
+ * NGX_AGAIN if it may be another one when read again later in the
+ * request, as it comes from a variable that is not cacheable; a header,
+ * request or upstream, is the same until the request is freed.
+ */
 
 static ngx_int_t
 ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
 {
-    ngx_uint_t                  i;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
+    ngx_int_t                   rc;
+    ngx_uint_t                 *index;
     ngx_http_variable_value_t  *vv;
 
     if (value->value) {
-        return ngx_http_complex_value(r, value->value, s);
+        if (ngx_http_complex_value(r, value->value, s) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        rc = NGX_OK;
+
+        if (value->value->flushes) {
+            for (index = value->value->flushes;
+                 *index != (ngx_uint_t) -1;
+                 index++)
+            {
+                if (r->variables[*index].no_cacheable) {
+                    rc = NGX_AGAIN;
+                }
+            }
+        }
+
+        return rc;
     }
 
-    if (value->header) {
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+        ngx_http_playarr_metrics_header_value(&r->headers_in.headers.part,
+                                              value, s);
+        return NGX_OK;
+    }
+
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_UPSTREAM) {
         s->len = 0;
 
-        if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
-            part = &r->headers_in.headers.part;
-
-        } else if (r->upstream) {
-            part = &r->upstream->headers_in.headers.part;
-
-        } else {
-            return NGX_OK;
+        if (r->upstream) {
+            ngx_http_playarr_metrics_header_value(
+                                     &r->upstream->headers_in.headers.part,
+                                     value, s);
         }
 
-        h = part->elts;
-
-        for (i = 0; /* void */ ; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    return NGX_OK;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].hash == value->hash
-                && h[i].key.len == value->name.len
-                && ngx_memcmp(h[i].lowcase_key, value->name.data,
-                              value->name.len)
-                   == 0)
-            {
-                *s = h[i].value;
-                return NGX_OK;
-            }
-        }
+        return NGX_OK;
     }
 
     vv = ngx_http_get_indexed_variable(r, value->index);
 
     if (vv == NULL || vv->not_found) {
         s->len = 0;
-        return NGX_OK;
+
+    } else {
+        s->len = vv->len;
+        s->data = vv->data;
     }
 
-    s->len = vv->len;
-    s->data = vv->data;
-
-    return NGX_OK;
+    return (vv == NULL || vv->no_cacheable) ? NGX_AGAIN : NGX_OK;
 }
+
+
+/*
+ * The value of a header found by the hash nginx computed when it parsed
+ * it, and its lowercase name; s->len is 0 if there is none.
+ */
+
+static ngx_inline void
+ngx_http_playarr_metrics_header_value(ngx_list_part_t *part,
+    ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
+{
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    s->len = 0;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == value->hash
+            && h[i].key.len == value->name.len
+            && ngx_http_playarr_metrics_same(h[i].lowcase_key,
+                                             value->name.data,
+                                             value->name.len))
+        {
+            *s = h[i].value;
+            return;
+        }
+    }
+}
+
+
 
 
 ngx_int_t

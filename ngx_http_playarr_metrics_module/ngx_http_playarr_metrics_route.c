@@ -9,6 +9,12 @@
 
 #include "ngx_http_playarr_metrics_route.h"
 
+/* the "/" of a path found 16 bytes at a time */
+#if ((__GNUC__ || __clang__) && __SSE2__)
+#include <emmintrin.h>
+#define NGX_HTTP_PLAYARR_METRICS_SSE2  1
+#endif
+
 
 /*
  * The templates form a trie with one level per path segment.  A node has
@@ -19,12 +25,16 @@
  *
  * Matching is a depth-first search trying the literal child, then the
  * suffixes, then the parameter, then "*": the first complete match is the
- * most specific template, and every node is entered at most once.  The
- * path is read 8 bytes at a time: the end of a segment, its first two
- * words and its hash come from a few word operations, and a literal of up
- * to 16 bytes is then found with, usually, one probe and two compares,
- * whatever the number of templates.  Only the nodes that have alternatives
- * left go on a small stack, for backtracking.
+ * most specific template, and every node is entered at most once.  It
+ * first goes down without backtracking, by the first alternative of each
+ * node (_find()); only a path that ends in a dead end past a node with
+ * alternatives left is searched again, with a small stack of those nodes
+ * (_search()).  The "/" of a path shorter than 64 bytes are found at
+ * once, a bit each (16 bytes at a time with SSE2), so that a segment ends
+ * at the lowest bit left; the search reads longer paths 8 bytes at a
+ * time, the end of a segment, its first two words and its hash coming
+ * from a few word operations.  A literal of up to 16 bytes is found with,
+ * usually, one probe and two compares, whatever the number of templates.
  *
  * A word holds up to 8 consecutive bytes, the first one in the low bits
  * whatever the byte order of the machine, the bytes past the end zero.
@@ -48,6 +58,15 @@
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES  0x2f2f2f2f2f2f2f2fULL
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_FOLD     0x2020202020202020ULL
 #define NGX_HTTP_PLAYARR_METRICS_ROUTE_GOLDEN   0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS     0x7f7f7f7f7f7f7f7fULL
+#define NGX_HTTP_PLAYARR_METRICS_ROUTE_GATHER   0x0102040810204080ULL
+
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+
+/* a bit for each byte of b that is the byte of s */
+#define ngx_http_playarr_metrics_route_sse(b, s)                             \
+    ((uint64_t) (uint32_t) _mm_movemask_epi8(_mm_cmpeq_epi8(b, s)))
+#endif
 
 
 /* the low n bytes of a word, 1 <= n <= 8 */
@@ -128,8 +147,7 @@ struct ngx_http_playarr_metrics_route_node_s {
 
 struct ngx_http_playarr_metrics_routes_s {
     ngx_http_playarr_metrics_route_node_t   *root;
-    ngx_array_t                              templates;   /* of ngx_str_t */
-    ngx_array_t                              users;       /* ngx_uint_t */
+    ngx_array_t                              templates;   /* route_t */
     ngx_pool_t                              *pool;
 };
 
@@ -172,15 +190,30 @@ static ngx_http_playarr_metrics_route_lit_t *
     ngx_http_playarr_metrics_route_find_slow(
     ngx_http_playarr_metrics_route_node_t *node, ngx_uint_t i, u_char *p,
     size_t len, u_char *base, u_char *last);
+static ngx_inline ngx_http_playarr_metrics_route_t *
+    ngx_http_playarr_metrics_route_at(ngx_http_playarr_metrics_routes_t *routes,
+    ngx_uint_t n);
+static ngx_uint_t ngx_http_playarr_metrics_route_search(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
 static ngx_uint_t ngx_http_playarr_metrics_route_same(u_char *p, size_t n,
     uint64_t *words, u_char *base, u_char *last);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_word(u_char *p,
     size_t n, u_char *base, u_char *last);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_load(u_char *p);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_slashes(
+    u_char *path, size_t len);
+static ngx_inline uint64_t ngx_http_playarr_metrics_route_bits(uint64_t w);
 static ngx_inline uint64_t ngx_http_playarr_metrics_route_lower(uint64_t w);
 #if !(__GNUC__ || __clang__)
 static ngx_uint_t ngx_http_playarr_metrics_route_ctz_slow(uint64_t w);
 #endif
+
+
+/* the low n bytes of a word, 0 <= n <= 8 */
+static const uint64_t  ngx_http_playarr_metrics_route_masks[] = {
+    0, 0xff, 0xffff, 0xffffff, 0xffffffffULL, 0xffffffffffULL,
+    0xffffffffffffULL, 0xffffffffffffffULL, 0xffffffffffffffffULL
+};
 
 
 ngx_http_playarr_metrics_routes_t *
@@ -198,10 +231,9 @@ ngx_http_playarr_metrics_routes_create(ngx_pool_t *pool)
         return NULL;
     }
 
-    if (ngx_array_init(&routes->templates, pool, 16, sizeof(ngx_str_t))
-        != NGX_OK
-        || ngx_array_init(&routes->users, pool, 16, sizeof(ngx_uint_t))
-           != NGX_OK)
+    if (ngx_array_init(&routes->templates, pool, 16,
+                       sizeof(ngx_http_playarr_metrics_route_t))
+        != NGX_OK)
     {
         return NULL;
     }
@@ -218,8 +250,9 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
 {
     u_char                                 *p, *q, *last;
     char                                   *reason;
-    ngx_str_t                               ext, *t, *prev;
-    ngx_uint_t                              n, type, depth, user, *u;
+    ngx_str_t                               ext, *prev;
+    ngx_uint_t                              n, type, depth, user;
+    ngx_http_playarr_metrics_route_t       *route;
     ngx_http_playarr_metrics_route_node_t  *node, *child;
 
     if (template->len == 0 || template->data[0] != '/') {
@@ -361,23 +394,18 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
         goto duplicate;
     }
 
-    t = ngx_array_push(&routes->templates);
-    if (t == NULL) {
+    route = ngx_array_push(&routes->templates);
+    if (route == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    t->len = template->len;
-    t->data = ngx_pstrdup(routes->pool, template);
-    if (t->data == NULL) {
+    route->template.len = template->len;
+    route->template.data = ngx_pstrdup(routes->pool, template);
+    if (route->template.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    u = ngx_array_push(&routes->users);
-    if (u == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *u = user;
+    route->user = user;
 
     if (p < last) {
         node->star = n;
@@ -386,6 +414,10 @@ ngx_http_playarr_metrics_routes_add(ngx_conf_t *cf,
     } else {
         node->route = n;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cf->log, 0,
+                   "playarr_metrics route \"%V\" is template %ui",
+                   template, n);
 
     return NGX_CONF_OK;
 
@@ -745,15 +777,15 @@ ngx_str_t *
 ngx_http_playarr_metrics_routes_template(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n)
 {
-    ngx_str_t  *t;
+    ngx_http_playarr_metrics_route_t  *route;
 
     if (n >= routes->templates.nelts) {
         return NULL;
     }
 
-    t = routes->templates.elts;
+    route = routes->templates.elts;
 
-    return &t[n];
+    return &route[n].template;
 }
 
 
@@ -761,16 +793,370 @@ ngx_uint_t
 ngx_http_playarr_metrics_routes_user(ngx_http_playarr_metrics_routes_t *routes,
     ngx_uint_t n)
 {
-    ngx_uint_t  *u;
+    ngx_http_playarr_metrics_route_t  *route;
 
-    u = routes->users.elts;
+    route = routes->templates.elts;
 
-    return u[n];
+    return route[n].user;
 }
 
 
 ngx_uint_t
 ngx_http_playarr_metrics_routes_match(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
+{
+    ngx_http_playarr_metrics_route_t  *route;
+
+    route = ngx_http_playarr_metrics_routes_find(routes, path, len);
+
+    if (route == NULL) {
+        return NGX_HTTP_PLAYARR_METRICS_NO_ROUTE;
+    }
+
+    return route - (ngx_http_playarr_metrics_route_t *) routes->templates.elts;
+}
+
+
+/*
+ * The search goes down first by the best alternative of each node: a
+ * literal, the suffixes, the parameter, "*".  When that path matches, it
+ * is the one the depth-first search would find first; when it does not,
+ * and no node on the way had an alternative left, nothing matches.  Only
+ * otherwise does _search() go through the trie again with backtracking,
+ * so that the usual request keeps no stack of nodes.
+ *
+ * A path shorter than 64 bytes (longer ones are left to _search()) has
+ * the positions of all its "/" found at once, a bit each, and one more
+ * bit where it ends: a segment ends at the lowest bit left, and its first
+ * word is loaded directly.
+ */
+
+ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_routes_find(ngx_http_playarr_metrics_routes_t *routes,
+    u_char *path, size_t len)
+{
+    u_char                                 *p, *q, *last;
+    size_t                                  n;
+    uint64_t                                sl, w, w2, v, h;
+    ngx_uint_t                              i, alt;
+    ngx_http_playarr_metrics_route_lit_t   *lit;
+    ngx_http_playarr_metrics_route_ext_t   *ext;
+    ngx_http_playarr_metrics_route_node_t  *node;
+
+    if (len == 0 || path[0] != '/') {
+        return NULL;
+    }
+
+    if (len >= 64) {
+        return ngx_http_playarr_metrics_route_at(routes,
+                     ngx_http_playarr_metrics_route_search(routes, path, len));
+    }
+
+    last = path + len;
+
+    /* the bits of the "/" after the first one, and of the end */
+
+    sl = ngx_http_playarr_metrics_route_slashes(path, len);
+    sl = (sl & (sl - 1)) | (uint64_t) 1 << len;
+
+    p = path + 1;
+    node = routes->root;
+    alt = 0;
+
+    for ( ;; ) {
+
+        /* the segment p .. q, n bytes */
+
+        q = path + ngx_http_playarr_metrics_route_ctz(sl);
+        sl &= sl - 1;
+        n = q - p;
+
+        if (n == 0) {
+            /* an empty segment, or a "/" that ends the path (no bit left) */
+
+            if (sl == 0) {
+                break;
+            }
+
+            p = q + 1;
+            continue;
+        }
+
+        if (node->nlits == 0) {
+            goto other;
+        }
+
+        if (n <= 8) {
+            if (last - p >= 8) {
+                w = ngx_http_playarr_metrics_route_load(p)
+                    & ngx_http_playarr_metrics_route_masks[n];
+
+            } else {
+                w = ngx_http_playarr_metrics_route_word(p, n, path, last);
+            }
+
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+            lit = &node->lits[h >> node->shift];
+
+            if (lit->word != w || lit->len != n) {
+
+                if (lit->node == NULL) {
+                    goto other;
+                }
+
+                lit = ngx_http_playarr_metrics_route_find(node, p, n, w, 0, h,
+                                                          path, last);
+                if (lit == NULL) {
+                    goto other;
+                }
+            }
+
+        } else {
+            w = ngx_http_playarr_metrics_route_load(p);
+            h = ngx_http_playarr_metrics_route_hash(0, w);
+            w2 = 0;
+
+            for (i = 8; i < n; i += 8) {
+                v = ngx_http_playarr_metrics_route_word(p + i,
+                                                        ngx_min(n - i, 8),
+                                                        path, last);
+                if (i == 8) {
+                    w2 = v;
+                }
+
+                h = ngx_http_playarr_metrics_route_hash(h, v);
+            }
+
+            lit = ngx_http_playarr_metrics_route_find(node, p, n, w, w2, h,
+                                                      path, last);
+            if (lit == NULL) {
+                goto other;
+            }
+        }
+
+        alt |= node->more;
+        node = lit->node;
+        goto next;
+
+    other:
+
+        for (i = 0; i < node->nexts; i++) {
+            ext = &node->exts[i];
+
+            if (n <= ext->len) {
+                continue;
+            }
+
+            if (ext->len <= 8) {
+                v = ngx_http_playarr_metrics_route_word(p + n - ext->len,
+                                                        ext->len, path, last);
+                if (v != ext->word
+                    && ngx_http_playarr_metrics_route_lower(v) != ext->word)
+                {
+                    continue;
+                }
+
+            } else if (!ngx_http_playarr_metrics_route_same(p + n - ext->len,
+                                                            ext->len,
+                                                            ext->words,
+                                                            path, last))
+            {
+                continue;
+            }
+
+            alt |= (i + 1 < node->more);
+            node = ext->node;
+            goto next;
+        }
+
+        if (node->param) {
+            alt |= (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE);
+            node = node->param;
+            goto next;
+        }
+
+        /* a segment starts here, so "*" matches the rest of the path */
+
+        if (node->star != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+            return ngx_http_playarr_metrics_route_at(routes, node->star);
+        }
+
+        goto dead;
+
+    next:
+
+        if (sl == 0) {
+            break;
+        }
+
+        p = q + 1;
+    }
+
+    /* the path ends here */
+
+    if (node->route != NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+        return ngx_http_playarr_metrics_route_at(routes, node->route);
+    }
+
+dead:
+
+    if (!alt) {
+        return NULL;
+    }
+
+    return ngx_http_playarr_metrics_route_at(routes,
+                     ngx_http_playarr_metrics_route_search(routes, path, len));
+}
+
+
+/*
+ * A bit for each "/" of the len bytes at path, len below 64: bit i for
+ * path[i].  With SSE2, 16 bytes at a time (or 8, for a path shorter than
+ * 16), else 8 at a time; the last load ends where the path does,
+ * overlapping the one before it, and a path shorter than 8 bytes is read
+ * in pieces.
+ */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_slashes(u_char *path, size_t len)
+{
+    size_t    i;
+    uint64_t  m, w;
+#if (NGX_HTTP_PLAYARR_METRICS_SSE2)
+    __m128i   s;
+
+    s = _mm_set1_epi8('/');
+
+    if (len >= 16) {
+        m = ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                                   (__m128i *) path), s);
+
+        if (len > 32) {
+            m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                               (__m128i *) (path + 16)), s)
+                 << 16;
+
+            if (len > 48) {
+                m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                               (__m128i *) (path + 32)), s)
+                     << 32;
+            }
+        }
+
+        if (len > 16) {
+            m |= ngx_http_playarr_metrics_route_sse(_mm_loadu_si128(
+                                         (__m128i *) (path + len - 16)), s)
+                 << (len - 16);
+        }
+
+        return m;
+    }
+
+    if (len >= 8) {
+        m = ngx_http_playarr_metrics_route_sse(_mm_loadl_epi64(
+                                                   (__m128i *) path), s)
+            & 0xff;
+
+        return m | (ngx_http_playarr_metrics_route_sse(_mm_loadl_epi64(
+                                          (__m128i *) (path + len - 8)), s)
+                    & 0xff) << (len - 8);
+    }
+#endif
+
+    if (len < 8) {
+        w = ngx_http_playarr_metrics_route_word(path, len, path, path + len);
+        return ngx_http_playarr_metrics_route_bits(w);
+    }
+
+    m = 0;
+
+    for (i = 0; i + 8 <= len; i += 8) {
+        w = ngx_http_playarr_metrics_route_load(path + i);
+        m |= ngx_http_playarr_metrics_route_bits(w) << i;
+    }
+
+    if (i < len) {
+        w = ngx_http_playarr_metrics_route_load(path + len - 8);
+        m |= ngx_http_playarr_metrics_route_bits(w) << (len - 8);
+    }
+
+    return m;
+}
+
+
+/*
+ * The n-th non-empty segment of a path (from 1, empty ones skipped as
+ * the match skips them): NGX_OK and *start, *end, or NGX_DECLINED.
+ */
+
+ngx_int_t
+ngx_http_playarr_metrics_routes_segment(u_char *path, size_t len,
+    ngx_uint_t n, u_char **start, u_char **end)
+{
+    u_char    *p, *q, *last;
+    uint64_t   sl;
+
+    if (len < 64) {
+        sl = ngx_http_playarr_metrics_route_slashes(path, len)
+             | (uint64_t) 1 << len;
+
+        for (p = path; sl; p = q + 1) {
+            q = path + ngx_http_playarr_metrics_route_ctz(sl);
+            sl &= sl - 1;
+
+            if (q > p && --n == 0) {
+                *start = p;
+                *end = q;
+                return NGX_OK;
+            }
+        }
+
+        return NGX_DECLINED;
+    }
+
+    last = path + len;
+
+    for (p = path; p < last; p = q) {
+
+        while (p < last && *p == '/') {
+            p++;
+        }
+
+        for (q = p; q < last && *q != '/'; q++) { /* void */ }
+
+        if (q > p && --n == 0) {
+            *start = p;
+            *end = q;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* template n, or NULL for NGX_HTTP_PLAYARR_METRICS_NO_ROUTE */
+
+static ngx_inline ngx_http_playarr_metrics_route_t *
+ngx_http_playarr_metrics_route_at(ngx_http_playarr_metrics_routes_t *routes,
+    ngx_uint_t n)
+{
+    ngx_http_playarr_metrics_route_t  *route;
+
+    if (n == NGX_HTTP_PLAYARR_METRICS_NO_ROUTE) {
+        return NULL;
+    }
+
+    route = routes->templates.elts;
+
+    return &route[n];
+}
+
+
+/* the depth-first search, with backtracking */
+
+static ngx_uint_t
+ngx_http_playarr_metrics_route_search(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len)
 {
     u_char                                  *p, *last, *start, *end, *next;
@@ -1163,6 +1549,27 @@ ngx_http_playarr_metrics_route_load(u_char *p)
            | (uint64_t) p[7] << 56;
 
 #endif
+}
+
+
+/* a bit for each "/" byte of w, exactly: bit i for byte i */
+
+static ngx_inline uint64_t
+ngx_http_playarr_metrics_route_bits(uint64_t w)
+{
+    uint64_t  t;
+
+    t = w ^ NGX_HTTP_PLAYARR_METRICS_ROUTE_SLASHES;
+
+    /* the high bit of each byte of t that is zero, and no other bit */
+
+    t = ~(((t & NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS)
+           + NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS)
+          | t | NGX_HTTP_PLAYARR_METRICS_ROUTE_LOWS);
+
+    /* bit 8k + 7 moved to bit 56 + k: no two products meet, nor carry */
+
+    return ((t >> 7) * NGX_HTTP_PLAYARR_METRICS_ROUTE_GATHER) >> 56;
 }
 
 

@@ -29,6 +29,13 @@ typedef struct ngx_http_playarr_metrics_routes_s
     ngx_http_playarr_metrics_routes_t;
 
 
+/* a template as given, and the number of its ":username" segment */
+typedef struct {
+    ngx_str_t                            template;
+    ngx_uint_t                           user;
+} ngx_http_playarr_metrics_route_t;
+
+
 /*
  * Express-style route templates compiled into a segment trie.
  *
@@ -49,7 +56,9 @@ typedef struct ngx_http_playarr_metrics_routes_s
  * ":name.ext" (the longer ext first), which beats ":name", which beats "*".
  *
  * _user() is the number (from 1) of template n's ":username" segment, the
- * first one, or 0 if it has none.
+ * first one, or 0 if it has none.  _find() is _match() giving the
+ * template matched and its user segment, or NULL.  _segment() finds the
+ * n-th segment of a path, counted as _user() counts them.
  */
 
 ngx_http_playarr_metrics_routes_t *ngx_http_playarr_metrics_routes_create(
@@ -64,6 +73,10 @@ ngx_uint_t ngx_http_playarr_metrics_routes_user(
     ngx_http_playarr_metrics_routes_t *routes, ngx_uint_t n);
 ngx_uint_t ngx_http_playarr_metrics_routes_match(
     ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+ngx_http_playarr_metrics_route_t *ngx_http_playarr_metrics_routes_find(
+    ngx_http_playarr_metrics_routes_t *routes, u_char *path, size_t len);
+ngx_int_t ngx_http_playarr_metrics_routes_segment(u_char *path, size_t len,
+    ngx_uint_t n, u_char **start, u_char **end);
 
 
 #if (__GNUC__ >= 4 || __clang__)

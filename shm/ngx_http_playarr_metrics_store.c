@@ -22,11 +22,6 @@
 /* bytes of zone per expected series, to size the hash table */
 #define NGX_HTTP_PLAYARR_METRICS_PER_SERIES  256
 
-/* the hash's odd multipliers: the golden ratio's, and splitmix64's */
-#define NGX_HTTP_PLAYARR_METRICS_K1  0x9e3779b97f4a7c15ULL
-#define NGX_HTTP_PLAYARR_METRICS_K2  0xbf58476d1ce4e5b9ULL
-#define NGX_HTTP_PLAYARR_METRICS_K3  0x94d049bb133111ebULL
-
 #define NGX_HTTP_PLAYARR_METRICS_ONES   0x0101010101010101ULL
 #define NGX_HTTP_PLAYARR_METRICS_HIGHS  0x8080808080808080ULL
 
@@ -44,8 +39,6 @@ static size_t ngx_http_playarr_metrics_family_def(
 static ngx_http_playarr_metrics_layout_t *
     ngx_http_playarr_metrics_shared_layout(
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *buckets);
-static ngx_inline uint32_t ngx_http_playarr_metrics_key_hash(uint32_t seed,
-    u_char *key, size_t len);
 static ngx_inline ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
     ngx_http_playarr_metrics_family_t *f, u_char *key, size_t len,
@@ -385,7 +378,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     ngx_shmtx_lock(&store->shpool->mutex);
 
     s = ngx_http_playarr_metrics_series_create(store, f, layout, key, klen,
-                        ngx_http_playarr_metrics_key_hash(f->seed, key, klen));
+                        ngx_http_playarr_metrics_hash(f->seed, key, klen));
 
     if (s) {
         f->overflow = s;
@@ -567,65 +560,6 @@ ngx_http_playarr_metrics_shared_layout(ngx_http_playarr_metrics_store_t *store,
 }
 
 
-/*
- * A keyed multiply-xorshift hash over 8-byte words: the seed (per zone,
- * and per family) and the length make the first state, each word is
- * mixed in by a multiplication whose high half is folded back down, so
- * that label values chosen by clients cannot be lined up into one chain
- * in advance.  The last word is the one that ends the key, overlapping
- * the one before it; a key shorter than 8 bytes is read in pieces, never
- * past its end.
- */
-
-uint32_t
-ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
-{
-    return ngx_http_playarr_metrics_key_hash(seed, key, len);
-}
-
-
-static ngx_inline uint32_t
-ngx_http_playarr_metrics_key_hash(uint32_t seed, u_char *key, size_t len)
-{
-    u_char    *last;
-    uint32_t   lo, hi;
-    uint64_t   h, w;
-
-    h = (seed ^ ((uint64_t) len << 32)) * NGX_HTTP_PLAYARR_METRICS_K1;
-
-    if (len >= 8) {
-        last = key + len - 8;
-
-        while (key < last) {
-            ngx_memcpy(&w, key, 8);
-            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
-            h ^= h >> 32;
-            key += 8;
-        }
-
-        ngx_memcpy(&w, last, 8);
-
-    } else if (len >= 4) {
-        ngx_memcpy(&lo, key, 4);
-        ngx_memcpy(&hi, key + len - 4, 4);
-        w = (uint64_t) hi << 32 | lo;
-
-    } else if (len) {
-        w = key[0] | (uint64_t) key[len / 2] << 8
-            | (uint64_t) key[len - 1] << 16;
-
-    } else {
-        w = 0;
-    }
-
-    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
-    h ^= h >> 32;
-    h *= NGX_HTTP_PLAYARR_METRICS_K3;
-
-    return (uint32_t) (h ^ (h >> 29));
-}
-
-
 static ngx_inline ngx_http_playarr_metrics_series_t *
 ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
     ngx_http_playarr_metrics_family_t *f, u_char *key, size_t len,
@@ -668,7 +602,7 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
     f = fc->shared;
     sh = store->sh;
 
-    hash = ngx_http_playarr_metrics_key_hash(f->seed, key, len);
+    hash = ngx_http_playarr_metrics_hash(f->seed, key, len);
 
     s = ngx_http_playarr_metrics_lookup(sh, f, key, len, hash);
     if (s) {
@@ -690,7 +624,7 @@ ngx_http_playarr_metrics_series_find(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_t  *f;
 
     f = fc->shared;
-    hash = ngx_http_playarr_metrics_key_hash(f->seed, key, len);
+    hash = ngx_http_playarr_metrics_hash(f->seed, key, len);
 
     return ngx_http_playarr_metrics_lookup(store->sh, f, key, len, hash);
 }
@@ -705,10 +639,12 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
     uint32_t hash)
 {
     const char                         *why;
+    ngx_uint_t                          created;
     ngx_http_playarr_metrics_family_t  *f;
     ngx_http_playarr_metrics_series_t  *s;
 
     f = fc->shared;
+    created = 0;
 
     if (f->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
         layout = NULL;
@@ -735,6 +671,8 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
             if (s == NULL) {
                 why = "has no room: the zone is full";
             }
+
+            created = 1;
         }
     }
 
@@ -742,6 +680,12 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
 
     if (s == NULL) {
         return ngx_http_playarr_metrics_fold(store, fc, why);
+    }
+
+    if (why == NULL && created) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "playarr_metrics family \"%V\": series created, "
+                       "%uA in it", &fc->name, f->nseries);
     }
 
     return s;
@@ -855,6 +799,11 @@ ngx_http_playarr_metrics_fold(ngx_http_playarr_metrics_store_t *store,
 
     (void) ngx_atomic_fetch_add(&f->refused, 1);
     f->overflow->hidden = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "playarr_metrics family \"%V\" %s: folded into "
+                   "\"" NGX_HTTP_PLAYARR_METRICS_OVERFLOW "\"",
+                   &fc->name, why);
 
     now = ngx_time();
     last = f->warned;
@@ -1122,76 +1071,6 @@ ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
     }
 
     return n == nlabels;
-}
-
-
-/*
- * A value never becomes infinite or NaN by addition: NGX_DECLINED, the
- * series unchanged, when the sum would not be a finite number.
- */
-
-ngx_int_t
-ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
-{
-    double             d;
-    ngx_atomic_uint_t  old, new;
-
-    do {
-        old = s->values[0];
-        ngx_memcpy(&d, &old, sizeof(double));
-        d += v;
-
-        if (!isfinite(d)) {
-            return NGX_DECLINED;
-        }
-
-        ngx_memcpy(&new, &d, sizeof(double));
-
-    } while (!ngx_atomic_cmp_set(&s->values[0], old, new));
-
-    s->hidden = 0;
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s, double v)
-{
-    ngx_atomic_uint_t  new;
-
-    ngx_memcpy(&new, &v, sizeof(double));
-
-    s->values[0] = new;
-    s->hidden = 0;
-}
-
-
-/* the sum first: an observation it cannot hold is not counted at all */
-
-ngx_int_t
-ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
-    double v)
-{
-    ngx_uint_t                          i, n;
-    ngx_http_playarr_metrics_layout_t  *l;
-
-    if (ngx_http_playarr_metrics_add(s, v) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    l = s->layout;
-    n = l->n;
-
-    for (i = 0; i < n; i++) {
-        if (v <= l->le[i]) {
-            break;
-        }
-    }
-
-    (void) ngx_atomic_fetch_add(&s->values[1 + i], 1);
-
-    return NGX_OK;
 }
 
 

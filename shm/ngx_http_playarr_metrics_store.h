@@ -11,6 +11,8 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <math.h>
+
 
 /*
  * The module's own symbols are not exported: nginx finds a dynamic module
@@ -40,6 +42,11 @@
 #define NGX_HTTP_PLAYARR_METRICS_SEP          0xff
 
 #define NGX_HTTP_PLAYARR_METRICS_OVERFLOW     "__overflow__"
+
+/* the hash's odd multipliers: the golden ratio's, and splitmix64's */
+#define NGX_HTTP_PLAYARR_METRICS_K1           0x9e3779b97f4a7c15ULL
+#define NGX_HTTP_PLAYARR_METRICS_K2           0xbf58476d1ce4e5b9ULL
+#define NGX_HTTP_PLAYARR_METRICS_K3           0x94d049bb133111ebULL
 
 /* rejected updates are counted by source and by reason */
 #define NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH     0
@@ -258,8 +265,6 @@ ngx_int_t ngx_http_playarr_metrics_store_layout(
     ngx_http_playarr_metrics_store_t *store, ngx_pool_t *pool,
     ngx_array_t *buckets);
 
-uint32_t ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key,
-    size_t len);
 ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
@@ -277,12 +282,6 @@ size_t ngx_http_playarr_metrics_utf8_copy(u_char *dst, u_char *src,
 ngx_uint_t ngx_http_playarr_metrics_key_valid(u_char *key, size_t len,
     ngx_uint_t nlabels);
 
-ngx_int_t ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s,
-    double v);
-void ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s,
-    double v);
-ngx_int_t ngx_http_playarr_metrics_observe(
-    ngx_http_playarr_metrics_series_t *s, double v);
 void ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f);
 
 u_char *ngx_http_playarr_metrics_state_dump(
@@ -324,6 +323,132 @@ ngx_http_playarr_metrics_double(ngx_atomic_uint_t bits)
     ngx_memcpy(&v, &bits, sizeof(double));
 
     return v;
+}
+
+
+/*
+ * A keyed multiply-xorshift hash over 8-byte words: the seed (per zone,
+ * and per family) and the length make the first state, each word is
+ * mixed in by a multiplication whose high half is folded back down, so
+ * that label values chosen by clients cannot be lined up into one chain
+ * in advance.  The last word is the one that ends the key, overlapping
+ * the one before it; a key shorter than 8 bytes is read in pieces, never
+ * past its end.  Inlined: the recent requests cache of a worker
+ * (record.c) hashes with it on every request.
+ */
+
+static ngx_inline uint32_t
+ngx_http_playarr_metrics_hash(uint32_t seed, u_char *key, size_t len)
+{
+    u_char    *last;
+    uint32_t   lo, hi;
+    uint64_t   h, w;
+
+    h = (seed ^ ((uint64_t) len << 32)) * NGX_HTTP_PLAYARR_METRICS_K1;
+
+    if (len >= 8) {
+        last = key + len - 8;
+
+        while (key < last) {
+            ngx_memcpy(&w, key, 8);
+            h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+            h ^= h >> 32;
+            key += 8;
+        }
+
+        ngx_memcpy(&w, last, 8);
+
+    } else if (len >= 4) {
+        ngx_memcpy(&lo, key, 4);
+        ngx_memcpy(&hi, key + len - 4, 4);
+        w = (uint64_t) hi << 32 | lo;
+
+    } else if (len) {
+        w = key[0] | (uint64_t) key[len / 2] << 8
+            | (uint64_t) key[len - 1] << 16;
+
+    } else {
+        w = 0;
+    }
+
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+    h ^= h >> 32;
+    h *= NGX_HTTP_PLAYARR_METRICS_K3;
+
+    return (uint32_t) (h ^ (h >> 29));
+}
+
+
+/*
+ * The operations on a series' values, inlined where a request records
+ * (record.c) and where updates are applied (update.c).
+ *
+ * A value never becomes infinite or NaN by addition: NGX_DECLINED, the
+ * series unchanged, when the sum would not be a finite number.
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_add(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    double             d;
+    ngx_atomic_uint_t  old, new;
+
+    do {
+        old = s->values[0];
+        ngx_memcpy(&d, &old, sizeof(double));
+        d += v;
+
+        if (!isfinite(d)) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(&new, &d, sizeof(double));
+
+    } while (!ngx_atomic_cmp_set(&s->values[0], old, new));
+
+    s->hidden = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_inline void
+ngx_http_playarr_metrics_set(ngx_http_playarr_metrics_series_t *s, double v)
+{
+    ngx_atomic_uint_t  new;
+
+    ngx_memcpy(&new, &v, sizeof(double));
+
+    s->values[0] = new;
+    s->hidden = 0;
+}
+
+
+/* the sum first: an observation it cannot hold is not counted at all */
+
+static ngx_inline ngx_int_t
+ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
+    double v)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_playarr_metrics_layout_t  *l;
+
+    if (ngx_http_playarr_metrics_add(s, v) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    l = s->layout;
+    n = l->n;
+
+    for (i = 0; i < n; i++) {
+        if (v <= l->le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&s->values[1 + i], 1);
+
+    return NGX_OK;
 }
 
 
