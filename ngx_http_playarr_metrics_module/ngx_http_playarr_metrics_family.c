@@ -49,22 +49,22 @@ static ngx_http_playarr_metrics_builtin_t  ngx_http_playarr_metrics_builtins[]
 
     { "playarr_http_requests_total",
       "Total number of HTTP requests per endpoint",
-      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER,
       { "endpoint", "status_code", "username" } },
 
     { "playarr_http_request_duration_seconds",
       "HTTP request duration in seconds",
-      NGX_HTTP_PLAYARR_METRICS_HISTOGRAM,
+      NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM,
       { "endpoint", "username", NULL } },
 
     { "playarr_authentication_failures_total",
       "Total number of authentication failures",
-      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER,
       { "endpoint", "username", NULL } },
 
     { "playarr_managed_errors_total",
       "Total number of managed errors (AppError instances) by error type",
-      NGX_HTTP_PLAYARR_METRICS_COUNTER,
+      NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER,
       { "endpoint", "error_type", "username" } }
 };
 
@@ -121,7 +121,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_http_playarr_metrics_builtin_t      *bi;
     ngx_http_playarr_metrics_family_conf_t  *fc, *sc;
 
-    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_FAMILY_HTTP_COUNT; i++) {
         bi = &ngx_http_playarr_metrics_builtins[i];
 
         fc = ngx_array_push(&pmcf->store->families);
@@ -135,7 +135,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
             *fc = *sc;
             sc->name.len = 0;
 
-            if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+            if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
                 && fc->buckets == NULL)
             {
                 fc->buckets = pmcf->buckets;
@@ -165,13 +165,13 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
             fc->labels[j].len = ngx_strlen(bi->labels[j]);
         }
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             fc->buckets = pmcf->buckets;
         }
     }
 
     fc = pmcf->store->families.elts;
-    fc[NGX_HTTP_PLAYARR_METRICS_DURATION].layouts = pmcf->layouts;
+    fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].layouts = pmcf->layouts;
 
     sc = pmcf->schema.elts;
 
@@ -188,7 +188,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
 
         *fc = sc[i];
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
             && fc->buckets == NULL)
         {
             n = sizeof(ngx_http_playarr_metrics_client_buckets)
@@ -212,7 +212,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     fc = pmcf->store->families.elts;
 
     for (i = 0; i < pmcf->store->families.nelts; i++) {
-        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             continue;
         }
 
@@ -267,7 +267,7 @@ ngx_http_playarr_metrics_schema_read(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NHTTP; i++) {
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_FAMILY_HTTP_COUNT; i++) {
         b = &ngx_http_playarr_metrics_builtins[i];
 
         sc = ngx_http_playarr_metrics_schema_family(pmcf, b->name);
@@ -291,7 +291,7 @@ ngx_http_playarr_metrics_schema_read(ngx_conf_t *cf,
                                "invalid schema \"%V\": metric \"%V\" must "
                                "be a %s with the labels of the built-in "
                                "\"%s\"", path, &sc->key,
-                               b->type == NGX_HTTP_PLAYARR_METRICS_COUNTER
+                               b->type == NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER
                                ? "counter" : "histogram", b->name);
             return NGX_CONF_ERROR;
         }
@@ -494,13 +494,13 @@ ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
     }
 
     if (ngx_strcmp(t, "counter") == 0) {
-        fc->type = NGX_HTTP_PLAYARR_METRICS_COUNTER;
+        fc->type = NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER;
 
     } else if (ngx_strcmp(t, "gauge") == 0) {
-        fc->type = NGX_HTTP_PLAYARR_METRICS_GAUGE;
+        fc->type = NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE;
 
     } else if (ngx_strcmp(t, "histogram") == 0) {
-        fc->type = NGX_HTTP_PLAYARR_METRICS_HISTOGRAM;
+        fc->type = NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM;
 
     } else {
         why = "has an unknown \"type\"";
@@ -579,7 +579,7 @@ ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
             goto invalid;
         }
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
             && ngx_strcmp(l->data, "le") == 0)
         {
             why = "has the label name \"le\", reserved for histograms";
@@ -594,12 +594,12 @@ ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
         }
     }
 
-    if (buckets && fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    if (buckets && fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         why = "has \"buckets\" but is not a histogram";
         goto invalid;
     }
 
-    if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         return NGX_OK;
     }
 

@@ -110,8 +110,8 @@ typedef unsigned __int128  ngx_http_playarr_metrics_u128_t;
  */
 
 /* where the cursor is in a family */
-#define NGX_HTTP_PLAYARR_METRICS_FAMILY_START   0
-#define NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES  1
+#define NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START   0
+#define NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_SERIES  1
 
 /* series walked past in one step at most, hidden ones included */
 #define NGX_HTTP_PLAYARR_METRICS_STEP_SERIES    16384
@@ -1256,7 +1256,7 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
 
     name = fc->name.data;
 
-    if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+    if (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
         w->head.len = 0;
 
         w->bucket.data = p;
@@ -1317,7 +1317,7 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
                 *p++ = ',';
             }
 
-            if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+            if (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
                 *p++ = '"';
                 p = ngx_cpymem(p, fc->labels[i].data, fc->labels[i].len);
                 p = ngx_cpymem(p, "\":\"", 3);
@@ -1353,7 +1353,7 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
     u_char      *p;
     ngx_uint_t   i, json;
 
-    json = (w->format == NGX_HTTP_PLAYARR_METRICS_JSON);
+    json = (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON);
 
     p = w->lebuf;
     w->le_max = 0;
@@ -1443,7 +1443,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
 
-    if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+    if (w->state == NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START) {
 
         if (ngx_http_playarr_metrics_header(w, &fc->name, &fc->help,
                                     ngx_http_playarr_metrics_types[fc->type])
@@ -1454,7 +1454,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         }
 
         w->series = fc->shared->head;
-        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
+        w->state = NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_SERIES;
     }
 
     n = fc->nlabels;
@@ -1476,7 +1476,7 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         size = w->bucket.len + w->fixed + 2 * s->len + 3
                + NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX;
 
-        if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             p = ngx_http_playarr_metrics_reserve(w, size);
             if (p == NULL) {
                 return NGX_ERROR;
@@ -1716,8 +1716,8 @@ ngx_http_playarr_metrics_self_text(ngx_http_playarr_metrics_render_t *w)
         return NGX_ERROR;
     }
 
-    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_NSOURCES; i++) {
-        for (j = 0; j < NGX_HTTP_PLAYARR_METRICS_NREASONS; j++) {
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_SOURCE_COUNT; i++) {
+        for (j = 0; j < NGX_HTTP_PLAYARR_METRICS_REJECT_COUNT; j++) {
             p = ngx_http_playarr_metrics_reserve(w, 256);
             if (p == NULL) {
                 return NGX_ERROR;
@@ -1755,7 +1755,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
     ngx_atomic_uint_t                   count;
     ngx_http_playarr_metrics_series_t  *s;
 
-    if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+    if (w->state == NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START) {
 
         p = ngx_http_playarr_metrics_reserve(w, 2 * fc->name.len
                                                 + 6 * fc->help.len + 64);
@@ -1785,7 +1785,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
 
         w->first = 1;
         w->series = fc->shared->head;
-        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
+        w->state = NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_SERIES;
     }
 
     n = fc->nlabels;
@@ -1810,7 +1810,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
         size = 1 + 9 + NGX_HTTP_PLAYARR_METRICS_NUMBER_MAX + 11 + w->fixed
                + 6 * s->len + w->bucket.len;
 
-        if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             p = ngx_http_playarr_metrics_reserve(w, size);
             if (p == NULL) {
                 return NGX_ERROR;
@@ -2009,7 +2009,7 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
             continue;
         }
 
-        if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+        if (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
             rc = ngx_http_playarr_metrics_family_json(w, &fc[w->family]);
 
         } else {
@@ -2020,19 +2020,19 @@ ngx_http_playarr_metrics_render(ngx_http_playarr_metrics_render_t *w,
             break;
         }
 
-        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_START;
+        w->state = NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START;
         w->family++;
     }
 
     if (rc == NGX_OK && w->app) {
-        rc = (w->format == NGX_HTTP_PLAYARR_METRICS_JSON)
+        rc = (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON)
              ? ngx_http_playarr_metrics_app_json(w)
              : ngx_http_playarr_metrics_app_text(w);
     }
 
     if (rc == NGX_OK) {
 
-        if (w->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+        if (w->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
             p = ngx_http_playarr_metrics_reserve(w, 512);
             if (p == NULL) {
                 return NGX_ERROR;
@@ -2130,7 +2130,7 @@ ngx_http_playarr_metrics_render_merge(ngx_http_playarr_metrics_render_t *w,
                                                   fc[i].name.len);
         if (af) {
             if (af->name.len == fc[i].name.len
-                && i >= NGX_HTTP_PLAYARR_METRICS_NHTTP
+                && i >= NGX_HTTP_PLAYARR_METRICS_FAMILY_HTTP_COUNT
                 && !ngx_http_playarr_metrics_has_series(&fc[i]))
             {
                 w->skip[i] = 1;
@@ -2140,7 +2140,7 @@ ngx_http_playarr_metrics_render_merge(ngx_http_playarr_metrics_render_t *w,
             af->dropped = 1;
         }
 
-        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             continue;
         }
 
@@ -2252,7 +2252,7 @@ ngx_http_playarr_metrics_app_text(ngx_http_playarr_metrics_render_t *w)
             continue;
         }
 
-        if (w->state == NGX_HTTP_PLAYARR_METRICS_FAMILY_START) {
+        if (w->state == NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START) {
             p = ngx_http_playarr_metrics_reserve(w,
                      ngx_http_playarr_metrics_merge_header_size(
                                                        &af[w->app_family]));
@@ -2264,7 +2264,7 @@ ngx_http_playarr_metrics_app_text(ngx_http_playarr_metrics_render_t *w)
             ngx_http_playarr_metrics_commit(w, p);
 
             w->app_sample = 0;
-            w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_SERIES;
+            w->state = NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_SERIES;
         }
 
         s = af[w->app_family].samples.elts;
@@ -2291,7 +2291,7 @@ ngx_http_playarr_metrics_app_text(ngx_http_playarr_metrics_render_t *w)
             ngx_http_playarr_metrics_commit(w, p);
         }
 
-        w->state = NGX_HTTP_PLAYARR_METRICS_FAMILY_START;
+        w->state = NGX_HTTP_PLAYARR_METRICS_RENDER_FAMILY_START;
     }
 
     return NGX_OK;
@@ -2396,8 +2396,8 @@ ngx_http_playarr_metrics_prometheus(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len)
 {
     return ngx_http_playarr_metrics_whole(r, pmcf,
-                                          NGX_HTTP_PLAYARR_METRICS_PROMETHEUS,
-                                          len);
+                                    NGX_HTTP_PLAYARR_METRICS_FORMAT_PROMETHEUS,
+                                    len);
 }
 
 
@@ -2406,5 +2406,6 @@ ngx_http_playarr_metrics_json(ngx_http_request_t *r,
     ngx_http_playarr_metrics_main_conf_t *pmcf, off_t *len)
 {
     return ngx_http_playarr_metrics_whole(r, pmcf,
-                                          NGX_HTTP_PLAYARR_METRICS_JSON, len);
+                                          NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON,
+                                          len);
 }

@@ -393,7 +393,7 @@ ngx_http_playarr_metrics_export_handler(ngx_http_request_t *r)
         }
     }
 
-    if (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+    if (plcf->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
         r->headers_out.content_type = ngx_http_playarr_metrics_json_type;
 
     } else {
@@ -538,7 +538,7 @@ ngx_http_playarr_metrics_merge_start(ngx_http_request_t *r,
     }
 
     mg->subrequest = sr;
-    mg->json = (plcf->format == NGX_HTTP_PLAYARR_METRICS_JSON);
+    mg->json = (plcf->format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON);
 
     r->write_event_handler = ngx_http_playarr_metrics_merge_resume;
 
@@ -872,7 +872,7 @@ ngx_http_playarr_metrics_export_whole(ngx_http_request_t *r,
     ngx_int_t     rc;
     ngx_chain_t  *out;
 
-    if (format == NGX_HTTP_PLAYARR_METRICS_JSON) {
+    if (format == NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON) {
         out = ngx_http_playarr_metrics_json(r, pmcf, &len);
 
     } else {
@@ -1114,9 +1114,9 @@ ngx_http_playarr_metrics_push_handler(ngx_http_request_t *r)
         ngx_str_set(&err, "Request body is larger than 1 MiB");
 
         ngx_http_playarr_metrics_reject(pmcf->store,
-                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
-                                        NGX_HTTP_PLAYARR_METRICS_TOO_LARGE,
-                                        r->connection->log, &err);
+                                     NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                     NGX_HTTP_PLAYARR_METRICS_REJECT_TOO_LARGE,
+                                     r->connection->log, &err);
 
         return ngx_http_playarr_metrics_send_error(r,
                                       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -1184,9 +1184,9 @@ ngx_http_playarr_metrics_push(ngx_http_request_t *r)
         ngx_str_set(&err, "Request body is larger than 1 MiB");
 
         ngx_http_playarr_metrics_reject(pmcf->store,
-                                        NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
-                                        NGX_HTTP_PLAYARR_METRICS_TOO_LARGE,
-                                        r->connection->log, &err);
+                                     NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,
+                                     NGX_HTTP_PLAYARR_METRICS_REJECT_TOO_LARGE,
+                                     r->connection->log, &err);
 
         return ngx_http_playarr_metrics_send_error(r,
                                       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
@@ -1202,8 +1202,8 @@ ngx_http_playarr_metrics_push(ngx_http_request_t *r)
     }
 
     if (rc == NGX_DECLINED) {
-        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
-                             : NGX_HTTP_PLAYARR_METRICS_INVALID;
+        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_REJECT_MALFORMED
+                             : NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID;
 
         ngx_http_playarr_metrics_reject(pmcf->store,
                                         NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH,

@@ -346,8 +346,8 @@ ngx_http_playarr_metrics_merge_comment(ngx_http_playarr_metrics_parse_t *ps,
 
     /* its samples' names are no other family's */
 
-    if (i == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
-        || i == NGX_HTTP_PLAYARR_METRICS_SUMMARY)
+    if (i == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
+        || i == NGX_HTTP_PLAYARR_METRICS_TYPE_SUMMARY)
     {
         for (i = 0; i < 3; i++) {
             len = f->name.len + ngx_http_playarr_metrics_merge_suffixes[i].len;
@@ -664,10 +664,10 @@ ngx_http_playarr_metrics_merge_check(ngx_http_playarr_metrics_parse_t *ps,
     for (i = 0; i < n; i++) {
         if ((ps->labels[2 * i].len == 2
              && ngx_strncmp(ps->labels[2 * i].data, "le", 2) == 0
-             && f->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM)
+             && f->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM)
             || (ps->labels[2 * i].len == 8
                 && ngx_strncmp(ps->labels[2 * i].data, "quantile", 8) == 0
-                && f->type == NGX_HTTP_PLAYARR_METRICS_SUMMARY))
+                && f->type == NGX_HTTP_PLAYARR_METRICS_TYPE_SUMMARY))
         {
             special = &ps->labels[2 * i + 1];
         }
@@ -675,7 +675,7 @@ ngx_http_playarr_metrics_merge_check(ngx_http_playarr_metrics_parse_t *ps,
 
     switch (f->type) {
 
-    case NGX_HTTP_PLAYARR_METRICS_HISTOGRAM:
+    case NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM:
         if (kind == 0 || (kind == 1) != (special != NULL)) {
             ps->err = "a histogram sample without its suffix or \"le\"";
             return NGX_DECLINED;
@@ -683,7 +683,7 @@ ngx_http_playarr_metrics_merge_check(ngx_http_playarr_metrics_parse_t *ps,
 
         break;
 
-    case NGX_HTTP_PLAYARR_METRICS_SUMMARY:
+    case NGX_HTTP_PLAYARR_METRICS_TYPE_SUMMARY:
         if (kind == 1 || (kind == 0) != (special != NULL)) {
             ps->err = "a summary sample without its suffix or \"quantile\"";
             return NGX_DECLINED;
@@ -797,7 +797,7 @@ ngx_http_playarr_metrics_merge_family(ngx_http_playarr_metrics_parse_t *ps,
 
     f->name.data = name;
     f->name.len = len;
-    f->type = NGX_HTTP_PLAYARR_METRICS_UNTYPED;
+    f->type = NGX_HTTP_PLAYARR_METRICS_TYPE_UNTYPED;
 
     if (ngx_array_init(&f->samples, ps->pool, 4,
                        sizeof(ngx_http_playarr_metrics_sample_t))
@@ -1167,8 +1167,9 @@ ngx_http_playarr_metrics_merge_owner(ngx_http_playarr_metrics_app_t *app,
 
         f = ngx_http_playarr_metrics_merge_find(app, name, len - sfx->len);
 
-        if (f && (f->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
-                  || (f->type == NGX_HTTP_PLAYARR_METRICS_SUMMARY && i > 0)))
+        if (f && (f->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
+                  || (f->type == NGX_HTTP_PLAYARR_METRICS_TYPE_SUMMARY
+                      && i > 0)))
         {
             return f;
         }

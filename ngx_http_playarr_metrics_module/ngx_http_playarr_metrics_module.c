@@ -135,7 +135,7 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      NGX_HTTP_PLAYARR_METRICS_EXPORT,
+      NGX_HTTP_PLAYARR_METRICS_HANDLER_EXPORT,
       NULL },
 
     { ngx_string("playarr_metrics_merge"),
@@ -149,14 +149,14 @@ static ngx_command_t  ngx_http_playarr_metrics_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      NGX_HTTP_PLAYARR_METRICS_PUSH,
+      NGX_HTTP_PLAYARR_METRICS_HANDLER_PUSH,
       NULL },
 
     { ngx_string("playarr_metrics_token_admin"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_playarr_metrics_set_handler,
       NGX_HTTP_LOC_CONF_OFFSET,
-      NGX_HTTP_PLAYARR_METRICS_ADMIN,
+      NGX_HTTP_PLAYARR_METRICS_HANDLER_ADMIN,
       NULL },
 
     { ngx_string("playarr_metrics_upstream_header"),
@@ -443,7 +443,9 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         }
     }
 
-    if (conf->merge.len && conf->handler != NGX_HTTP_PLAYARR_METRICS_EXPORT) {
+    if (conf->merge.len
+        && conf->handler != NGX_HTTP_PLAYARR_METRICS_HANDLER_EXPORT)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"playarr_metrics_merge\" needs "
                       "\"playarr_metrics_export\" in the same location "
@@ -459,7 +461,7 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
         pmcf->upstream_headers = 1;
     }
 
-    if (conf->handler == NGX_HTTP_PLAYARR_METRICS_ADMIN
+    if (conf->handler == NGX_HTTP_PLAYARR_METRICS_HANDLER_ADMIN
         && pmcf->token.path.len == 0)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -909,7 +911,7 @@ ngx_http_playarr_metrics_value(ngx_conf_t *cf, ngx_str_t *arg,
     ngx_http_compile_complex_value_t   ccv;
 
     value->value = NULL;
-    value->header = NGX_HTTP_PLAYARR_METRICS_VARIABLE;
+    value->header = NGX_HTTP_PLAYARR_METRICS_FROM_VARIABLE;
 
     if (arg->len > 1 && arg->data[0] == '$') {
         last = arg->data + arg->len;
@@ -975,13 +977,13 @@ ngx_http_playarr_metrics_header_value(ngx_conf_t *cf, ngx_str_t *name,
     ngx_uint_t   i;
 
     if (name->len > 5 && ngx_strncmp(name->data, "http_", 5) == 0) {
-        value->header = NGX_HTTP_PLAYARR_METRICS_REQUEST;
+        value->header = NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST;
         n = 5;
 
     } else if (name->len > 14
                && ngx_strncmp(name->data, "upstream_http_", 14) == 0)
     {
-        value->header = NGX_HTTP_PLAYARR_METRICS_UPSTREAM;
+        value->header = NGX_HTTP_PLAYARR_METRICS_FROM_UPSTREAM;
         n = 14;
 
     } else {
@@ -993,7 +995,7 @@ ngx_http_playarr_metrics_header_value(ngx_conf_t *cf, ngx_str_t *name,
     if (value->name.len == 6
         && ngx_strncasecmp(name->data + n, (u_char *) "cookie", 6) == 0)
     {
-        value->header = NGX_HTTP_PLAYARR_METRICS_VARIABLE;
+        value->header = NGX_HTTP_PLAYARR_METRICS_FROM_VARIABLE;
         return NGX_DECLINED;
     }
 
@@ -1167,13 +1169,13 @@ ngx_http_playarr_metrics_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
 
     switch (plcf->handler) {
 
-    case NGX_HTTP_PLAYARR_METRICS_EXPORT:
-        plcf->format = NGX_HTTP_PLAYARR_METRICS_PROMETHEUS;
+    case NGX_HTTP_PLAYARR_METRICS_HANDLER_EXPORT:
+        plcf->format = NGX_HTTP_PLAYARR_METRICS_FORMAT_PROMETHEUS;
 
         if (cf->args->nelts == 2) {
 
             if (ngx_strcmp(value[1].data, "json") == 0) {
-                plcf->format = NGX_HTTP_PLAYARR_METRICS_JSON;
+                plcf->format = NGX_HTTP_PLAYARR_METRICS_FORMAT_JSON;
 
             } else if (ngx_strcmp(value[1].data, "prometheus") != 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1185,11 +1187,11 @@ ngx_http_playarr_metrics_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
         clcf->handler = ngx_http_playarr_metrics_export_handler;
         break;
 
-    case NGX_HTTP_PLAYARR_METRICS_PUSH:
+    case NGX_HTTP_PLAYARR_METRICS_HANDLER_PUSH:
         clcf->handler = ngx_http_playarr_metrics_push_handler;
         break;
 
-    default: /* NGX_HTTP_PLAYARR_METRICS_ADMIN */
+    default: /* NGX_HTTP_PLAYARR_METRICS_HANDLER_ADMIN */
         clcf->handler = ngx_http_playarr_metrics_admin_handler;
     }
 

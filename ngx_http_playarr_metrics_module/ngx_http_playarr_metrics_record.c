@@ -384,8 +384,8 @@ ngx_http_playarr_metrics_headers_log_handler(ngx_http_request_t *r)
             return NGX_OK;
         }
 
-        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_MALFORMED
-                             : NGX_HTTP_PLAYARR_METRICS_INVALID;
+        reason = (index < 0) ? NGX_HTTP_PLAYARR_METRICS_REJECT_MALFORMED
+                             : NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID;
 
         ngx_http_playarr_metrics_reject(pmcf->store,
                                         NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER,
@@ -898,7 +898,7 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
         }
 
         duration = ngx_http_playarr_metrics_series(store,
-                                  &fc[NGX_HTTP_PLAYARR_METRICS_DURATION],
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION],
                                   layout, key, n);
         ngx_http_playarr_metrics_observe(duration, (double) ms / 1000);
     }
@@ -920,15 +920,15 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
         p[4] = NGX_HTTP_PLAYARR_METRICS_SEP;
 
         series = ngx_http_playarr_metrics_series(store,
-                                  &fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS],
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_REQUESTS],
                                   NULL, key, n + 4);
         ngx_http_playarr_metrics_add(series, 1);
 
         if (rec->set
             && duration
-               != fc[NGX_HTTP_PLAYARR_METRICS_DURATION].shared->overflow
+               != fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].shared->overflow
             && series
-               != fc[NGX_HTTP_PLAYARR_METRICS_REQUESTS].shared->overflow)
+               != fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_REQUESTS].shared->overflow)
         {
             ngx_http_playarr_metrics_remember(rec, duration, series);
         }
@@ -953,7 +953,7 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
             *p = NGX_HTTP_PLAYARR_METRICS_SEP;
 
             series = ngx_http_playarr_metrics_series(store,
-                                  &fc[NGX_HTTP_PLAYARR_METRICS_ERRORS],
+                                  &fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_ERRORS],
                                   NULL, key, user + ulen - key);
             ngx_http_playarr_metrics_add(series, 1);
         }
@@ -993,7 +993,7 @@ ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
     }
 
     series = ngx_http_playarr_metrics_series(store,
-                              &fc[NGX_HTTP_PLAYARR_METRICS_AUTH_FAILED],
+                              &fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_AUTH_FAILED],
                               NULL, key, n);
     ngx_http_playarr_metrics_add(series, 1);
 }
@@ -1159,7 +1159,7 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
 
             /* the usual one, a request header, without a call */
 
-            if (value[i].header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+            if (value[i].header == NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST) {
                 ngx_http_playarr_metrics_header_value(
                                          &r->headers_in.headers.part,
                                          &value[i], &rec->user);
@@ -1519,13 +1519,13 @@ ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
         return rc;
     }
 
-    if (value->header == NGX_HTTP_PLAYARR_METRICS_REQUEST) {
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST) {
         ngx_http_playarr_metrics_header_value(&r->headers_in.headers.part,
                                               value, s);
         return NGX_OK;
     }
 
-    if (value->header == NGX_HTTP_PLAYARR_METRICS_UPSTREAM) {
+    if (value->header == NGX_HTTP_PLAYARR_METRICS_FROM_UPSTREAM) {
         s->len = 0;
 
         if (r->upstream) {

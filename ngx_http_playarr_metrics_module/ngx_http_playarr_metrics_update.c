@@ -185,7 +185,7 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
                                               "unknown metric \"%s\"", q);
     }
 
-    if (i < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+    if (i < NGX_HTTP_PLAYARR_METRICS_FAMILY_HTTP_COUNT) {
 
         /* the built-in HTTP families come first: what nginx saw */
 
@@ -215,26 +215,26 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
 
     switch (update->op) {
 
-    case NGX_HTTP_PLAYARR_METRICS_INC:
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    case NGX_HTTP_PLAYARR_METRICS_OP_INC:
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             goto wrong_type;
         }
         break;
 
-    case NGX_HTTP_PLAYARR_METRICS_DEC:
-    case NGX_HTTP_PLAYARR_METRICS_SET:
-        if (fc->type != NGX_HTTP_PLAYARR_METRICS_GAUGE) {
+    case NGX_HTTP_PLAYARR_METRICS_OP_DEC:
+    case NGX_HTTP_PLAYARR_METRICS_OP_SET:
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE) {
             goto wrong_type;
         }
         break;
 
-    case NGX_HTTP_PLAYARR_METRICS_OBSERVE:
-        if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    case NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE:
+        if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             goto wrong_type;
         }
         break;
 
-    default: /* NGX_HTTP_PLAYARR_METRICS_RESET */
+    default: /* NGX_HTTP_PLAYARR_METRICS_OP_RESET */
 
         if (labels || value) {
             return ngx_http_playarr_metrics_error(pool, err,
@@ -252,8 +252,8 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
 
     if (value == NULL) {
 
-        if (update->op != NGX_HTTP_PLAYARR_METRICS_INC
-            && update->op != NGX_HTTP_PLAYARR_METRICS_DEC)
+        if (update->op != NGX_HTTP_PLAYARR_METRICS_OP_INC
+            && update->op != NGX_HTTP_PLAYARR_METRICS_OP_DEC)
         {
             return ngx_http_playarr_metrics_error(pool, err,
                                          "\"%s\" needs a \"value\"", s);
@@ -271,7 +271,9 @@ ngx_http_playarr_metrics_update(ngx_pool_t *pool,
         update->value = json_number_value(value);
     }
 
-    if (fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER && update->value < 0) {
+    if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER
+        && update->value < 0)
+    {
         return ngx_http_playarr_metrics_error(pool, err,
                        "a counter cannot be increased by a negative value");
     }
@@ -424,7 +426,7 @@ ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
         fi = u[i].family - fc;
         f = u[i].family->shared;
 
-        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_RESET) {
             reset[fi] = i;
             continue;
         }
@@ -472,11 +474,11 @@ ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
 
         switch (u[i].op) {
 
-        case NGX_HTTP_PLAYARR_METRICS_SET:
+        case NGX_HTTP_PLAYARR_METRICS_OP_SET:
             v = u[i].value;
             break;
 
-        case NGX_HTTP_PLAYARR_METRICS_DEC:
+        case NGX_HTTP_PLAYARR_METRICS_OP_DEC:
             v += -u[i].value;
             break;
 
@@ -490,7 +492,8 @@ ngx_http_playarr_metrics_updates_check(ngx_pool_t *pool,
             return ngx_http_playarr_metrics_error(pool, err,
                                   "\"%s\" would overflow %s\"%V\"",
                                   ngx_http_playarr_metrics_ops[u[i].op],
-                                  (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                                  (u[i].op
+                                   == NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE)
                                   ? "the sum of " : "",
                                   &u[i].family->name);
         }
@@ -526,7 +529,7 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
 
     for (i = 0; i < updates->nelts; i++) {
 
-        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_RESET) {
             ngx_http_playarr_metrics_hide(u[i].family->shared);
             continue;
         }
@@ -536,20 +539,20 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
 
         switch (u[i].op) {
 
-        case NGX_HTTP_PLAYARR_METRICS_INC:
+        case NGX_HTTP_PLAYARR_METRICS_OP_INC:
             rc = ngx_http_playarr_metrics_add(s, u[i].value);
             break;
 
-        case NGX_HTTP_PLAYARR_METRICS_DEC:
+        case NGX_HTTP_PLAYARR_METRICS_OP_DEC:
             rc = ngx_http_playarr_metrics_add(s, -u[i].value);
             break;
 
-        case NGX_HTTP_PLAYARR_METRICS_SET:
+        case NGX_HTTP_PLAYARR_METRICS_OP_SET:
             ngx_http_playarr_metrics_set(s, u[i].value);
             rc = NGX_OK;
             break;
 
-        default: /* NGX_HTTP_PLAYARR_METRICS_OBSERVE */
+        default: /* NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE */
             rc = ngx_http_playarr_metrics_observe(s, u[i].value);
         }
 
@@ -561,14 +564,14 @@ ngx_http_playarr_metrics_updates_apply(ngx_http_playarr_metrics_store_t *store,
         err.len = ngx_snprintf(buf, sizeof(buf),
                                "\"%s\" would overflow %s\"%V\", not applied",
                                ngx_http_playarr_metrics_ops[u[i].op],
-                               (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE)
+                               (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE)
                                ? "the sum of " : "",
                                &u[i].family->name)
                   - buf;
 
         ngx_http_playarr_metrics_reject(store, source,
-                                        NGX_HTTP_PLAYARR_METRICS_INVALID, log,
-                                        &err);
+                                       NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID,
+                                       log, &err);
     }
 }
 

@@ -579,7 +579,7 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
         ngx_memcpy(&nle, b->pos - 4, 4);
 
         if (nle > NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS
-            || (nle != 0) != (type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM))
+            || (nle != 0) != (type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM))
         {
             return NGX_ERROR;
         }

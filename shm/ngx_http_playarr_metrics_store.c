@@ -64,7 +64,7 @@ static void *ngx_http_playarr_metrics_arena_alloc(
     ngx_http_playarr_metrics_store_t *store, size_t size);
 
 
-/* by NGX_HTTP_PLAYARR_METRICS_COUNTER..._HISTOGRAM */
+/* by NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER..._HISTOGRAM */
 const char  *ngx_http_playarr_metrics_types[] = {
     "counter", "gauge", "histogram"
 };
@@ -312,7 +312,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     sh = store->sh;
     layout = NULL;
 
-    if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         layout = store->shared_layouts[fc->layout];
     }
 
@@ -431,7 +431,7 @@ ngx_http_playarr_metrics_family_buckets(
     ngx_uint_t                          i, *n;
     ngx_http_playarr_metrics_layout_t  *l;
 
-    if (fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         return 0;
     }
 
@@ -646,7 +646,7 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
     f = fc->shared;
     created = 0;
 
-    if (f->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+    if (f->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         layout = NULL;
 
     } else if (layout == NULL) {

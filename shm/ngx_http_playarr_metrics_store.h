@@ -25,9 +25,9 @@
 #endif
 
 
-#define NGX_HTTP_PLAYARR_METRICS_COUNTER      0
-#define NGX_HTTP_PLAYARR_METRICS_GAUGE        1
-#define NGX_HTTP_PLAYARR_METRICS_HISTOGRAM    2
+#define NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER    0
+#define NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE      1
+#define NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM  2
 
 #define NGX_HTTP_PLAYARR_METRICS_MAX_LABELS   16
 #define NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS  32
@@ -49,14 +49,14 @@
 #define NGX_HTTP_PLAYARR_METRICS_K3           0x94d049bb133111ebULL
 
 /* rejected updates are counted by source and by reason */
-#define NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH     0
-#define NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER   1
-#define NGX_HTTP_PLAYARR_METRICS_NSOURCES        2
+#define NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH    0
+#define NGX_HTTP_PLAYARR_METRICS_SOURCE_HEADER  1
+#define NGX_HTTP_PLAYARR_METRICS_SOURCE_COUNT   2
 
-#define NGX_HTTP_PLAYARR_METRICS_MALFORMED       0
-#define NGX_HTTP_PLAYARR_METRICS_INVALID         1
-#define NGX_HTTP_PLAYARR_METRICS_TOO_LARGE       2
-#define NGX_HTTP_PLAYARR_METRICS_NREASONS        3
+#define NGX_HTTP_PLAYARR_METRICS_REJECT_MALFORMED  0
+#define NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID    1
+#define NGX_HTTP_PLAYARR_METRICS_REJECT_TOO_LARGE  2
+#define NGX_HTTP_PLAYARR_METRICS_REJECT_COUNT      3
 
 
 typedef struct ngx_http_playarr_metrics_family_s
@@ -123,9 +123,9 @@ struct ngx_http_playarr_metrics_family_s {
 
 /* updates refused, by source and by reason */
 typedef struct {
-    ngx_atomic_t  count[NGX_HTTP_PLAYARR_METRICS_NSOURCES]
-                       [NGX_HTTP_PLAYARR_METRICS_NREASONS];
-    ngx_atomic_t  logged[NGX_HTTP_PLAYARR_METRICS_NSOURCES];
+    ngx_atomic_t  count[NGX_HTTP_PLAYARR_METRICS_SOURCE_COUNT]
+                       [NGX_HTTP_PLAYARR_METRICS_REJECT_COUNT];
+    ngx_atomic_t  logged[NGX_HTTP_PLAYARR_METRICS_SOURCE_COUNT];
 } ngx_http_playarr_metrics_rejected_t;
 
 

@@ -408,7 +408,7 @@ fuzz_visible(ngx_http_playarr_metrics_family_conf_t *fc, ngx_uint_t *series)
             fuzz_fatal("a series of \"%s\" is not its own", fc->name.data);
         }
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             if (s->layout == NULL) {
                 fuzz_fatal("a series of \"%s\" has no buckets",
                            fc->name.data);
@@ -576,7 +576,7 @@ fuzz_check_prometheus(ngx_http_playarr_metrics_store_t *store, u_char *buf,
                                    line);
                     }
 
-                    if (type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+                    if (type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
                         if (!((s->len == nlen + 7
                                && ngx_strncmp(p + nlen, "_bucket", 7) == 0)
                               || (s->len == nlen + 4
@@ -614,14 +614,14 @@ fuzz_check_prometheus(ngx_http_playarr_metrics_store_t *store, u_char *buf,
                     }
 
                     if (s->le
-                        && (type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+                        && (type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
                             || !fuzz_number_ok(s->le, s->le_len)))
                     {
                         fuzz_fatal("line %lu: a bad \"le\"", line);
                     }
                 }
 
-                if (type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+                if (type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
                     fuzz_check_histogram(&samples[ns - expect], expect,
                                          line);
                 }
@@ -835,7 +835,7 @@ fuzz_check_json(ngx_http_playarr_metrics_store_t *store, u_char *buf,
 
             json_object_foreach(labels, key, l) {
                 if (ngx_strcmp(key, "le") == 0
-                    && fc[i].type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+                    && fc[i].type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
                     && (json_is_number(l)
                         || (json_is_string(l)
                             && ngx_strcmp(json_string_value(l), "+Inf")

@@ -33,7 +33,7 @@
 static ngx_pool_t *fuzz_global_pool(void);
 
 
-/* docs/metrics.md, in the order of NGX_HTTP_PLAYARR_METRICS_REQUESTS... */
+/* docs/metrics.md, in the order of the _FAMILY_ constants */
 static const char  *fuzz_builtins[] = {
     "playarr_http_requests_total",
     "playarr_http_request_duration_seconds",
@@ -145,7 +145,7 @@ fuzz_playarr_families(void)
         *fc = sc[j];
         sc[j].name.len = 0;
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
             && fc->buckets == NULL)
         {
             fc->buckets = ngx_array_create(pool, 16, sizeof(double));
@@ -177,7 +177,7 @@ fuzz_playarr_families(void)
 
         *fc = sc[i];
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
             && fc->buckets == NULL)
         {
             n = sizeof(fuzz_client_buckets) / sizeof(double);
@@ -308,7 +308,7 @@ fuzz_store_new(ngx_pool_t *pool, ngx_array_t *families, ngx_uint_t max_series)
         fc[i].shared = NULL;
         fc[i].replaced = NULL;
 
-        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc[i].type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             continue;
         }
 

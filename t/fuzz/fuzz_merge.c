@@ -255,7 +255,7 @@ fuzz_check_family(ngx_http_playarr_metrics_app_family_t *f)
     ngx_uint_t                          i;
     ngx_http_playarr_metrics_sample_t  *s;
 
-    if (f->type > NGX_HTTP_PLAYARR_METRICS_UNTYPED) {
+    if (f->type > NGX_HTTP_PLAYARR_METRICS_TYPE_UNTYPED) {
         fuzz_fatal("type %lu", f->type);
     }
 
@@ -272,8 +272,8 @@ fuzz_check_family(ngx_http_playarr_metrics_app_family_t *f)
 
         k = s[i].name.len - f->name.len;
 
-        if (k && f->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM
-            && f->type != NGX_HTTP_PLAYARR_METRICS_SUMMARY)
+        if (k && f->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
+            && f->type != NGX_HTTP_PLAYARR_METRICS_TYPE_SUMMARY)
         {
             fuzz_fatal("a suffixed sample in a %lu family", f->type);
         }

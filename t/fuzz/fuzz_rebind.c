@@ -107,7 +107,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        running == first ? "a refused" : "a done");
         }
 
-        if (fr[i].type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fr[i].type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             continue;
         }
 
@@ -169,11 +169,11 @@ fuzz_rebind(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *running,
         if (fc[i].nlabels) {
             fc[i].nlabels--;
 
-        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_COUNTER) {
-            fc[i].type = NGX_HTTP_PLAYARR_METRICS_GAUGE;
+        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER) {
+            fc[i].type = NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE;
 
-        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_GAUGE) {
-            fc[i].type = NGX_HTTP_PLAYARR_METRICS_COUNTER;
+        } else if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE) {
+            fc[i].type = NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER;
         }
     }
 
@@ -215,7 +215,7 @@ fuzz_count(ngx_http_playarr_metrics_store_t *store)
     fc = store->families.elts;
 
     for (i = 0; i < store->families.nelts; i++) {
-        if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc[i].type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             ngx_http_playarr_metrics_observe(fc[i].shared->overflow, 0.5);
 
         } else {

@@ -147,7 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (op & 3) {
 
         case 0:
-            if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
                 ngx_http_playarr_metrics_observe(s, v);
 
             } else {
@@ -157,7 +157,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
 
         case 1:
-            if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
                 ngx_http_playarr_metrics_observe(s, v);
 
             } else {
@@ -167,7 +167,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
 
         case 2:
-            if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+            if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
                 ngx_http_playarr_metrics_observe(s, (double) (op >> 2));
 
             } else {

@@ -252,7 +252,7 @@ fuzz_fill(ngx_http_playarr_metrics_store_t *store, const uint8_t *p,
 
         s = ngx_http_playarr_metrics_series(store, fc, NULL, key, k - key);
 
-        if (fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM) {
+        if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
             ngx_http_playarr_metrics_observe(s, v);
 
         } else if (n & 1) {

@@ -249,7 +249,7 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
         fuzz_fatal("update %zu: \"%s\" is not the family applied", i, metric);
     }
 
-    if (k < NGX_HTTP_PLAYARR_METRICS_NHTTP) {
+    if (k < NGX_HTTP_PLAYARR_METRICS_FAMILY_HTTP_COUNT) {
         fuzz_fatal("update %zu: \"%s\" is nginx's own, yet accepted", i,
                    metric);
     }
@@ -275,7 +275,7 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
         fuzz_fatal("update %zu: unknown fields, yet accepted", i);
     }
 
-    if (op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+    if (op == NGX_HTTP_PLAYARR_METRICS_OP_RESET) {
         if (json_object_get(u, "labels") || json_object_get(u, "value")) {
             fuzz_fatal("update %zu: a reset with labels or a value", i);
         }
@@ -285,13 +285,13 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
 
     /* the type allows the operation */
 
-    if (!((op == NGX_HTTP_PLAYARR_METRICS_INC
-           && fc->type != NGX_HTTP_PLAYARR_METRICS_HISTOGRAM)
-          || ((op == NGX_HTTP_PLAYARR_METRICS_DEC
-               || op == NGX_HTTP_PLAYARR_METRICS_SET)
-              && fc->type == NGX_HTTP_PLAYARR_METRICS_GAUGE)
-          || (op == NGX_HTTP_PLAYARR_METRICS_OBSERVE
-              && fc->type == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM)))
+    if (!((op == NGX_HTTP_PLAYARR_METRICS_OP_INC
+           && fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM)
+          || ((op == NGX_HTTP_PLAYARR_METRICS_OP_DEC
+               || op == NGX_HTTP_PLAYARR_METRICS_OP_SET)
+              && fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_GAUGE)
+          || (op == NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE
+              && fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM)))
     {
         fuzz_fatal("update %zu: \"%s\" on a %s", i, fuzz_ops[op],
                    ngx_http_playarr_metrics_types[fc->type]);
@@ -300,8 +300,8 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
     v = json_object_get(u, "value");
 
     if (v == NULL) {
-        if (op != NGX_HTTP_PLAYARR_METRICS_INC
-            && op != NGX_HTTP_PLAYARR_METRICS_DEC)
+        if (op != NGX_HTTP_PLAYARR_METRICS_OP_INC
+            && op != NGX_HTTP_PLAYARR_METRICS_OP_DEC)
         {
             fuzz_fatal("update %zu: \"%s\" without a value", i, fuzz_ops[op]);
         }
@@ -317,7 +317,7 @@ fuzz_check_update(ngx_http_playarr_metrics_store_t *store, json_t *u,
     }
 
     if (!isfinite(value) || update->value != value
-        || (fc->type == NGX_HTTP_PLAYARR_METRICS_COUNTER && value < 0))
+        || (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_COUNTER && value < 0))
     {
         fuzz_fatal("update %zu: the value %.17g applied as %.17g", i, value,
                    update->value);
@@ -418,14 +418,14 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
     for (i = 0; i < updates->nelts; i++) {
         fc = u[i].family;
 
-        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_RESET) {
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_RESET) {
             for (j = 0; j < n; j++) {
                 if (m[j].family == fc) {
                     m[j].value = 0;
                     ngx_memzero(m[j].buckets, sizeof(m[j].buckets));
                     m[j].hidden = (fc->nlabels
                                    || fc->type
-                                      == NGX_HTTP_PLAYARR_METRICS_HISTOGRAM);
+                                    == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM);
                 }
             }
 
@@ -451,13 +451,13 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
             e->hidden = s->hidden;
         }
 
-        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_SET) {
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_SET) {
             e->value = u[i].value;
             e->hidden = 0;
             continue;
         }
 
-        v = e->value + ((u[i].op == NGX_HTTP_PLAYARR_METRICS_DEC)
+        v = e->value + ((u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_DEC)
                         ? -u[i].value : u[i].value);
 
         /* the store refuses what the check could not foresee */
@@ -478,7 +478,7 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
         e->value = v;
         e->hidden = 0;
 
-        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OBSERVE) {
+        if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE) {
             l = s->layout;
 
             for (b = 0; b < l->n && !(u[i].value <= l->le[b]); b++) {
@@ -494,13 +494,13 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
                                            &fuzz_log);
 
     if (store->sh->rejected.count[NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH]
-                                 [NGX_HTTP_PLAYARR_METRICS_INVALID]
+                                 [NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID]
         != refused)
     {
         fuzz_fatal("%lu updates refused by the store, not %lu",
                    store->sh->rejected.count
                        [NGX_HTTP_PLAYARR_METRICS_SOURCE_PUSH]
-                       [NGX_HTTP_PLAYARR_METRICS_INVALID], refused);
+                       [NGX_HTTP_PLAYARR_METRICS_REJECT_INVALID], refused);
     }
 
     fuzz_check_model(store, m, n);
