@@ -229,6 +229,17 @@ is_module() {
     return 1
 }
 
+# temp_paths DIR: nginx's temporary directories under DIR/tmp, for the
+# http block of every configuration the bench writes
+temp_paths() {
+    local t
+
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        [ "$t" = client_body ] || printf '    '
+        printf '%s_temp_path %s/tmp/%s;\n' "$t" "$1" "$t"
+    done
+}
+
 # conf MODE PORT DIR MASTER ROUTES: writes DIR/nginx.conf
 #   MODE    bare | access_log | module (the user from X-Playarr-User) |
 #           module_off (loaded, configured, and "playarr_metrics off;") |
@@ -281,11 +292,7 @@ events {
 }
 
 http {
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    $(temp_paths "$dir")
 
     keepalive_requests 1000000;
     keepalive_timeout 300s;
@@ -391,11 +398,7 @@ events {
 }
 
 http {
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    $(temp_paths "$dir")
 
     keepalive_requests 1000000;
     keepalive_timeout 300s;

@@ -28,11 +28,7 @@ events {
 }
 
 http {
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    $(temp_paths "$dir")
     access_log off;
 
     # the N requests on one connection: more than the default 1000
