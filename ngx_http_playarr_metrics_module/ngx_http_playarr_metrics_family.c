@@ -42,6 +42,8 @@ static ngx_int_t ngx_http_playarr_metrics_schema_entry(ngx_conf_t *cf,
     json_t *entry, ngx_str_t *path);
 static ngx_int_t ngx_http_playarr_metrics_copy_string(ngx_pool_t *pool,
     ngx_str_t *dst, const char *src);
+static ngx_array_t *ngx_http_playarr_metrics_buckets_copy(ngx_pool_t *pool,
+    double *b, ngx_uint_t n);
 
 
 static ngx_http_playarr_metrics_builtin_t  ngx_http_playarr_metrics_builtins[]
@@ -84,23 +86,33 @@ static double  ngx_http_playarr_metrics_client_buckets[] = {
 ngx_array_t *
 ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf)
 {
-    double       *b;
+    return ngx_http_playarr_metrics_buckets_copy(cf->pool,
+                             ngx_http_playarr_metrics_default_buckets,
+                             sizeof(ngx_http_playarr_metrics_default_buckets)
+                             / sizeof(double));
+}
+
+
+/* an array of n bounds, a copy of b */
+
+static ngx_array_t *
+ngx_http_playarr_metrics_buckets_copy(ngx_pool_t *pool, double *b,
+    ngx_uint_t n)
+{
+    double       *p;
     ngx_array_t  *a;
 
-    a = ngx_array_create(cf->pool,
-                         sizeof(ngx_http_playarr_metrics_default_buckets)
-                         / sizeof(double), sizeof(double));
+    a = ngx_array_create(pool, n, sizeof(double));
     if (a == NULL) {
         return NULL;
     }
 
-    b = ngx_array_push_n(a, a->nalloc);
-    if (b == NULL) {
+    p = ngx_array_push_n(a, n);
+    if (p == NULL) {
         return NULL;
     }
 
-    ngx_memcpy(b, ngx_http_playarr_metrics_default_buckets,
-               sizeof(ngx_http_playarr_metrics_default_buckets));
+    ngx_memcpy(p, b, n * sizeof(double));
 
     return a;
 }
@@ -115,7 +127,6 @@ ngx_int_t
 ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf)
 {
-    double                                  *b;
     ngx_int_t                                n;
     ngx_uint_t                               i, j;
     ngx_http_playarr_metrics_builtin_t      *bi;
@@ -191,21 +202,13 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
         if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM
             && fc->buckets == NULL)
         {
-            n = sizeof(ngx_http_playarr_metrics_client_buckets)
-                / sizeof(double);
-
-            fc->buckets = ngx_array_create(cf->pool, n, sizeof(double));
+            fc->buckets = ngx_http_playarr_metrics_buckets_copy(cf->pool,
+                              ngx_http_playarr_metrics_client_buckets,
+                              sizeof(ngx_http_playarr_metrics_client_buckets)
+                              / sizeof(double));
             if (fc->buckets == NULL) {
                 return NGX_ERROR;
             }
-
-            b = ngx_array_push_n(fc->buckets, n);
-            if (b == NULL) {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(b, ngx_http_playarr_metrics_client_buckets,
-                       sizeof(ngx_http_playarr_metrics_client_buckets));
         }
     }
 
