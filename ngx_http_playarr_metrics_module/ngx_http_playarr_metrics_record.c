@@ -161,7 +161,7 @@ static ngx_inline void ngx_http_playarr_metrics_header_value(
     ngx_str_t *s);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
-static void ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r,
+static void ngx_http_playarr_metrics_keep_route_user(ngx_http_request_t *r,
     u_char *uri, size_t len, ngx_uint_t seg);
 static ngx_int_t ngx_http_playarr_metrics_route_user_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
@@ -541,7 +541,7 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
         t = &route->template;
 
         if (route->user) {
-            ngx_http_playarr_metrics_route_segment(r, uri, len, route->user);
+            ngx_http_playarr_metrics_keep_route_user(r, uri, len, route->user);
         }
     }
 
@@ -621,7 +621,7 @@ ngx_http_playarr_metrics_endpoint_variable(ngx_http_request_t *r,
  */
 
 static void
-ngx_http_playarr_metrics_route_segment(ngx_http_request_t *r, u_char *uri,
+ngx_http_playarr_metrics_keep_route_user(ngx_http_request_t *r, u_char *uri,
     size_t len, ngx_uint_t seg)
 {
     u_char                                *p, *q;
