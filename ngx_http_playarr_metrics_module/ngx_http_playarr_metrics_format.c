@@ -77,19 +77,6 @@
     "HTTP requests being served by nginx, open websockets included"
 
 
-/*
- * The small helpers of the per-series code are inlined whatever their
- * size; the rare cases are kept out of line, with their stack frames.
- */
-#if (__GNUC__ >= 4 || __clang__)
-#define ngx_http_playarr_metrics_inline                                       \
-    ngx_inline __attribute__((always_inline))
-#define ngx_http_playarr_metrics_noinline   __attribute__((noinline))
-#else
-#define ngx_http_playarr_metrics_inline     ngx_inline
-#define ngx_http_playarr_metrics_noinline
-#endif
-
 
 #if defined(__SIZEOF_INT128__)
 #define NGX_HTTP_PLAYARR_METRICS_INT128  1

@@ -290,6 +290,7 @@ ngx_http_playarr_metrics_create_main_conf(ngx_conf_t *cf)
     pmcf->max_series = NGX_CONF_UNSET_UINT;
     pmcf->endpoint = NGX_ERROR;
     pmcf->route_user = NGX_ERROR;
+    pmcf->path = NGX_ERROR;
 
     return pmcf;
 }

@@ -71,11 +71,18 @@
 /* what a merge reads at most */
 #define NGX_HTTP_PLAYARR_METRICS_MERGE_MAX    (16 * 1024 * 1024)
 
-/* a rare path kept out of the frame of the hot function that calls it */
+/*
+ * A rare path kept out of the frame of the hot function that calls it;
+ * a small or hot helper inlined into each of its callers, whatever its
+ * size (the per-series code of format.c, the recording's lookup).
+ */
 #if (__GNUC__ || __clang__)
 #define ngx_http_playarr_metrics_noinline  __attribute__((noinline))
+#define ngx_http_playarr_metrics_inline                                       \
+    ngx_inline __attribute__((always_inline))
 #else
 #define ngx_http_playarr_metrics_noinline
+#define ngx_http_playarr_metrics_inline    ngx_inline
 #endif
 
 /* where a value is read from */
@@ -104,29 +111,6 @@ typedef struct ngx_http_playarr_metrics_path_s
     ngx_http_playarr_metrics_path_t;
 
 
-/*
- * What the recording (record.c) finds out about a request to record, in
- * its header filter, for its log handler: the endpoint, the status, the
- * user (and the one claimed, for a 401), the set of the recent requests
- * cache they belong to and their tag there, and the two series of the
- * entry that had them.  The log handler takes them as they are when the
- * status is still the same and the user could not have changed since
- * (known); otherwise it finds them again.
- */
-
-typedef struct {
-    ngx_str_t                            endpoint;     /* a template */
-    ngx_str_t                            user;
-    ngx_str_t                            claimed;
-    ngx_http_playarr_metrics_recent_t   *set;          /* NULL: none */
-    uint64_t                             tag;
-    ngx_http_playarr_metrics_series_t   *duration;     /* NULL for 101 */
-    ngx_http_playarr_metrics_series_t   *requests;     /* NULL: no entry */
-    uint32_t                             status;
-    unsigned                             known:1;
-} ngx_http_playarr_metrics_record_t;
-
-
 /* an export being sent, a merge's subrequest (handler.c) */
 typedef struct ngx_http_playarr_metrics_export_s
     ngx_http_playarr_metrics_export_t;
@@ -137,14 +121,14 @@ typedef struct ngx_http_playarr_metrics_merge_s
 /*
  * The module's request context, one struct for every part that keeps
  * something for a request, made by the first of them that needs it
- * (ngx_http_playarr_metrics_ctx()).  An internal redirect clears it: the
- * export and the merge are made by a content handler, after any
- * redirect; what the recording keeps is made again.
+ * (ngx_http_playarr_metrics_ctx()): the updates upstream response
+ * headers carry, the export, the merge.  An internal redirect clears it:
+ * the export and the merge are made by a content handler, after any
+ * redirect, and the headers by the header filter.
  */
 
 typedef struct {
     ngx_array_t                          headers;      /* ngx_str_t */
-    ngx_http_playarr_metrics_record_t    record;
     ngx_http_playarr_metrics_export_t   *export;
     ngx_http_playarr_metrics_merge_t    *merge;
 } ngx_http_playarr_metrics_ctx_t;
@@ -200,6 +184,7 @@ typedef struct {
     ngx_array_t                         *layouts;      /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
     ngx_int_t                            route_user;   /* variable index */
+    ngx_int_t                            path;         /* variable index */
     ngx_str_t                            jwt_secret;
     ngx_http_playarr_metrics_jwt_cache_t  *jwt_cache;  /* per worker */
     ngx_http_playarr_metrics_recent_t   *recent;       /* per worker */
@@ -355,10 +340,7 @@ u_char *ngx_http_playarr_metrics_merge_sample_text(u_char *p,
 extern ngx_module_t  ngx_http_playarr_metrics_module;
 
 
-/*
- * The request's context, made when first asked for; inlined: the
- * recording makes it for every request it records.
- */
+/* the request's context, made when first asked for */
 
 static ngx_inline ngx_http_playarr_metrics_ctx_t *
 ngx_http_playarr_metrics_ctx(ngx_http_request_t *r)

@@ -23,12 +23,13 @@
  * phase; the updates an upstream response header carries; the requests
  * in flight.  Everything here runs for every request.
  *
- * The header filter finds the endpoint, status and user of a request to
- * record, and the series of the recent requests cache for them, into the
- * request's context; the log handler then only adds to those series,
- * unless the status changed meanwhile or the user could have.  Two
- * caches of a worker's keep what requests seen lately need: the route of
- * a path, and the series of an endpoint, status and user.
+ * The log handler finds the endpoint, status and user of a request, and
+ * the series for them, and adds to those.  Two caches of a worker's keep
+ * the series of requests seen lately: by what the request gives (its
+ * path, the value its user is read from, its status), found before its
+ * route is matched; else by what it is recorded as (endpoint, status,
+ * user).  The header filter only takes the updates an upstream response
+ * header carries, where a location asks for them.
  */
 
 
@@ -59,24 +60,31 @@
 
 
 /*
- * The paths a worker matched lately, and the route each matched (NULL:
- * none), for the routes of one server: a path seen again is found by a
- * hash of its length and of its first and last 8 bytes, and one compare
- * of all of them, not walked through the route trie.
- * 512 sets of 2 entries of 128 bytes, 128k a worker, allocated when the
- * worker starts; a path longer than 104 bytes is not kept.
+ * The paths cache: the series of the requests a worker recorded lately,
+ * by what a request gives, not yet matched to a route: the routes of its
+ * server, its path, its status and the value its user is read from (the
+ * user itself; with the route user, the query string, as the user is
+ * then the path's or the query's).  A request found there costs no route
+ * match and no user lookup.  Not a 401 nor a location with an error type,
+ * which count in other families by the endpoint and user.  An entry is
+ * kept once its series are known, never with an overflow series.
+ * 2048 sets of 4 entries of 128 bytes, 1m a worker, allocated when the
+ * worker starts; a path and value longer than 96 bytes together are not
+ * kept.  The query strings kept with the route user may hold passwords:
+ * the cache is the worker's own memory, never written out.
  */
 
-#define NGX_HTTP_PLAYARR_METRICS_PATHS_BITS   9
-#define NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS   2
-#define NGX_HTTP_PLAYARR_METRICS_PATH_MAX     104
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_BITS   11
+#define NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS   4
+#define NGX_HTTP_PLAYARR_METRICS_PATH_KEY     96
 
 
 struct ngx_http_playarr_metrics_path_s {
-    ngx_http_playarr_metrics_routes_t  *routes;
-    ngx_http_playarr_metrics_route_t   *route;
-    size_t                              len;
-    u_char                 path[NGX_HTTP_PLAYARR_METRICS_PATH_MAX];
+    void                               *routes;
+    uint64_t                            tag;           /* lengths, status */
+    ngx_http_playarr_metrics_series_t  *duration;      /* NULL for 101 */
+    ngx_http_playarr_metrics_series_t  *requests;      /* NULL: empty */
+    u_char                 key[NGX_HTTP_PLAYARR_METRICS_PATH_KEY];
 };
 
 
@@ -89,6 +97,32 @@ struct ngx_http_playarr_metrics_recent_s {
 };
 
 
+/*
+ * What the log handler finds out about a request: the endpoint, the
+ * status, the user (and the one claimed, for a 401); the set of the paths
+ * cache and the key there (the path, what gives the user, the status);
+ * the set of the recent requests cache and the tag there; and the two
+ * series of the entry that had them.
+ */
+
+typedef struct {
+    ngx_str_t                            endpoint;     /* a template */
+    ngx_str_t                            user;
+    ngx_str_t                            claimed;
+    ngx_str_t                            path;
+    ngx_str_t                            given;        /* the user's source */
+    void                                *routes;       /* of the server */
+    ngx_http_playarr_metrics_path_t     *paths;        /* NULL: none */
+    uint64_t                             path_tag;
+    ngx_uint_t                           path_way;     /* replaced if full */
+    ngx_http_playarr_metrics_recent_t   *set;          /* NULL: none */
+    uint64_t                             tag;
+    ngx_http_playarr_metrics_series_t   *duration;     /* NULL for 101 */
+    ngx_http_playarr_metrics_series_t   *requests;     /* NULL: no entry */
+    uint32_t                             status;
+} ngx_http_playarr_metrics_record_t;
+
+
 static ngx_int_t ngx_http_playarr_metrics_header_filter(
     ngx_http_request_t *r);
 static ngx_http_playarr_metrics_noinline ngx_int_t
@@ -98,11 +132,9 @@ static ngx_int_t ngx_http_playarr_metrics_headers_log_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_playarr_metrics_post_read_handler(
     ngx_http_request_t *r);
-static void ngx_http_playarr_metrics_in_flight_done(void *data);
 static ngx_int_t ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status);
-static ngx_inline ngx_int_t ngx_http_playarr_metrics_count(
+static ngx_http_playarr_metrics_inline ngx_int_t
+    ngx_http_playarr_metrics_count(
     ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_record_t *rec);
 static ngx_int_t ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
@@ -115,10 +147,9 @@ static void ngx_http_playarr_metrics_remember(
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_series_t *duration,
     ngx_http_playarr_metrics_series_t *requests);
-static ngx_int_t ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf);
-static ngx_inline ngx_int_t ngx_http_playarr_metrics_find(
-    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
+static ngx_http_playarr_metrics_inline ngx_int_t
+    ngx_http_playarr_metrics_find(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
@@ -142,9 +173,18 @@ static ngx_inline uint64_t ngx_http_playarr_metrics_words(uint64_t h,
     u_char *p, size_t len);
 static ngx_inline uint64_t ngx_http_playarr_metrics_ends(uint64_t h,
     u_char *p, size_t len);
-static ngx_inline ngx_http_playarr_metrics_route_t *
-    ngx_http_playarr_metrics_route(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len);
+static ngx_http_playarr_metrics_inline void
+    ngx_http_playarr_metrics_paths_set(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_uint_t query);
+static ngx_inline ngx_http_playarr_metrics_path_t *
+    ngx_http_playarr_metrics_paths_find(
+    ngx_http_playarr_metrics_record_t *rec);
+static void ngx_http_playarr_metrics_paths_keep(
+    ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests);
 static ngx_inline ngx_uint_t ngx_http_playarr_metrics_same(u_char *a,
     u_char *b, size_t len);
 static ngx_inline void ngx_http_playarr_metrics_copy(u_char *dst,
@@ -152,14 +192,20 @@ static ngx_inline void ngx_http_playarr_metrics_copy(u_char *dst,
 static ngx_inline void ngx_http_playarr_metrics_endpoint(
     ngx_http_request_t *r, ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_str_t *ep);
+static ngx_inline void ngx_http_playarr_metrics_kept_path(
+    ngx_http_request_t *r, ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_str_t *path);
 static ngx_inline void ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v);
 static ngx_int_t ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s);
-static ngx_inline void ngx_http_playarr_metrics_header_value(
+static ngx_http_playarr_metrics_inline void
+    ngx_http_playarr_metrics_header_value(
     ngx_list_part_t *part, ngx_http_playarr_metrics_value_t *value,
     ngx_str_t *s);
 static ngx_int_t ngx_http_playarr_metrics_endpoint_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_playarr_metrics_path_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_playarr_metrics_keep_route_user(ngx_http_request_t *r,
     u_char *uri, size_t len, ngx_uint_t seg);
@@ -172,6 +218,9 @@ static ngx_str_t  ngx_http_playarr_metrics_endpoint_name =
 
 static ngx_str_t  ngx_http_playarr_metrics_route_user_name =
     ngx_string("playarr_metrics_route_username");
+
+static ngx_str_t  ngx_http_playarr_metrics_path_name =
+    ngx_string("playarr_metrics_path");
 
 static ngx_str_t  ngx_http_playarr_metrics_unknown =
     ngx_string(NGX_HTTP_PLAYARR_METRICS_UNKNOWN);
@@ -206,6 +255,12 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    pmcf->path = ngx_http_get_variable_index(cf,
+                                         &ngx_http_playarr_metrics_path_name);
+    if (pmcf->path == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
@@ -229,10 +284,10 @@ ngx_http_playarr_metrics_record_init(ngx_conf_t *cf,
         }
 
         *h = ngx_http_playarr_metrics_headers_log_handler;
-    }
 
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
+        ngx_http_next_header_filter = ngx_http_top_header_filter;
+        ngx_http_top_header_filter = ngx_http_playarr_metrics_header_filter;
+    }
 
     return NGX_OK;
 }
@@ -252,9 +307,9 @@ ngx_http_playarr_metrics_record_exit_process(void)
 
 
 /*
- * What the request is recorded as is found here, for the log handler.
- * And updates carried by upstream response headers are taken out of the
- * response here, and applied when the request is logged.
+ * Updates carried by upstream response headers are taken out of the
+ * response here, and applied when the request is logged; the filter is
+ * set only when a location takes them (playarr_metrics_upstream_header).
  */
 
 static ngx_int_t
@@ -263,12 +318,6 @@ ngx_http_playarr_metrics_header_filter(ngx_http_request_t *r)
     ngx_http_playarr_metrics_loc_conf_t  *plcf;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
-
-    if (plcf->enable && !plcf->handler && r == r->main
-        && ngx_http_playarr_metrics_prepare(r, plcf) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
 
     if (plcf->upstream_header.len && r->upstream
         && ngx_http_playarr_metrics_take_headers(r, plcf) != NGX_OK)
@@ -398,41 +447,37 @@ ngx_http_playarr_metrics_headers_log_handler(ngx_http_request_t *r)
 
 /*
  * The route is that of the URI as nginx normalized it, before any rewrite.
- * The post-read phase keeps where that URI is in the slot of
- * $playarr_metrics_endpoint (not yet valid): unlike the module contexts,
- * r->variables survives internal redirects.  The route is matched there
- * only when asked for, so a request that is not recorded does not pay.
+ * The post-read phase keeps it as $playarr_metrics_path: unlike the
+ * module contexts, r->variables survives internal redirects.  The route
+ * is matched only when asked for, so a request that is not recorded does
+ * not pay.
  *
  * A client request is in flight from here (once: the phase is that of
- * the main request only) until nginx frees it, just after its log phase:
- * whatever its location, a scrape and an open websocket included.  One
- * finalized before this phase (a bad request line or header) never is.
+ * the main request only) until its log phase, which nginx runs once for
+ * every main request, just before it frees it: whatever its location, a
+ * scrape and an open websocket included.  The kept path is the mark that
+ * it was counted in.  One finalized before this phase (a bad request line
+ * or header) never is.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
 {
-    ngx_pool_cleanup_t                    *cln;
     ngx_http_variable_value_t             *v;
     ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
-    v = &r->variables[pmcf->endpoint];
+    v = &r->variables[pmcf->path];
 
-    if (!v->valid && v->data == NULL) {
+    if (v->data == NULL && r->uri.data) {
         v->data = r->uri.data;
         v->len = r->uri.len;
 
         if (ngx_http_playarr_metrics_own_slot) {
-            cln = ngx_pool_cleanup_add(r->pool, 0);
-
-            if (cln) {
-                cln->handler = ngx_http_playarr_metrics_in_flight_done;
-                (void) ngx_atomic_fetch_add(
+            (void) ngx_atomic_fetch_add(
                                    &ngx_http_playarr_metrics_own_slot->count,
                                    1);
-            }
         }
     }
 
@@ -440,21 +485,31 @@ ngx_http_playarr_metrics_post_read_handler(ngx_http_request_t *r)
 }
 
 
-/* the request's pool is destroyed: it is no longer in flight */
+/*
+ * $playarr_metrics_path: the path kept in the post-read phase; not found
+ * in a request finalized before it, whose mark it must not become.
+ */
 
-static void
-ngx_http_playarr_metrics_in_flight_done(void *data)
+static ngx_int_t
+ngx_http_playarr_metrics_path_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
 {
-    if (ngx_http_playarr_metrics_own_slot) {
-        (void) ngx_atomic_fetch_add(&ngx_http_playarr_metrics_own_slot->count,
-                                    (ngx_atomic_int_t) -1);
+    if (v->data == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
     }
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
 }
 
 
 /*
  * A worker takes its slot of the requests in flight when it starts (and
- * frees it when it exits), and makes its recent requests cache.
+ * frees it when it exits), and makes its two caches.
  */
 
 ngx_int_t
@@ -501,33 +556,54 @@ ngx_http_playarr_metrics_record_init_process(ngx_cycle_t *cycle,
 }
 
 
+/*
+ * The path kept in the post-read phase; else r->uri: a request finalized
+ * before it, or no zone (the module idle, $playarr_metrics_endpoint in a
+ * log format).
+ */
+
+static ngx_inline void
+ngx_http_playarr_metrics_kept_path(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *path)
+{
+    ngx_http_variable_value_t  *v;
+
+    if (pmcf->path != NGX_ERROR) {
+        v = &r->variables[pmcf->path];
+
+        if (v->data) {
+            path->data = v->data;
+            path->len = v->len;
+            return;
+        }
+    }
+
+    *path = r->uri;
+}
+
+
 static ngx_inline void
 ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     ngx_http_variable_value_t *v)
 {
-    u_char                               *uri;
-    size_t                                len;
-    ngx_str_t                            *t;
-    ngx_http_playarr_metrics_route_t     *route;
-    ngx_http_playarr_metrics_srv_conf_t  *pscf;
+    u_char                                *uri;
+    size_t                                 len;
+    ngx_str_t                             *t, path;
+    ngx_http_playarr_metrics_route_t      *route;
+    ngx_http_playarr_metrics_srv_conf_t   *pscf;
+    ngx_http_playarr_metrics_main_conf_t  *pmcf;
 
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
     pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
 
-    /* the URI kept in the post-read phase; else, finalized before it */
+    ngx_http_playarr_metrics_kept_path(r, pmcf, &path);
 
-    if (v->data) {
-        uri = v->data;
-        len = v->len;
-
-    } else {
-        uri = r->uri.data;
-        len = r->uri.len;
-    }
-
+    uri = path.data;
+    len = path.len;
     route = NULL;
 
     if (pscf->routes) {
-        route = ngx_http_playarr_metrics_route(r, pscf->routes, uri, len);
+        route = ngx_http_playarr_metrics_routes_find(pscf->routes, uri, len);
     }
 
     if (route == NULL) {
@@ -550,57 +626,6 @@ ngx_http_playarr_metrics_match(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = t->data;
-}
-
-
-/* the route of a path, from the paths matched lately when it is there */
-
-static ngx_inline ngx_http_playarr_metrics_route_t *
-ngx_http_playarr_metrics_route(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_routes_t *routes, u_char *uri, size_t len)
-{
-    uint64_t                               h;
-    ngx_http_playarr_metrics_path_t       *set;
-    ngx_http_playarr_metrics_route_t      *route;
-    ngx_http_playarr_metrics_main_conf_t  *pmcf;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    if (len > NGX_HTTP_PLAYARR_METRICS_PATH_MAX || pmcf->paths == NULL) {
-        return ngx_http_playarr_metrics_routes_find(routes, uri, len);
-    }
-
-    h = ngx_http_playarr_metrics_ends(
-                         ((uint64_t) (uintptr_t) routes ^ len)
-                         * NGX_HTTP_PLAYARR_METRICS_K1, uri, len);
-
-    set = &pmcf->paths[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_PATHS_BITS))
-                       * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS];
-
-    if (set[0].len == len && set[0].routes == routes
-        && ngx_http_playarr_metrics_same(set[0].path, uri, len))
-    {
-        return set[0].route;
-    }
-
-    if (set[1].len == len && set[1].routes == routes
-        && ngx_http_playarr_metrics_same(set[1].path, uri, len))
-    {
-        return set[1].route;
-    }
-
-    route = ngx_http_playarr_metrics_routes_find(routes, uri, len);
-
-    /* the way replaced: a bit of the hash, not the older entry moved */
-
-    set += (h >> 32) & 1;
-
-    set->routes = routes;
-    set->route = route;
-    set->len = len;
-    ngx_http_playarr_metrics_copy(set->path, uri, len);
-
-    return route;
 }
 
 
@@ -737,9 +762,19 @@ ngx_http_playarr_metrics_endpoint(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 {
-    uint32_t                              status;
-    ngx_http_playarr_metrics_ctx_t       *ctx;
-    ngx_http_playarr_metrics_loc_conf_t  *plcf;
+    ngx_http_playarr_metrics_record_t       rec;
+    ngx_http_playarr_metrics_loc_conf_t    *plcf;
+    ngx_http_playarr_metrics_main_conf_t   *pmcf;
+    ngx_http_playarr_metrics_jwt_claims_t   tmp;
+
+    /* no longer in flight, if the post-read phase counted it */
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
+
+    if (r->variables[pmcf->path].data && ngx_http_playarr_metrics_own_slot) {
+        (void) ngx_atomic_fetch_add(&ngx_http_playarr_metrics_own_slot->count,
+                                    (ngx_atomic_int_t) -1);
+    }
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
@@ -747,35 +782,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_playarr_metrics_module);
-    status = ngx_http_playarr_metrics_status(r);
-
-    if (ctx == NULL || !ctx->record.known || ctx->record.status != status) {
-        return ngx_http_playarr_metrics_log_again(r, plcf, status);
-    }
-
-    return ngx_http_playarr_metrics_count(r, plcf, &ctx->record);
-}
-
-
-/*
- * No header filter found what the request is recorded as (the request
- * sent no header, or a session names its user), or it may no longer
- * hold (another status, a user read from a value that may change): it
- * is found now.
- */
-
-static ngx_int_t
-ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf, uint32_t status)
-{
-    ngx_http_playarr_metrics_record_t      rec;
-    ngx_http_playarr_metrics_main_conf_t  *pmcf;
-    ngx_http_playarr_metrics_jwt_claims_t  tmp;
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    rec.status = status;
+    rec.status = ngx_http_playarr_metrics_status(r);
 
     if (ngx_http_playarr_metrics_find(r, plcf, pmcf, &rec, &tmp) != NGX_OK) {
         return NGX_ERROR;
@@ -787,7 +794,7 @@ ngx_http_playarr_metrics_log_again(ngx_http_request_t *r,
 
 /* the request counted: into the series of its recent entry, if any */
 
-static ngx_inline ngx_int_t
+static ngx_http_playarr_metrics_inline ngx_int_t
 ngx_http_playarr_metrics_count(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_record_t *rec)
@@ -924,13 +931,18 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
                                   NULL, key, n + 4);
         ngx_http_playarr_metrics_add(series, 1);
 
-        if (rec->set
-            && duration
-               != fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].shared->overflow
+        if (duration
+            != fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].shared->overflow
             && series
                != fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_REQUESTS].shared->overflow)
         {
-            ngx_http_playarr_metrics_remember(rec, duration, series);
+            if (rec->set) {
+                ngx_http_playarr_metrics_remember(rec, duration, series);
+            }
+
+            if (rec->paths) {
+                ngx_http_playarr_metrics_paths_keep(rec, duration, series);
+            }
         }
     }
 
@@ -1001,9 +1013,7 @@ ngx_http_playarr_metrics_auth_failed(ngx_http_playarr_metrics_store_t *store,
 
 /*
  * The series of a request that was not a recent one, kept at the head of
- * its set, the oldest entry dropped; unless another request with the
- * same endpoint, status and user put them there since its header filter
- * looked.
+ * its set, the oldest entry dropped.
  */
 
 static void
@@ -1015,10 +1025,6 @@ ngx_http_playarr_metrics_remember(ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_recent_t  *set;
 
     set = rec->set;
-
-    if (ngx_http_playarr_metrics_recent_find(rec)) {
-        return;
-    }
 
     for (i = NGX_HTTP_PLAYARR_METRICS_RECENT_WAYS - 1; i; i--) {
         set[i] = set[i - 1];
@@ -1033,74 +1039,87 @@ ngx_http_playarr_metrics_remember(ngx_http_playarr_metrics_record_t *rec,
 
 
 /*
- * The header filter's part: what the request is recorded as, and the
- * series of its recent entry, with their cache lines fetched ahead so
- * that the log handler, after the response went through the kernel, does
- * not wait for them.  No session is looked up here: see _user().
+ * The endpoint, user and series of a request, for rec->status: from the
+ * paths cache, else from the recent requests cache.  With the route user,
+ * the user is looked up only once the paths cache missed, as it needs the
+ * route; the query string then stands for it there.
  */
 
-static ngx_int_t
-ngx_http_playarr_metrics_prepare(ngx_http_request_t *r,
-    ngx_http_playarr_metrics_loc_conf_t *plcf)
-{
-    ngx_http_playarr_metrics_ctx_t        *ctx;
-    ngx_http_playarr_metrics_record_t     *rec;
-    ngx_http_playarr_metrics_main_conf_t  *pmcf;
-
-    ctx = ngx_http_playarr_metrics_ctx(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
-
-    rec = &ctx->record;
-    rec->status = ngx_http_playarr_metrics_status(r);
-
-    if (ngx_http_playarr_metrics_find(r, plcf, pmcf, rec, NULL) != NGX_OK) {
-        rec->known = 0;
-        return NGX_OK;
-    }
-
-    if (rec->requests) {
-        ngx_http_playarr_metrics_prefetch_line(rec->requests);
-
-        if (rec->duration) {
-            ngx_http_playarr_metrics_prefetch_line(rec->duration);
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * The endpoint, user and recent entry of a request, for rec->status;
- * NGX_DECLINED from the header filter (tmp NULL) when the user is not
- * known yet.
- */
-
-static ngx_inline ngx_int_t
+static ngx_http_playarr_metrics_inline ngx_int_t
 ngx_http_playarr_metrics_find(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
+    ngx_uint_t                          route_user;
+    ngx_http_playarr_metrics_value_t   *value;
+    ngx_http_playarr_metrics_path_t    *seen;
     ngx_http_playarr_metrics_recent_t  *hit;
 
-    ngx_http_playarr_metrics_endpoint(r, pmcf, &rec->endpoint);
-
+    rec->paths = NULL;
     rec->set = NULL;
     rec->duration = NULL;
     rec->requests = NULL;
 
-    if (ngx_http_playarr_metrics_user(r, plcf, pmcf, rec, tmp) != NGX_OK) {
-        return NGX_ERROR;
+    route_user = 0;
+
+    if (plcf->username && plcf->username->nelts == 1) {
+
+        /* the usual one: a request header, without a call */
+
+        value = plcf->username->elts;
+
+        if (value->header == NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST) {
+            rec->user.data = (u_char *) "";
+            ngx_http_playarr_metrics_header_value(&r->headers_in.headers.part,
+                                                  value, &rec->user);
+            rec->claimed = rec->user;
+            rec->given = rec->user;
+            ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 0);
+
+            goto seen;
+        }
     }
 
-    if (tmp == NULL && !rec->known) {
-        return NGX_DECLINED;
+    route_user = (plcf->username == NULL && pmcf->jwt_secret.len == 0);
+
+    if (route_user) {
+
+        /* the user is the query's when the route does not name it */
+
+        if (!r->variables[pmcf->route_user].valid) {
+            rec->given = r->args;
+            ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 1);
+        }
+
+    } else {
+        if (ngx_http_playarr_metrics_user(r, plcf, pmcf, rec, tmp) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        rec->given = rec->user;
+        ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 0);
+    }
+
+seen:
+
+    if (rec->paths) {
+        seen = ngx_http_playarr_metrics_paths_find(rec);
+
+        if (seen) {
+            rec->duration = seen->duration;
+            rec->requests = seen->requests;
+            return NGX_OK;
+        }
+    }
+
+    ngx_http_playarr_metrics_endpoint(r, pmcf, &rec->endpoint);
+
+    if (route_user
+        && ngx_http_playarr_metrics_user(r, plcf, pmcf, rec, tmp) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (rec->user.len > NGX_HTTP_PLAYARR_METRICS_RECENT_USER
@@ -1116,6 +1135,11 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
     if (hit) {
         rec->duration = hit->duration;
         rec->requests = hit->requests;
+
+        if (rec->paths) {
+            ngx_http_playarr_metrics_paths_keep(rec, hit->duration,
+                                                hit->requests);
+        }
     }
 
     return NGX_OK;
@@ -1129,10 +1153,6 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
  * route's: rec->claimed, which labels the authentication failure of a
  * 401; the request and its duration are then anonymous, as in Playarr,
  * which knows a user only once its check passed.
- *
- * rec->known is cleared when the user may be another one in the log
- * phase: a value read from a variable that is not cacheable, or a
- * session, which the header filter (tmp NULL) does not look up.
  */
 
 static ngx_inline ngx_int_t
@@ -1142,14 +1162,12 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
-    ngx_int_t                          rc;
     ngx_uint_t                         i, n;
     ngx_http_variable_value_t         *vv;
     ngx_http_playarr_metrics_value_t  *value;
 
     rec->user.len = 0;
     rec->user.data = (u_char *) "";
-    rec->known = 1;
 
     if (plcf->username) {
         value = plcf->username->elts;
@@ -1164,16 +1182,10 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
                                          &r->headers_in.headers.part,
                                          &value[i], &rec->user);
 
-            } else {
-                rc = ngx_http_playarr_metrics_eval(r, &value[i], &rec->user);
-
-                if (rc == NGX_ERROR) {
-                    return NGX_ERROR;
-                }
-
-                if (rc == NGX_AGAIN) {
-                    rec->known = 0;
-                }
+            } else if (ngx_http_playarr_metrics_eval(r, &value[i], &rec->user)
+                       != NGX_OK)
+            {
+                return NGX_ERROR;
             }
 
             if (rec->user.len) {
@@ -1183,13 +1195,6 @@ ngx_http_playarr_metrics_user(ngx_http_request_t *r,
 
         rec->claimed = rec->user;
 
-        return NGX_OK;
-    }
-
-    /* a session is looked up by the log handler only */
-
-    if (pmcf->jwt_secret.len && tmp == NULL) {
-        rec->known = 0;
         return NGX_OK;
     }
 
@@ -1262,6 +1267,116 @@ ngx_http_playarr_metrics_status(ngx_http_request_t *r)
 
 
 /*
+ * The set of the paths cache where a request would be, and its key there,
+ * if it may be kept (see the cache's definition).  Its set is picked by a
+ * multiplicative hash of the routes of its server, its path, its status
+ * and the value given for its user: the user itself, or (query set) the
+ * query string the route user is read from, which the tag tells apart
+ * from a user of the same bytes.
+ */
+
+static ngx_http_playarr_metrics_inline void
+ngx_http_playarr_metrics_paths_set(ngx_http_request_t *r,
+    ngx_http_playarr_metrics_loc_conf_t *plcf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf,
+    ngx_http_playarr_metrics_record_t *rec, ngx_uint_t query)
+{
+    uint64_t                              h;
+    ngx_http_playarr_metrics_srv_conf_t  *pscf;
+
+    if (rec->status == NGX_HTTP_UNAUTHORIZED || plcf->error_type
+        || pmcf->paths == NULL)
+    {
+        return;
+    }
+
+    ngx_http_playarr_metrics_kept_path(r, pmcf, &rec->path);
+
+    if (rec->path.len + rec->given.len > NGX_HTTP_PLAYARR_METRICS_PATH_KEY) {
+        return;
+    }
+
+    pscf = ngx_http_get_module_srv_conf(r, ngx_http_playarr_metrics_module);
+
+    rec->routes = pscf->routes;
+    rec->path_tag = (uint64_t) rec->path.len
+                    | (uint64_t) rec->given.len << 16
+                    | (uint64_t) rec->status << 32
+                    | (uint64_t) query << 48;
+
+    h = ngx_http_playarr_metrics_ends(
+                   ((uint64_t) (uintptr_t) rec->routes ^ rec->path_tag)
+                   * NGX_HTTP_PLAYARR_METRICS_K1,
+                   rec->path.data, rec->path.len);
+    h = ngx_http_playarr_metrics_words(h, rec->given.data, rec->given.len);
+
+    rec->paths = &pmcf->paths[(h >> (64 - NGX_HTTP_PLAYARR_METRICS_PATHS_BITS))
+                              * NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS];
+    rec->path_way = (h >> 32) & (NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS - 1);
+}
+
+
+/* the entry of rec->paths that holds the request's series, if any */
+
+static ngx_inline ngx_http_playarr_metrics_path_t *
+ngx_http_playarr_metrics_paths_find(ngx_http_playarr_metrics_record_t *rec)
+{
+    ngx_uint_t                        i;
+    ngx_http_playarr_metrics_path_t  *set;
+
+    set = rec->paths;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS; i++) {
+        if (set[i].tag == rec->path_tag
+            && set[i].routes == rec->routes
+            && ngx_http_playarr_metrics_same(set[i].key, rec->path.data,
+                                             rec->path.len)
+            && ngx_http_playarr_metrics_same(set[i].key + rec->path.len,
+                                             rec->given.data,
+                                             rec->given.len))
+        {
+            return &set[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The series of a request kept in its set of the paths cache: in an
+ * empty entry, else in the one its hash picks.
+ */
+
+static void
+ngx_http_playarr_metrics_paths_keep(ngx_http_playarr_metrics_record_t *rec,
+    ngx_http_playarr_metrics_series_t *duration,
+    ngx_http_playarr_metrics_series_t *requests)
+{
+    ngx_uint_t                        i;
+    ngx_http_playarr_metrics_path_t  *e;
+
+    for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS; i++) {
+        if (rec->paths[i].requests == NULL) {
+            break;
+        }
+    }
+
+    e = &rec->paths[(i < NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS) ? i
+                                                          : rec->path_way];
+
+    e->routes = rec->routes;
+    e->tag = rec->path_tag;
+    e->duration = duration;
+    e->requests = requests;
+
+    ngx_http_playarr_metrics_copy(e->key, rec->path.data, rec->path.len);
+    ngx_http_playarr_metrics_copy(e->key + rec->path.len, rec->given.data,
+                                  rec->given.len);
+}
+
+
+/*
  * The set of the recent requests cache where an endpoint, status and user
  * would be, and their tag.  The endpoint is the text of a template, or
  * ngx_http_playarr_metrics_unknown: it lives as long as the
@@ -1291,9 +1406,9 @@ ngx_http_playarr_metrics_recent_set(ngx_http_playarr_metrics_main_conf_t *pmcf,
 
 
 /*
- * A multiplicative hash going on from h over the first and the last 8 of
- * the len bytes at p (all of them below 16): the paths of one route
- * usually differ in their last segment.
+ * A multiplicative hash going on from h over the first, the middle and
+ * the last 8 of the len bytes at p (all of them below 16): the paths of
+ * one route usually differ in an id, at the end or in the middle.
  */
 
 static ngx_inline uint64_t
@@ -1306,6 +1421,9 @@ ngx_http_playarr_metrics_ends(uint64_t h, u_char *p, size_t len)
     }
 
     ngx_memcpy(&w, p, 8);
+    h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
+
+    ngx_memcpy(&w, p + len / 2 - 4, 8);
     h = (h ^ w) * NGX_HTTP_PLAYARR_METRICS_K2;
 
     ngx_memcpy(&w, p + len - 8, 8);
@@ -1457,9 +1575,9 @@ ngx_http_playarr_metrics_same(u_char *a, u_char *b, size_t len)
 
 
 /*
- * The len bytes at src, at most NGX_HTTP_PLAYARR_METRICS_PATH_MAX, copied
- * to dst, which has room for that many: 8 at a time, the last 8 ending
- * where src does, never read past src + len.
+ * The len bytes at src copied to dst, which has room for that many: 8 at
+ * a time, the last 8 ending where src does, never read nor written past
+ * src + len nor dst + len.
  */
 
 static ngx_inline void
@@ -1484,39 +1602,18 @@ ngx_http_playarr_metrics_copy(u_char *dst, u_char *src, size_t len)
 
 
 /*
- * A value of playarr_metrics_username or _error_type: NGX_OK, or
- * NGX_AGAIN if it may be another one when read again later in the
- * request, as it comes from a variable that is not cacheable; a header,
- * request or upstream, is the same until the request is freed.
+ * A value of playarr_metrics_username or _error_type, empty if none; a
+ * header, request or upstream, found without a call.
  */
 
 static ngx_int_t
 ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
 {
-    ngx_int_t                   rc;
-    ngx_uint_t                 *index;
     ngx_http_variable_value_t  *vv;
 
     if (value->value) {
-        if (ngx_http_complex_value(r, value->value, s) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        rc = NGX_OK;
-
-        if (value->value->flushes) {
-            for (index = value->value->flushes;
-                 *index != (ngx_uint_t) -1;
-                 index++)
-            {
-                if (r->variables[*index].no_cacheable) {
-                    rc = NGX_AGAIN;
-                }
-            }
-        }
-
-        return rc;
+        return ngx_http_complex_value(r, value->value, s);
     }
 
     if (value->header == NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST) {
@@ -1547,7 +1644,7 @@ ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
         s->data = vv->data;
     }
 
-    return (vv == NULL || vv->no_cacheable) ? NGX_AGAIN : NGX_OK;
+    return NGX_OK;
 }
 
 
@@ -1556,7 +1653,7 @@ ngx_http_playarr_metrics_eval(ngx_http_request_t *r,
  * it, and its lowercase name; s->len is 0 if there is none.
  */
 
-static ngx_inline void
+static ngx_http_playarr_metrics_inline void
 ngx_http_playarr_metrics_header_value(ngx_list_part_t *part,
     ngx_http_playarr_metrics_value_t *value, ngx_str_t *s)
 {
@@ -1613,6 +1710,13 @@ ngx_http_playarr_metrics_add_variables(ngx_conf_t *cf)
     }
 
     var->get_handler = ngx_http_playarr_metrics_route_user_variable;
+
+    var = ngx_http_add_variable(cf, &ngx_http_playarr_metrics_path_name, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_playarr_metrics_path_variable;
 
     return ngx_http_playarr_metrics_session_add_variables(cf);
 }
