@@ -117,6 +117,9 @@ XTREAM_USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace",
 
 HOST = "127.0.0.1"
 
+# the ids mix: a path never seen before on each request, for this many
+IDS_PERIOD = 100000
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         os.pardir, "docs", "playarr")
 
@@ -262,6 +265,15 @@ def mix_pairs(name, fixtures, nusers):
                     path += "&type=m3u_plus&output=ts"
             pairs.append((path, ""))
         return pairs
+
+    if name == "ids":
+        shapes = ["/api/titles/tt%07d", "/api/stream/movies/tt%07d",
+                  "/stremio/0123456789abcdef/meta/movie/tt%07d.json",
+                  "/movie/alice/s3cret/%d.mkv",
+                  "/api/stream/tvshows/tt%07d/1/5"]
+        return [(shapes[k % len(shapes)] % (1000000 + k),
+                 USERS[k % len(USERS)])
+                for k in range(IDS_PERIOD)]
 
     fail("unknown mix %r" % name)
 
@@ -592,7 +604,7 @@ def main():
     ap.add_argument("--scrapes", type=int, default=5)
     ap.add_argument("--print-mix", action="store_true")
     ap.add_argument("--mix", default="playarr",
-                    choices=("playarr", "users", "query", "xtream"))
+                    choices=("playarr", "users", "query", "xtream", "ids"))
     ap.add_argument("--users", type=int, default=101,
                     help="users of the users mix")
     ap.add_argument("--fixtures", default=FIXTURES,

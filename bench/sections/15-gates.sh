@@ -9,6 +9,10 @@
 # module of (a)), OWN[M], WHOLE[M]; IR_RENDER, IR_SCRAPE, RPS; jwt_known.
 
 GATE_MIXES=(playarr users query xtream)
+# measured and printed, not gated: every request a path never seen, so
+# that the paths cache never finds one
+INFO_MIXES=(ids)
+ALL_MIXES=("${GATE_MIXES[@]}" "${INFO_MIXES[@]}")
 declare -A OWN WHOLE MIX_N MIX_PERIOD MIX_TEXT V_OWN V_WHOLE GATE_ANNOTATE
 
 # gate_cfg KIND MIX: the configuration of KIND (bare or module) on MIX
@@ -37,8 +41,11 @@ gates_define() {
     MIX_TEXT[xtream]+=" path (/movie/:username/:password/:streamId) or the"
     MIX_TEXT[xtream]+=" query (/player_api.php?username=...), 13 users, no"
     MIX_TEXT[xtream]+=" header: the route user"
+    MIX_TEXT[ids]="an id never seen before in each path (/api/titles/:id"
+    MIX_TEXT[ids]+=" and 4 more templates) x 11 users, in X-Playarr-User:"
+    MIX_TEXT[ids]+=" the paths cache never hits; not a gate"
 
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         [ "$m" = playarr ] && continue
         args="--mix $m"
         [ "$m" = users ] && args+=" --users $MIX_USERS"
@@ -47,8 +54,12 @@ gates_define() {
         # shellcheck disable=SC2086  # the mix's words
         n=$(mix_period $args)
         MIX_PERIOD[$m]=$n
-        # the N run must create every series the 3N run does
+        # the N run must create every series the 3N run does; the ids mix
+        # never repeats a path within 3N requests
         [ "$n" -ge "$N" ] || n=$N
+        [ "$m" != ids ] || n=$N
+        [ "$m" != ids ] || [ "${MIX_PERIOD[$m]}" -ge $((3 * N)) ] \
+            || die "the ids mix repeats within $((3 * N)) requests"
         MIX_N[$m]=$n
         cg_def "bare_$m" $((PORT0 + 28 + k)) bare - 0 none "$args" "$n" \
             "bare, $m mix"
@@ -66,10 +77,10 @@ gates_measure() {
     for c in module_jwt_none module_jwt_known; do
         cg_check "$c"
     done
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         cg_check "$(gate_cfg module "$m")"
     done
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         b=$(gate_cfg bare "$m")
         c=$(gate_cfg module "$m")
         cg_measure "$b"
@@ -129,6 +140,10 @@ gates_verdicts() {
         V_OWN[$m]=$(verdict "${OWN[$m]}" "$OWN_TARGET")
         check "${V_WHOLE[$m]}" "${V_OWN[$m]}"
     done
+    for m in "${INFO_MIXES[@]}"; do
+        V_WHOLE[$m]=info
+        V_OWN[$m]=info
+    done
     v_rps=$(verdict "$RPS" "$RENDER_SERIES_TARGET")
     v_r8m=$(verdict "$IR_RENDER" "$RENDER_SCRAPE_TARGET")
     jwt_known=$((PER[module_jwt_known] - PER[module_jwt_none]))
@@ -154,7 +169,7 @@ gates_print() {
     printf '    %-8s %8s %6s %9s %10s %6s %16s %14s\n' mix requests N \
         "bare/req" "module/req" series \
         "whole <= +$(fmt "$TARGET")" "own <= $OWN_TARGET"
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         b=$(gate_cfg bare "$m")
         c=$(gate_cfg module "$m")
         printf '    %-8s %8s %6s %9s %10s %6s %11s %-4s %9s %-4s\n' \
@@ -167,7 +182,7 @@ gates_print() {
     echo "    (requests: one period of the mix, every (path, user) pair"
     echo "     once; N: the short run; series: playarr_http_requests_total"
     echo "     series after the check)"
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         echo "    $(wrap 6 "$m: ${MIX_TEXT[$m]}")"
     done
     echo
@@ -185,12 +200,13 @@ gates_print() {
          "instructions/request over the same"
     echo "      cookie without a secret file (<= $JWT_TARGET: $v_jwt)"
     echo
-    for m in "${GATE_MIXES[@]}"; do
+    for m in "${ALL_MIXES[@]}"; do
         echo "    $m mix, the module's functions:"
         sed -e '1d' -e '/^    (inclusive/,$d' -e 's/^/  /' \
             <<< "${GATE_ANNOTATE[$m]}"
     done
     for v in "${V_WHOLE[@]}" "${V_OWN[@]}" "$v_r8m" "$v_rps" "$v_jwt"; do
+        [ "$v" != info ] || continue
         all=$((all + 1))
         [ "$v" = PASS ] || miss=$((miss + 1))
     done
