@@ -63,27 +63,34 @@
  * The paths cache: the series of the requests a worker recorded lately,
  * by what a request gives, not yet matched to a route: the routes of its
  * server, its path, its status and the value its user is read from (the
- * user itself; with the route user, the query string, as the user is
- * then the path's or the query's).  A request found there costs no route
- * match and no user lookup.  Not a 401 nor a location with an error type,
- * which count in other families by the endpoint and user.  An entry is
- * kept once its series are known, never with an overflow series.
+ * user itself; with the route user, the query's "username" argument as
+ * sent, as the user is then the path's or that argument's).  A request
+ * found there costs no route match, and with one header or the route
+ * user no user lookup either.  Not a 401 nor a location with an error
+ * type, which count in other families by the endpoint and user.  An
+ * entry is kept once its series are known, never with an overflow series.
  * 2048 sets of 4 entries of 128 bytes, 1m a worker, allocated when the
  * worker starts; a path and value longer than 96 bytes together are not
- * kept.  The query strings kept with the route user may hold passwords:
- * the cache is the worker's own memory, never written out.
+ * kept.
  */
 
 #define NGX_HTTP_PLAYARR_METRICS_PATHS_BITS   11
 #define NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS   4
 #define NGX_HTTP_PLAYARR_METRICS_PATH_KEY     96
 
+/*
+ * In the tag of every entry kept: an empty entry (all zero) never
+ * matches a request, whatever its key (an HTTP/2 stream cut before its
+ * headers ended has an empty path, status 0 and no user).
+ */
+#define NGX_HTTP_PLAYARR_METRICS_PATH_USED    ((uint64_t) 1 << 63)
+
 
 struct ngx_http_playarr_metrics_path_s {
     void                               *routes;
-    uint64_t                            tag;           /* lengths, status */
+    uint64_t                            tag;           /* 0: empty */
     ngx_http_playarr_metrics_series_t  *duration;      /* NULL for 101 */
-    ngx_http_playarr_metrics_series_t  *requests;      /* NULL: empty */
+    ngx_http_playarr_metrics_series_t  *requests;
     u_char                 key[NGX_HTTP_PLAYARR_METRICS_PATH_KEY];
 };
 
@@ -457,7 +464,7 @@ ngx_http_playarr_metrics_headers_log_handler(ngx_http_request_t *r)
  * every main request, just before it frees it: whatever its location, a
  * scrape and an open websocket included.  The kept path is the mark that
  * it was counted in.  One finalized before this phase (a bad request line
- * or header) never is.
+ * or header, a 497) never is.
  */
 
 static ngx_int_t
@@ -767,7 +774,15 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
     ngx_http_playarr_metrics_main_conf_t   *pmcf;
     ngx_http_playarr_metrics_jwt_claims_t   tmp;
 
-    /* no longer in flight, if the post-read phase counted it */
+    /*
+     * No longer in flight, if the post-read phase counted it; not in the
+     * log phase of a subrequest (log_subrequest), which shares the main
+     * request's r->variables, and so its mark.
+     */
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_playarr_metrics_module);
 
@@ -778,7 +793,7 @@ ngx_http_playarr_metrics_log_handler(ngx_http_request_t *r)
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_playarr_metrics_module);
 
-    if (!plcf->enable || plcf->handler || r != r->main) {
+    if (!plcf->enable || plcf->handler) {
         return NGX_OK;
     }
 
@@ -1086,10 +1101,25 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
 
     if (route_user) {
 
-        /* the user is the query's when the route does not name it */
+        /*
+         * The user is the path's, or the query's "username" argument's
+         * when the route does not name it: the path and that argument as
+         * sent stand for it, the rest of the query (a password) is not
+         * kept.  Unless the variable was read already, when the query
+         * may have been another.
+         */
 
         if (!r->variables[pmcf->route_user].valid) {
-            rec->given = r->args;
+            rec->given.len = 0;
+            rec->given.data = (u_char *) "";
+
+            if (r->args.len
+                && ngx_http_arg(r, (u_char *) "username", 8, &rec->given)
+                   != NGX_OK)
+            {
+                rec->given.len = 0;
+            }
+
             ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 1);
         }
 
@@ -1271,8 +1301,8 @@ ngx_http_playarr_metrics_status(ngx_http_request_t *r)
  * if it may be kept (see the cache's definition).  Its set is picked by a
  * multiplicative hash of the routes of its server, its path, its status
  * and the value given for its user: the user itself, or (query set) the
- * query string the route user is read from, which the tag tells apart
- * from a user of the same bytes.
+ * "username" argument the route user may be read from, which the tag
+ * tells apart from a user of the same bytes.
  */
 
 static ngx_http_playarr_metrics_inline void
@@ -1302,7 +1332,8 @@ ngx_http_playarr_metrics_paths_set(ngx_http_request_t *r,
     rec->path_tag = (uint64_t) rec->path.len
                     | (uint64_t) rec->given.len << 16
                     | (uint64_t) rec->status << 32
-                    | (uint64_t) query << 48;
+                    | (uint64_t) query << 48
+                    | NGX_HTTP_PLAYARR_METRICS_PATH_USED;
 
     h = ngx_http_playarr_metrics_ends(
                    ((uint64_t) (uintptr_t) rec->routes ^ rec->path_tag)
@@ -1357,7 +1388,7 @@ ngx_http_playarr_metrics_paths_keep(ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_path_t  *e;
 
     for (i = 0; i < NGX_HTTP_PLAYARR_METRICS_PATHS_WAYS; i++) {
-        if (rec->paths[i].requests == NULL) {
+        if (rec->paths[i].tag == 0) {
             break;
         }
     }

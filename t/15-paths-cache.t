@@ -7,8 +7,9 @@
 # Neither may ever count a request in another's series: a status, a user,
 # a path, a query string that stands for the route user and a header user
 # of the same bytes, more keys than the caches hold, paths too long to be
-# kept.  And what the log phase now does for every request: the requests
-# in flight end there (a bad request, an internal redirect), and
+# kept, an HTTP/2 stream cut in its headers (an empty key).  And what the
+# log phase now does for every request: the requests in flight end there
+# (a bad request, an internal redirect, not a logged subrequest), and
 # $playarr_metrics_path is the path the route is matched against.
 
 use strict;
@@ -17,6 +18,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use IO::Socket::INET;
 use Test::More;
 use PlayarrTest qw(delta);
 
@@ -132,6 +134,30 @@ sub count_of {
     }
 
     return delta($before, $t->quiet_series, qr/^playarr_http_/);
+}
+
+# an HTTP/2 connection that sends the start of a header block (":method
+# GET", END_STREAM, no END_HEADERS) and goes away
+sub h2_frame {
+    my ($type, $flags, $sid, $payload) = @_;
+    my $len = length $payload;
+
+    return pack('CnCCN', $len >> 16, $len & 0xffff, $type, $flags, $sid)
+           . $payload;
+}
+
+sub h2_cut {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $port)
+        or die "connect: $!\n";
+
+    print $s "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    print $s h2_frame(4, 0, 0, '');
+    print $s h2_frame(1, 0x1, 1, "\x82");
+    select undef, undef, undef, 0.2;
+    close $s;
+    select undef, undef, undef, 0.2;
 }
 
 my $TITLE = '/api/titles/:title_key';
@@ -298,6 +324,81 @@ my $DETAILS = '/api/titles/:title_key/details';
 }
 
 $t->stop;
+
+# --- a second nginx: a server without routes, HTTP/2, subrequests logged ----
+
+{
+    my $h = PlayarrTest->new(http => <<'EOF');
+    playarr_metrics_zone playarr:2m;
+    playarr_metrics_token_file %%DIR%%/metrics.token;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        playarr_metrics_route /api/titles/:id;
+        playarr_metrics_username $http_x_user;
+
+        location = /scrape { playarr_metrics_export; }
+        location / { return 200 "x"; }
+
+        location /ssi {
+            log_subrequest on;
+            ssi on;
+            ssi_types text/plain;
+            return 200 '<!--# include virtual="/part" --><!--# include virtual="/part" -->';
+        }
+
+        location /auth {
+            log_subrequest on;
+            auth_request /check;
+            return 200 "ok";
+        }
+
+        location = /check { internal; return 204; }
+        location = /part { return 200 "p"; }
+    }
+
+    # no routes: a stream cut before its headers ended has an empty path,
+    # status 0 and no user, a key as empty as an unused entry
+    server {
+        listen 127.0.0.1:%%PORT2%% http2;
+        playarr_metrics_username $http_x_user;
+        location / { return 200 "h2"; }
+    }
+EOF
+    $h->start;
+    $h->scrape_setup(token => $h->read_token('metrics.token'),
+                     path => '/scrape');
+
+    my $cl = PlayarrTest::Client->new($h, $h->port(1));
+    my $before = $h->quiet_series;
+
+    for my $i (1 .. 5) {
+        my $r = $cl->req('GET', "/api/titles/tt$i",
+                         headers => [ 'X-User' => "user$i" ]);
+        is($r->{status}, 200, "HTTP/1.1 request $i: 200");
+        h2_cut($h->port(2));
+    }
+
+    my $d = delta($before, $h->quiet_series, qr/^\Q$REQS\E/);
+
+    is($d->{ req_key('unknown_endpoint', '000') }, 5,
+       'HTTP/2 streams cut in their headers: 5, status 000, anonymous');
+    is(scalar(grep { $d->{ req_key('/api/titles/:id', 200, "user$_") } }
+                   1 .. 5), 5, 'the requests between them: their own series');
+
+    for my $path ('/ssi/x', '/auth/x') {
+        for (1 .. 4) {
+            my $r = $cl->req('GET', $path);
+            is($r->{status}, 200, "$path: 200");
+        }
+    }
+
+    my $body = $h->scrape('logged subrequests');
+    is(PlayarrTest::sample($body, $GAUGE, {}), 1,
+       'after SSI includes and auth_request, logged: in flight 1');
+
+    $h->stop;
+}
 
 # --- the module loaded without a zone: its variables still answer ------------
 
