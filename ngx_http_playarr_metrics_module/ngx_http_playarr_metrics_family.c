@@ -17,7 +17,7 @@
 
 /*
  * The families of a configuration: the built-in HTTP ones, the entries
- * of the schema file (its loader is here), and the bucket layouts of
+ * of the schema file (its loader is here), and the bucket bounds of
  * their histograms.  All of it runs at configuration time.
  */
 
@@ -182,7 +182,7 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     }
 
     fc = pmcf->store->families.elts;
-    fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].layouts = pmcf->layouts;
+    fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION].bounds_ids = pmcf->bounds_ids;
 
     sc = pmcf->schema.elts;
 
@@ -219,13 +219,13 @@ ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
             continue;
         }
 
-        n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
+        n = ngx_http_playarr_metrics_store_bounds(pmcf->store, cf->pool,
                                                   fc[i].buckets);
         if (n == NGX_ERROR) {
             return NGX_ERROR;
         }
 
-        fc[i].layout = n;
+        fc[i].bounds_id = n;
     }
 
     return NGX_OK;
@@ -305,32 +305,32 @@ ngx_http_playarr_metrics_schema_read(ngx_conf_t *cf,
 
 
 ngx_int_t
-ngx_http_playarr_metrics_layout_used(ngx_conf_t *cf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t layout)
+ngx_http_playarr_metrics_bounds_used(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t bounds_id)
 {
     ngx_uint_t  i, *n;
 
-    if (pmcf->layouts == NULL) {
-        pmcf->layouts = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
-        if (pmcf->layouts == NULL) {
+    if (pmcf->bounds_ids == NULL) {
+        pmcf->bounds_ids = ngx_array_create(cf->pool, 4, sizeof(ngx_uint_t));
+        if (pmcf->bounds_ids == NULL) {
             return NGX_ERROR;
         }
     }
 
-    n = pmcf->layouts->elts;
+    n = pmcf->bounds_ids->elts;
 
-    for (i = 0; i < pmcf->layouts->nelts; i++) {
-        if (n[i] == layout) {
+    for (i = 0; i < pmcf->bounds_ids->nelts; i++) {
+        if (n[i] == bounds_id) {
             return NGX_OK;
         }
     }
 
-    n = ngx_array_push(pmcf->layouts);
+    n = ngx_array_push(pmcf->bounds_ids);
     if (n == NULL) {
         return NGX_ERROR;
     }
 
-    *n = layout;
+    *n = bounds_id;
 
     return NGX_OK;
 }

@@ -139,8 +139,8 @@ struct ngx_http_playarr_metrics_render_s {
     ngx_str_t                      sep[NGX_HTTP_PLAYARR_METRICS_MAX_LABELS + 1];
     size_t                         fixed;       /* of all sep[] */
 
-    /* the bounds of one layout as text, once per layout and family */
-    ngx_http_playarr_metrics_layout_t  *layout;
+    /* the bounds as text, once per set of bounds and family */
+    ngx_http_playarr_metrics_bounds_t  *bounds;
     size_t                         le_max;
     ngx_str_t                      le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 1];
     u_char                         lebuf[NGX_HTTP_PLAYARR_METRICS_LE_BUF];
@@ -198,7 +198,7 @@ static ngx_int_t ngx_http_playarr_metrics_family_texts(
     ngx_http_playarr_metrics_family_conf_t *fc);
 static void ngx_http_playarr_metrics_le_text(
     ngx_http_playarr_metrics_render_t *w,
-    ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels);
+    ngx_http_playarr_metrics_bounds_t *bounds, ngx_uint_t nlabels);
 static ngx_int_t ngx_http_playarr_metrics_header(
     ngx_http_playarr_metrics_render_t *w, ngx_str_t *name, ngx_str_t *help,
     const char *type);
@@ -1320,14 +1320,15 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
         w->fixed += w->sep[i].len;
     }
 
-    w->layout = NULL;
+    w->bounds = NULL;
 
     return NGX_OK;
 }
 
 
 /*
- * The end of each bucket line but its count, once per layout and family:
+ * The end of each bucket line but its count, once per set of bounds and
+ * family:
  *   text: ,le="0.005"}  (and a space);
  *   JSON: ,"le":0.005 and ,"le":"+Inf";
  * without the comma when the family has no labels.
@@ -1335,7 +1336,7 @@ ngx_http_playarr_metrics_family_texts(ngx_http_playarr_metrics_render_t *w,
 
 static void
 ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
-    ngx_http_playarr_metrics_layout_t *layout, ngx_uint_t nlabels)
+    ngx_http_playarr_metrics_bounds_t *bounds, ngx_uint_t nlabels)
 {
     u_char      *p;
     ngx_uint_t   i, json;
@@ -1345,7 +1346,7 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
     p = w->lebuf;
     w->le_max = 0;
 
-    for (i = 0; i <= layout->n; i++) {
+    for (i = 0; i <= bounds->n; i++) {
         w->le[i].data = p;
 
         if (nlabels) {
@@ -1355,8 +1356,8 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
         if (json) {
             p = ngx_cpymem(p, "\"le\":", 5);
 
-            if (i < layout->n) {
-                p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+            if (i < bounds->n) {
+                p = ngx_http_playarr_metrics_number(p, bounds->le[i]);
 
             } else {
                 p = ngx_cpymem(p, "\"+Inf\"", 6);
@@ -1365,8 +1366,8 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
         } else {
             p = ngx_cpymem(p, "le=\"", 4);
 
-            if (i < layout->n) {
-                p = ngx_http_playarr_metrics_number(p, layout->le[i]);
+            if (i < bounds->n) {
+                p = ngx_http_playarr_metrics_number(p, bounds->le[i]);
 
             } else {
                 p = ngx_cpymem(p, "+Inf", 4);
@@ -1381,7 +1382,7 @@ ngx_http_playarr_metrics_le_text(ngx_http_playarr_metrics_render_t *w,
         w->le_max = ngx_max(w->le_max, w->le[i].len);
     }
 
-    w->layout = layout;
+    w->bounds = bounds;
 }
 
 
@@ -1485,13 +1486,13 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
             continue;
         }
 
-        /* the bounds are printed once per layout */
+        /* the bounds are printed again only when they change */
 
-        if (s->layout != w->layout) {
-            ngx_http_playarr_metrics_le_text(w, s->layout, n);
+        if (s->bounds != w->bounds) {
+            ngx_http_playarr_metrics_le_text(w, s->bounds, n);
         }
 
-        p = ngx_http_playarr_metrics_reserve(w, (s->layout->n + 3)
+        p = ngx_http_playarr_metrics_reserve(w, (s->bounds->n + 3)
                                                 * (size + w->le_max));
         if (p == NULL) {
             return NGX_ERROR;
@@ -1508,9 +1509,9 @@ ngx_http_playarr_metrics_family_text(ngx_http_playarr_metrics_render_t *w,
         lab_len = p - lab;
         line_len = p - line;
 
-        /* the stores through p could change s->layout->n, as C sees it */
+        /* the stores through p could change s->bounds->n, as C sees it */
 
-        nb = s->layout->n;
+        nb = s->bounds->n;
         le = w->le;
         count = 0;
 
@@ -1826,11 +1827,11 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
             continue;
         }
 
-        if (s->layout != w->layout) {
-            ngx_http_playarr_metrics_le_text(w, s->layout, n);
+        if (s->bounds != w->bounds) {
+            ngx_http_playarr_metrics_le_text(w, s->bounds, n);
         }
 
-        p = ngx_http_playarr_metrics_reserve(w, (s->layout->n + 3)
+        p = ngx_http_playarr_metrics_reserve(w, (s->bounds->n + 3)
                                                 * (size + w->le_max));
         if (p == NULL) {
             return NGX_ERROR;
@@ -1842,7 +1843,7 @@ ngx_http_playarr_metrics_family_json(ngx_http_playarr_metrics_render_t *w,
         lab_len = 0;
         count = 0;
 
-        for (i = 0; i <= s->layout->n; i++) {
+        for (i = 0; i <= s->bounds->n; i++) {
             if (!w->first) {
                 *p++ = ',';
             }
@@ -2207,7 +2208,7 @@ ngx_http_playarr_metrics_has_series(
             return 1;
         }
 
-        n = s->layout ? s->layout->n + 2 : 1;
+        n = s->bounds ? s->bounds->n + 2 : 1;
 
         for (i = 0; i < n; i++) {
             if (s->values[i] != 0) {

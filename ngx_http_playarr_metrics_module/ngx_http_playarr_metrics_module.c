@@ -387,7 +387,7 @@ ngx_http_playarr_metrics_create_loc_conf(ngx_conf_t *cf)
     plcf->username = NGX_CONF_UNSET_PTR;
     plcf->error_type = NGX_CONF_UNSET_PTR;
     plcf->auth = NGX_CONF_UNSET_UINT;
-    plcf->layout = NGX_CONF_UNSET_UINT;
+    plcf->bounds_id = NGX_CONF_UNSET_UINT;
 
     return plcf;
 }
@@ -418,26 +418,28 @@ ngx_http_playarr_metrics_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->buckets == NULL) {
         conf->buckets = prev->buckets;
-        conf->layout = prev->layout;
+        conf->bounds_id = prev->bounds_id;
     }
 
     pmcf = ngx_http_conf_get_module_main_conf(cf,
                                             ngx_http_playarr_metrics_module);
 
-    if (conf->buckets && conf->layout == NGX_CONF_UNSET_UINT && pmcf->store) {
-        n = ngx_http_playarr_metrics_store_layout(pmcf->store, cf->pool,
+    if (conf->buckets && conf->bounds_id == NGX_CONF_UNSET_UINT
+        && pmcf->store)
+    {
+        n = ngx_http_playarr_metrics_store_bounds(pmcf->store, cf->pool,
                                                   conf->buckets);
         if (n == NGX_ERROR) {
             return NGX_CONF_ERROR;
         }
 
-        conf->layout = n;
+        conf->bounds_id = n;
     }
 
-    /* the duration family's identity includes every layout in use */
+    /* the duration family's identity includes all the bounds in use */
 
-    if (conf->layout != NGX_CONF_UNSET_UINT && pmcf->store) {
-        if (ngx_http_playarr_metrics_layout_used(cf, pmcf, conf->layout)
+    if (conf->bounds_id != NGX_CONF_UNSET_UINT && pmcf->store) {
+        if (ngx_http_playarr_metrics_bounds_used(cf, pmcf, conf->bounds_id)
             != NGX_OK)
         {
             return NGX_CONF_ERROR;

@@ -181,7 +181,7 @@ typedef struct {
     ngx_thread_task_t                   *save_task;    /* one at a time */
 #endif
     ngx_array_t                         *buckets;      /* default, double */
-    ngx_array_t                         *layouts;      /* of locations */
+    ngx_array_t                         *bounds_ids;   /* of locations */
     ngx_int_t                            endpoint;     /* variable index */
     ngx_int_t                            route_user;   /* variable index */
     ngx_int_t                            path;         /* variable index */
@@ -225,7 +225,7 @@ typedef struct {
     ngx_array_t                         *username;     /* _value_t */
     ngx_http_playarr_metrics_value_t    *error_type;
     ngx_array_t                         *buckets;      /* double */
-    ngx_uint_t                           layout;
+    ngx_uint_t                           bounds_id;
 
     ngx_uint_t                           handler;      /* export, ... */
     ngx_uint_t                           format;
@@ -254,8 +254,8 @@ void ngx_http_playarr_metrics_record_exit_process(void);
 ngx_array_t *ngx_http_playarr_metrics_buckets_default(ngx_conf_t *cf);
 ngx_int_t ngx_http_playarr_metrics_add_builtins(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf);
-ngx_int_t ngx_http_playarr_metrics_layout_used(ngx_conf_t *cf,
-    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t layout);
+ngx_int_t ngx_http_playarr_metrics_bounds_used(ngx_conf_t *cf,
+    ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_uint_t bounds_id);
 char *ngx_http_playarr_metrics_schema_read(ngx_conf_t *cf,
     ngx_http_playarr_metrics_main_conf_t *pmcf, ngx_str_t *path);
 ngx_uint_t ngx_http_playarr_metrics_valid_name(u_char *p, size_t len,

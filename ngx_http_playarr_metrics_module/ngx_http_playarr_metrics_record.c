@@ -860,7 +860,7 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     ngx_str_t                                s, *ep;
     ngx_http_playarr_metrics_store_t        *store;
     ngx_http_playarr_metrics_series_t       *series, *duration;
-    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_bounds_t       *bounds;
     ngx_http_playarr_metrics_main_conf_t    *pmcf;
     ngx_http_playarr_metrics_family_conf_t  *fc;
     u_char                      buf[NGX_HTTP_PLAYARR_METRICS_KEY_MAX];
@@ -913,15 +913,15 @@ ngx_http_playarr_metrics_count_keys(ngx_http_request_t *r,
     duration = NULL;
 
     if (rec->requests == NULL && status != NGX_HTTP_SWITCHING_PROTOCOLS) {
-        layout = NULL;
+        bounds = NULL;
 
-        if (plcf->layout != NGX_CONF_UNSET_UINT) {
-            layout = store->shared_layouts[plcf->layout];
+        if (plcf->bounds_id != NGX_CONF_UNSET_UINT) {
+            bounds = store->bounds[plcf->bounds_id];
         }
 
         duration = ngx_http_playarr_metrics_series(store,
                                   &fc[NGX_HTTP_PLAYARR_METRICS_FAMILY_DURATION],
-                                  layout, key, n);
+                                  bounds, key, n);
         ngx_http_playarr_metrics_observe(duration, (double) ms / 1000);
     }
 

@@ -69,12 +69,12 @@ static ngx_http_playarr_metrics_family_conf_t *
     ngx_http_playarr_metrics_state_find(
     ngx_http_playarr_metrics_store_t *store, u_char *def, size_t len,
     ngx_uint_t *same);
-static ngx_http_playarr_metrics_layout_t *
-    ngx_http_playarr_metrics_state_layout(
+static ngx_http_playarr_metrics_bounds_t *
+    ngx_http_playarr_metrics_state_bounds(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc, double *le, ngx_uint_t n);
 static ngx_uint_t ngx_http_playarr_metrics_state_coarser(
-    ngx_http_playarr_metrics_layout_t *l, double *le, ngx_uint_t n);
+    ngx_http_playarr_metrics_bounds_t *bounds, double *le, ngx_uint_t n);
 static ngx_int_t ngx_http_playarr_metrics_state_buckets(
     ngx_http_playarr_metrics_series_t *s, double *le, ngx_uint_t n,
     uint64_t *values);
@@ -316,14 +316,14 @@ ngx_http_playarr_metrics_state_series(ngx_http_playarr_metrics_state_buf_t *b,
     ngx_uint_t   i, nvalues;
 
     u16 = s->len;
-    u32 = s->layout ? (uint32_t) s->layout->n : 0;
-    nvalues = s->layout ? s->layout->n + 2 : 1;
+    u32 = s->bounds ? (uint32_t) s->bounds->n : 0;
+    nvalues = s->bounds ? s->bounds->n + 2 : 1;
 
     if (ngx_http_playarr_metrics_state_put(b, &u16, 2) != NGX_OK
         || ngx_http_playarr_metrics_state_put(b, &s->hidden, 1) != NGX_OK
         || ngx_http_playarr_metrics_state_put(b, &s->overflow, 1) != NGX_OK
         || ngx_http_playarr_metrics_state_put(b, &u32, 4) != NGX_OK
-        || (u32 && ngx_http_playarr_metrics_state_put(b, s->layout->le,
+        || (u32 && ngx_http_playarr_metrics_state_put(b, s->bounds->le,
                                                       u32 * sizeof(double))
                    != NGX_OK)
         || ngx_http_playarr_metrics_state_put(b,
@@ -516,7 +516,7 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
     uint32_t                                 dlen, type, nseries, nle;
     ngx_uint_t                               i, same, skipped;
     ngx_http_playarr_metrics_series_t       *s;
-    ngx_http_playarr_metrics_layout_t       *layout;
+    ngx_http_playarr_metrics_bounds_t       *bounds;
     ngx_http_playarr_metrics_family_conf_t  *fc;
     double               le[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS];
     uint64_t             values[NGX_HTTP_PLAYARR_METRICS_MAX_BUCKETS + 2];
@@ -618,18 +618,18 @@ ngx_http_playarr_metrics_state_family(ngx_http_playarr_metrics_store_t *store,
             continue;
         }
 
-        layout = NULL;
+        bounds = NULL;
 
         if (nle) {
-            layout = ngx_http_playarr_metrics_state_layout(store, fc, le, nle);
+            bounds = ngx_http_playarr_metrics_state_bounds(store, fc, le, nle);
 
-            if (layout == NULL) {
+            if (bounds == NULL) {
                 skipped++;
                 continue;
             }
         }
 
-        s = ngx_http_playarr_metrics_series(store, fc, layout, key, klen);
+        s = ngx_http_playarr_metrics_series(store, fc, bounds, key, klen);
 
         if (nle == 0) {
             s->values[0] = values[0];
@@ -677,35 +677,37 @@ ngx_http_playarr_metrics_state_find(ngx_http_playarr_metrics_store_t *store,
 
 
 /*
- * The layout a saved histogram series goes into: the configured one with
- * the same bounds, else the family's if the saved counts map onto it,
- * else any configured one they map onto; NULL if none.
+ * The bounds a saved histogram series goes into: configured ones equal to
+ * the saved bounds, else the family's if the saved counts map onto them,
+ * else any configured ones they map onto; NULL if none.
  */
 
-static ngx_http_playarr_metrics_layout_t *
-ngx_http_playarr_metrics_state_layout(ngx_http_playarr_metrics_store_t *store,
+static ngx_http_playarr_metrics_bounds_t *
+ngx_http_playarr_metrics_state_bounds(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc, double *le, ngx_uint_t n)
 {
     ngx_uint_t                          i;
-    ngx_http_playarr_metrics_layout_t  *l;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
-    for (i = 0; i < store->layouts.nelts; i++) {
-        l = store->shared_layouts[i];
+    for (i = 0; i < store->buckets.nelts; i++) {
+        bounds = store->bounds[i];
 
-        if (l->n == n && ngx_memcmp(l->le, le, n * sizeof(double)) == 0) {
-            return l;
+        if (bounds->n == n
+            && ngx_memcmp(bounds->le, le, n * sizeof(double)) == 0)
+        {
+            return bounds;
         }
     }
 
-    if (ngx_http_playarr_metrics_state_coarser(fc->shared->layout, le, n)) {
-        return fc->shared->layout;
+    if (ngx_http_playarr_metrics_state_coarser(fc->shared->bounds, le, n)) {
+        return fc->shared->bounds;
     }
 
-    for (i = 0; i < store->layouts.nelts; i++) {
-        l = store->shared_layouts[i];
+    for (i = 0; i < store->buckets.nelts; i++) {
+        bounds = store->bounds[i];
 
-        if (ngx_http_playarr_metrics_state_coarser(l, le, n)) {
-            return l;
+        if (ngx_http_playarr_metrics_state_coarser(bounds, le, n)) {
+            return bounds;
         }
     }
 
@@ -713,20 +715,20 @@ ngx_http_playarr_metrics_state_layout(ngx_http_playarr_metrics_store_t *store,
 }
 
 
-/* every bound of the layout is one of the saved bounds */
+/* each of the bounds is one of the saved bounds */
 
 static ngx_uint_t
-ngx_http_playarr_metrics_state_coarser(ngx_http_playarr_metrics_layout_t *l,
-    double *le, ngx_uint_t n)
+ngx_http_playarr_metrics_state_coarser(
+    ngx_http_playarr_metrics_bounds_t *bounds, double *le, ngx_uint_t n)
 {
     ngx_uint_t  i, j;
 
-    for (i = 0, j = 0; i < l->n; i++) {
-        while (j < n && le[j] < l->le[i]) {
+    for (i = 0, j = 0; i < bounds->n; i++) {
+        while (j < n && le[j] < bounds->le[i]) {
             j++;
         }
 
-        if (j == n || le[j] != l->le[i]) {
+        if (j == n || le[j] != bounds->le[i]) {
             return 0;
         }
     }
@@ -746,11 +748,11 @@ ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
 {
     uint64_t                            count;
     ngx_uint_t                          i, j;
-    ngx_http_playarr_metrics_layout_t  *l;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
-    l = s->layout;
+    bounds = s->bounds;
 
-    if (!ngx_http_playarr_metrics_state_coarser(l, le, n)) {
+    if (!ngx_http_playarr_metrics_state_coarser(bounds, le, n)) {
         return NGX_DECLINED;
     }
 
@@ -771,13 +773,13 @@ ngx_http_playarr_metrics_state_buckets(ngx_http_playarr_metrics_series_t *s,
     count = 0;
     j = 0;
 
-    for (i = 0; i <= l->n; i++) {
-        while (j < n && (i == l->n || le[j] <= l->le[i])) {
+    for (i = 0; i <= bounds->n; i++) {
+        while (j < n && (i == bounds->n || le[j] <= bounds->le[i])) {
             count += values[1 + j];
             j++;
         }
 
-        if (i == l->n) {
+        if (i == bounds->n) {
             count += values[1 + n];
         }
 

@@ -36,8 +36,8 @@ static uint64_t ngx_http_playarr_metrics_family_buckets(
     ngx_http_playarr_metrics_family_conf_t *fc);
 static size_t ngx_http_playarr_metrics_family_def(
     ngx_http_playarr_metrics_family_conf_t *fc, u_char *buf);
-static ngx_http_playarr_metrics_layout_t *
-    ngx_http_playarr_metrics_shared_layout(
+static ngx_http_playarr_metrics_bounds_t *
+    ngx_http_playarr_metrics_shared_bounds(
     ngx_http_playarr_metrics_store_t *store, ngx_array_t *buckets);
 static ngx_inline ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
@@ -47,13 +47,13 @@ static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_series_add(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len,
     uint32_t hash);
 static ngx_http_playarr_metrics_series_t *
     ngx_http_playarr_metrics_series_create(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_t *f,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len,
     uint32_t hash);
 static void ngx_http_playarr_metrics_series_repair(
     ngx_http_playarr_metrics_sh_t *sh, ngx_http_playarr_metrics_family_t *f);
@@ -206,7 +206,7 @@ ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * Connects the configured families and bucket layouts to their shared
+ * Connects the configured families and bucket bounds to their shared
  * counterparts, creating what is missing.  A family whose definition
  * changed starts afresh; the old one stays in the zone, untouched, for
  * workers of the previous cycle that may still write into it.
@@ -217,7 +217,7 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
     ngx_log_t *log)
 {
     ngx_uint_t                               i;
-    ngx_array_t                            **layouts;
+    ngx_array_t                            **buckets;
     ngx_http_playarr_metrics_family_t       *head;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
@@ -230,20 +230,19 @@ ngx_http_playarr_metrics_bind(ngx_http_playarr_metrics_store_t *store,
         return NGX_ERROR;
     }
 
-    layouts = store->layouts.elts;
+    buckets = store->buckets.elts;
 
-    store->shared_layouts = ngx_pcalloc(store->layouts.pool,
-                       store->layouts.nelts
-                       * sizeof(ngx_http_playarr_metrics_layout_t *));
-    if (store->shared_layouts == NULL && store->layouts.nelts) {
+    store->bounds = ngx_pcalloc(store->buckets.pool,
+                                store->buckets.nelts
+                                * sizeof(ngx_http_playarr_metrics_bounds_t *));
+    if (store->bounds == NULL && store->buckets.nelts) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < store->layouts.nelts; i++) {
-        store->shared_layouts[i] =
-                        ngx_http_playarr_metrics_shared_layout(store,
-                                                               layouts[i]);
-        if (store->shared_layouts[i] == NULL) {
+    for (i = 0; i < store->buckets.nelts; i++) {
+        store->bounds[i] = ngx_http_playarr_metrics_shared_bounds(store,
+                                                                  buckets[i]);
+        if (store->bounds[i] == NULL) {
             goto full;
         }
     }
@@ -303,17 +302,17 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     size_t                               len, klen;
     ngx_uint_t                           i;
     ngx_http_playarr_metrics_sh_t       *sh;
-    ngx_http_playarr_metrics_layout_t   *layout;
+    ngx_http_playarr_metrics_bounds_t   *bounds;
     ngx_http_playarr_metrics_series_t   *s;
     ngx_http_playarr_metrics_family_t   *f, *old;
     uint64_t                             buckets;
     u_char                               def[4096];
 
     sh = store->sh;
-    layout = NULL;
+    bounds = NULL;
 
     if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
-        layout = store->shared_layouts[fc->layout];
+        bounds = store->bounds[fc->bounds_id];
     }
 
     len = ngx_http_playarr_metrics_family_def(fc, def);
@@ -328,7 +327,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
         }
 
         if (f->type == fc->type
-            && f->layout == layout
+            && f->bounds == bounds
             && f->buckets == buckets
             && f->def_len == len
             && ngx_memcmp(f->def, def, len) == 0)
@@ -352,7 +351,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
     f->def_len = len;
     f->type = fc->type;
     f->nlabels = fc->nlabels;
-    f->layout = layout;
+    f->bounds = bounds;
     f->buckets = buckets;
     f->seed = sh->seed ^ ngx_hash_key(fc->name.data, fc->name.len);
 
@@ -377,7 +376,7 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
 
     ngx_shmtx_lock(&store->shpool->mutex);
 
-    s = ngx_http_playarr_metrics_series_create(store, f, layout, key, klen,
+    s = ngx_http_playarr_metrics_series_create(store, f, bounds, key, klen,
                         ngx_http_playarr_metrics_hash(f->seed, key, klen));
 
     if (s) {
@@ -417,8 +416,8 @@ ngx_http_playarr_metrics_family(ngx_http_playarr_metrics_store_t *store,
 
 
 /*
- * Every bucket layout a histogram family's series may have (locations can
- * set their own), summed up so that the order they were configured in
+ * All the bucket bounds a histogram family's series may have (locations
+ * can set their own), summed up so that the order they were configured in
  * does not matter: another sum on reload means other buckets.
  */
 
@@ -429,30 +428,30 @@ ngx_http_playarr_metrics_family_buckets(
 {
     uint64_t                            sum;
     ngx_uint_t                          i, *n;
-    ngx_http_playarr_metrics_layout_t  *l;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
     if (fc->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
         return 0;
     }
 
-    l = store->shared_layouts[fc->layout];
-    sum = ngx_http_playarr_metrics_hash(0, (u_char *) l->le,
-                                        l->n * sizeof(double));
+    bounds = store->bounds[fc->bounds_id];
+    sum = ngx_http_playarr_metrics_hash(0, (u_char *) bounds->le,
+                                        bounds->n * sizeof(double));
 
-    if (fc->layouts == NULL) {
+    if (fc->bounds_ids == NULL) {
         return sum;
     }
 
-    n = fc->layouts->elts;
+    n = fc->bounds_ids->elts;
 
-    for (i = 0; i < fc->layouts->nelts; i++) {
-        if (n[i] == fc->layout) {
+    for (i = 0; i < fc->bounds_ids->nelts; i++) {
+        if (n[i] == fc->bounds_id) {
             continue;
         }
 
-        l = store->shared_layouts[n[i]];
-        sum += ngx_http_playarr_metrics_hash(1, (u_char *) l->le,
-                                             l->n * sizeof(double));
+        bounds = store->bounds[n[i]];
+        sum += ngx_http_playarr_metrics_hash(1, (u_char *) bounds->le,
+                                             bounds->n * sizeof(double));
     }
 
     return sum;
@@ -479,30 +478,31 @@ ngx_http_playarr_metrics_family_def(ngx_http_playarr_metrics_family_conf_t *fc,
 
 
 /*
- * Bucket layouts are configured per location; each distinct one is kept
- * once per store (process memory) and once per zone (shared memory).
+ * Bucket bounds are configured per location; each distinct set is kept
+ * once per store (process memory) and once per zone (shared memory), and
+ * known by its index, the bounds id returned here.
  */
 
 ngx_int_t
-ngx_http_playarr_metrics_store_layout(ngx_http_playarr_metrics_store_t *store,
+ngx_http_playarr_metrics_store_bounds(ngx_http_playarr_metrics_store_t *store,
     ngx_pool_t *pool, ngx_array_t *buckets)
 {
     ngx_uint_t     i;
-    ngx_array_t  **layouts, **p;
+    ngx_array_t  **known, **p;
 
-    if (store->layouts.elts == NULL) {
-        if (ngx_array_init(&store->layouts, pool, 2, sizeof(ngx_array_t *))
+    if (store->buckets.elts == NULL) {
+        if (ngx_array_init(&store->buckets, pool, 2, sizeof(ngx_array_t *))
             != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    layouts = store->layouts.elts;
+    known = store->buckets.elts;
 
-    for (i = 0; i < store->layouts.nelts; i++) {
-        if (layouts[i]->nelts == buckets->nelts
-            && ngx_memcmp(layouts[i]->elts, buckets->elts,
+    for (i = 0; i < store->buckets.nelts; i++) {
+        if (known[i]->nelts == buckets->nelts
+            && ngx_memcmp(known[i]->elts, buckets->elts,
                           buckets->nelts * sizeof(double))
                == 0)
         {
@@ -510,53 +510,54 @@ ngx_http_playarr_metrics_store_layout(ngx_http_playarr_metrics_store_t *store,
         }
     }
 
-    p = ngx_array_push(&store->layouts);
+    p = ngx_array_push(&store->buckets);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     *p = buckets;
 
-    return store->layouts.nelts - 1;
+    return store->buckets.nelts - 1;
 }
 
 
-static ngx_http_playarr_metrics_layout_t *
-ngx_http_playarr_metrics_shared_layout(ngx_http_playarr_metrics_store_t *store,
+static ngx_http_playarr_metrics_bounds_t *
+ngx_http_playarr_metrics_shared_bounds(ngx_http_playarr_metrics_store_t *store,
     ngx_array_t *buckets)
 {
     size_t                              size;
     ngx_http_playarr_metrics_sh_t      *sh;
-    ngx_http_playarr_metrics_layout_t  *l;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
     sh = store->sh;
     size = buckets->nelts * sizeof(double);
 
-    for (l = sh->layouts; l; l = l->next) {
-        if (l->n == buckets->nelts
-            && ngx_memcmp(l->le, buckets->elts, size) == 0)
+    for (bounds = sh->bounds; bounds; bounds = bounds->next) {
+        if (bounds->n == buckets->nelts
+            && ngx_memcmp(bounds->le, buckets->elts, size) == 0)
         {
-            return l;
+            return bounds;
         }
     }
 
-    l = ngx_slab_alloc(store->shpool,
-                       offsetof(ngx_http_playarr_metrics_layout_t, le) + size);
-    if (l == NULL) {
+    bounds = ngx_slab_alloc(store->shpool,
+                            offsetof(ngx_http_playarr_metrics_bounds_t, le)
+                            + size);
+    if (bounds == NULL) {
         return NULL;
     }
 
-    l->n = buckets->nelts;
-    ngx_memcpy(l->le, buckets->elts, size);
+    bounds->n = buckets->nelts;
+    ngx_memcpy(bounds->le, buckets->elts, size);
 
     ngx_shmtx_lock(&store->shpool->mutex);
 
-    l->next = sh->layouts;
-    sh->layouts = l;
+    bounds->next = sh->bounds;
+    sh->bounds = bounds;
 
     ngx_shmtx_unlock(&store->shpool->mutex);
 
-    return l;
+    return bounds;
 }
 
 
@@ -592,7 +593,7 @@ ngx_http_playarr_metrics_lookup(ngx_http_playarr_metrics_sh_t *sh,
 ngx_http_playarr_metrics_series_t *
 ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len)
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len)
 {
     uint32_t                            hash;
     ngx_http_playarr_metrics_sh_t      *sh;
@@ -609,7 +610,7 @@ ngx_http_playarr_metrics_series(ngx_http_playarr_metrics_store_t *store,
         return s;
     }
 
-    return ngx_http_playarr_metrics_series_add(store, fc, layout, key, len,
+    return ngx_http_playarr_metrics_series_add(store, fc, bounds, key, len,
                                                hash);
 }
 
@@ -635,7 +636,7 @@ ngx_http_playarr_metrics_series_find(ngx_http_playarr_metrics_store_t *store,
 static ngx_http_playarr_metrics_series_t *
 ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len,
     uint32_t hash)
 {
     const char                         *why;
@@ -647,10 +648,10 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
     created = 0;
 
     if (f->type != NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
-        layout = NULL;
+        bounds = NULL;
 
-    } else if (layout == NULL) {
-        layout = f->layout;
+    } else if (bounds == NULL) {
+        bounds = f->bounds;
     }
 
     why = NULL;
@@ -666,7 +667,7 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
             why = "has reached playarr_metrics_max_series";
 
         } else {
-            s = ngx_http_playarr_metrics_series_create(store, f, layout,
+            s = ngx_http_playarr_metrics_series_create(store, f, bounds,
                                                        key, len, hash);
             if (s == NULL) {
                 why = "has no room: the zone is full";
@@ -697,7 +698,7 @@ ngx_http_playarr_metrics_series_add(ngx_http_playarr_metrics_store_t *store,
 static ngx_http_playarr_metrics_series_t *
 ngx_http_playarr_metrics_series_create(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_t *f,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len,
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len,
     uint32_t hash)
 {
     size_t                              size;
@@ -706,7 +707,7 @@ ngx_http_playarr_metrics_series_create(ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_series_t  *s;
 
     sh = store->sh;
-    size = ngx_http_playarr_metrics_series_size(layout, len);
+    size = ngx_http_playarr_metrics_series_size(bounds, len);
 
     s = ngx_http_playarr_metrics_arena_alloc(store, size);
     if (s == NULL) {
@@ -716,7 +717,7 @@ ngx_http_playarr_metrics_series_create(ngx_http_playarr_metrics_store_t *store,
     ngx_memzero(s, size - len);
 
     s->family = f;
-    s->layout = layout;
+    s->bounds = bounds;
     s->hash = hash;
     s->len = (uint16_t) len;
     ngx_memcpy(ngx_http_playarr_metrics_series_key(s), key, len);
@@ -1087,9 +1088,9 @@ ngx_http_playarr_metrics_hide(ngx_http_playarr_metrics_family_t *f)
     ngx_http_playarr_metrics_series_t  *s;
 
     for (s = f->head; s; s = s->sibling) {
-        s->hidden = (f->nlabels || s->layout) ? 1 : 0;
+        s->hidden = (f->nlabels || s->bounds) ? 1 : 0;
 
-        n = s->layout ? s->layout->n + 2 : 1;
+        n = s->bounds ? s->bounds->n + 2 : 1;
 
         for (i = 0; i < n; i++) {
             s->values[i] = 0;

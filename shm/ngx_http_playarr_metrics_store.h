@@ -63,13 +63,13 @@ typedef struct ngx_http_playarr_metrics_family_s
     ngx_http_playarr_metrics_family_t;
 typedef struct ngx_http_playarr_metrics_series_s
     ngx_http_playarr_metrics_series_t;
-typedef struct ngx_http_playarr_metrics_layout_s
-    ngx_http_playarr_metrics_layout_t;
+typedef struct ngx_http_playarr_metrics_bounds_s
+    ngx_http_playarr_metrics_bounds_t;
 
 
 /* histogram bucket bounds, in shared memory, shared by series */
-struct ngx_http_playarr_metrics_layout_s {
-    ngx_http_playarr_metrics_layout_t  *next;
+struct ngx_http_playarr_metrics_bounds_s {
+    ngx_http_playarr_metrics_bounds_t  *next;
     ngx_uint_t                          n;
     double                              le[1];
 };
@@ -89,7 +89,7 @@ struct ngx_http_playarr_metrics_series_s {
     ngx_http_playarr_metrics_series_t  *volatile next;
     ngx_http_playarr_metrics_series_t  *volatile sibling;
     ngx_http_playarr_metrics_family_t  *family;
-    ngx_http_playarr_metrics_layout_t  *layout;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
     uint32_t                            hash;
     uint16_t                            len;
     u_char                              hidden;
@@ -103,14 +103,14 @@ struct ngx_http_playarr_metrics_family_s {
     ngx_http_playarr_metrics_family_t  *next;
     ngx_http_playarr_metrics_series_t  *volatile head;
     ngx_http_playarr_metrics_series_t  *overflow;
-    ngx_http_playarr_metrics_layout_t  *layout;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
     ngx_atomic_t                        nseries;
     ngx_atomic_t                        refused;
     ngx_atomic_t                        warned;
 
     uint32_t                            seed;
-    uint64_t                            buckets;    /* of all layouts */
+    uint64_t                            buckets;    /* of all bounds */
     ngx_uint_t                          type;
     ngx_uint_t                          nlabels;
     ngx_uint_t                          retired;
@@ -177,7 +177,7 @@ typedef struct {
     ngx_uint_t                          mask;
     ngx_http_playarr_metrics_series_t  *volatile *table;
     ngx_http_playarr_metrics_family_t  *families;
-    ngx_http_playarr_metrics_layout_t  *layouts;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
     /* bump allocator for series, refilled by whole slab pages */
     u_char                             *arena;
@@ -204,8 +204,8 @@ typedef struct {
 
     ngx_http_playarr_metrics_family_t  *shared;
     ngx_http_playarr_metrics_family_t  *replaced;   /* retired by bind */
-    ngx_uint_t                          layout;     /* into store layouts */
-    ngx_array_t                        *layouts;    /* more, ngx_uint_t */
+    ngx_uint_t                          bounds_id;  /* into store bounds */
+    ngx_array_t                        *bounds_ids; /* more, ngx_uint_t */
 } ngx_http_playarr_metrics_family_conf_t;
 
 
@@ -248,8 +248,8 @@ typedef struct {
     ngx_uint_t                          generation; /* of this cycle */
 
     ngx_array_t                         families;   /* family_conf_t */
-    ngx_array_t                         layouts;    /* ngx_array_t * */
-    ngx_http_playarr_metrics_layout_t **shared_layouts;
+    ngx_array_t                         buckets;    /* ngx_array_t * */
+    ngx_http_playarr_metrics_bounds_t **bounds;     /* by bounds_id */
 } ngx_http_playarr_metrics_store_t;
 
 
@@ -261,14 +261,14 @@ extern const char  *ngx_http_playarr_metrics_sources[];
 ngx_int_t ngx_http_playarr_metrics_store_init(ngx_shm_zone_t *shm_zone,
     void *data);
 
-ngx_int_t ngx_http_playarr_metrics_store_layout(
+ngx_int_t ngx_http_playarr_metrics_store_bounds(
     ngx_http_playarr_metrics_store_t *store, ngx_pool_t *pool,
     ngx_array_t *buckets);
 
 ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc,
-    ngx_http_playarr_metrics_layout_t *layout, u_char *key, size_t len);
+    ngx_http_playarr_metrics_bounds_t *bounds, u_char *key, size_t len);
 ngx_http_playarr_metrics_series_t *ngx_http_playarr_metrics_series_find(
     ngx_http_playarr_metrics_store_t *store,
     ngx_http_playarr_metrics_family_conf_t *fc, u_char *key, size_t len);
@@ -308,11 +308,11 @@ size_t ngx_http_playarr_metrics_store_free(
 
 
 #define ngx_http_playarr_metrics_series_key(s)                                \
-    ((u_char *) &(s)->values[(s)->layout ? (s)->layout->n + 2 : 1])
+    ((u_char *) &(s)->values[(s)->bounds ? (s)->bounds->n + 2 : 1])
 
-#define ngx_http_playarr_metrics_series_size(layout, len)                     \
+#define ngx_http_playarr_metrics_series_size(bounds, len)                     \
     (offsetof(ngx_http_playarr_metrics_series_t, values)                      \
-     + sizeof(ngx_atomic_t) * ((layout) ? (layout)->n + 2 : 1) + (len))
+     + sizeof(ngx_atomic_t) * ((bounds) ? (bounds)->n + 2 : 1) + (len))
 
 
 static ngx_inline double
@@ -431,17 +431,17 @@ ngx_http_playarr_metrics_observe(ngx_http_playarr_metrics_series_t *s,
     double v)
 {
     ngx_uint_t                          i, n;
-    ngx_http_playarr_metrics_layout_t  *l;
+    ngx_http_playarr_metrics_bounds_t  *bounds;
 
     if (ngx_http_playarr_metrics_add(s, v) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    l = s->layout;
-    n = l->n;
+    bounds = s->bounds;
+    n = bounds->n;
 
     for (i = 0; i < n; i++) {
-        if (v <= l->le[i]) {
+        if (v <= bounds->le[i]) {
             break;
         }
     }

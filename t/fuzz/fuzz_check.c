@@ -409,12 +409,12 @@ fuzz_visible(ngx_http_playarr_metrics_family_conf_t *fc, ngx_uint_t *series)
         }
 
         if (fc->type == NGX_HTTP_PLAYARR_METRICS_TYPE_HISTOGRAM) {
-            if (s->layout == NULL) {
+            if (s->bounds == NULL) {
                 fuzz_fatal("a series of \"%s\" has no buckets",
                            fc->name.data);
             }
 
-            n += s->layout->n + 3;
+            n += s->bounds->n + 3;
 
         } else {
             n++;

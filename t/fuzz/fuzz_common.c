@@ -312,12 +312,12 @@ fuzz_store_new(ngx_pool_t *pool, ngx_array_t *families, ngx_uint_t max_series)
             continue;
         }
 
-        n = ngx_http_playarr_metrics_store_layout(store, pool, fc[i].buckets);
+        n = ngx_http_playarr_metrics_store_bounds(store, pool, fc[i].buckets);
         if (n == NGX_ERROR) {
             return NULL;
         }
 
-        fc[i].layout = n;
+        fc[i].bounds_id = n;
     }
 
     return store;

@@ -398,7 +398,7 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
     fuzz_model_t                            *m, *e;
     ngx_http_playarr_metrics_update_t       *u;
     ngx_http_playarr_metrics_series_t       *s;
-    ngx_http_playarr_metrics_layout_t       *l;
+    ngx_http_playarr_metrics_bounds_t       *bounds;
     ngx_http_playarr_metrics_family_conf_t  *fc;
 
     u = updates->elts;
@@ -479,9 +479,9 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
         e->hidden = 0;
 
         if (u[i].op == NGX_HTTP_PLAYARR_METRICS_OP_OBSERVE) {
-            l = s->layout;
+            bounds = s->bounds;
 
-            for (b = 0; b < l->n && !(u[i].value <= l->le[b]); b++) {
+            for (b = 0; b < bounds->n && !(u[i].value <= bounds->le[b]); b++) {
                 /* void */
             }
 
@@ -522,7 +522,7 @@ fuzz_apply(ngx_pool_t *pool, ngx_http_playarr_metrics_store_t *store,
                 continue;
             }
 
-            for (i = 0; i < (s->layout ? s->layout->n + 2 : 1); i++) {
+            for (i = 0; i < (s->bounds ? s->bounds->n + 2 : 1); i++) {
                 if (s->values[i]) {
                     fuzz_fatal("a series of \"%s\" no update reached holds "
                                "a value", fc[k].name.data);
@@ -573,11 +573,11 @@ fuzz_check_model(ngx_http_playarr_metrics_store_t *store, fuzz_model_t *m,
                        s->hidden ? "hidden" : "shown");
         }
 
-        if (s->layout == NULL) {
+        if (s->bounds == NULL) {
             continue;
         }
 
-        for (b = 0; b <= s->layout->n; b++) {
+        for (b = 0; b <= s->bounds->n; b++) {
             if (s->values[1 + b] != m[j].buckets[b]) {
                 fuzz_fatal("a series of \"%s\": bucket %lu holds %lu, "
                            "not %lu", m[j].family->name.data, b,
