@@ -11,6 +11,7 @@
 #include <ngx_http_playarr_metrics_module.h>
 #include <ngx_http_playarr_metrics_file.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 
@@ -349,7 +350,15 @@ ngx_http_playarr_metrics_notify(ngx_conf_t *cf)
 }
 
 
-/* in a thread: nothing here logs, locks or touches the event loop */
+/*
+ * In a thread: nothing here logs, locks or touches the event loop.
+ *
+ * The temporary file's RAND_bytes() gives the thread state of OpenSSL's,
+ * which OpenSSL frees when the thread exits; the pool's threads exit as
+ * the worker does, while its main thread runs OpenSSL's own cleanup at
+ * exit(), and the two raced (a worker died on SIGSEGV, now and then, as
+ * it shut down).  The state is freed here, at the end of the task.
+ */
 
 static void
 ngx_http_playarr_metrics_save_thread(void *data, ngx_log_t *log)
@@ -358,6 +367,8 @@ ngx_http_playarr_metrics_save_thread(void *data, ngx_log_t *log)
 
     (void) ngx_http_playarr_metrics_save_quiet(ctx->store, ctx->path,
                                                &ctx->sv);
+
+    OPENSSL_thread_stop();
 
     ngx_memory_barrier();
 
