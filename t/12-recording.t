@@ -22,7 +22,7 @@ use IO::Socket::INET;
 use POSIX qw(_exit);
 use Test::More;
 use Time::HiRes qw(time sleep);
-use PlayarrTest qw(delta wait_until);
+use PlayarrTest qw(delta requests_key wait_until);
 
 PlayarrTest::need_module();
 
@@ -199,12 +199,6 @@ sub record {
 
 sub K { PlayarrTest::series_key(@_) }
 
-sub req_key {
-    my ($ep, $status, $user) = @_;
-    return K($REQS, { endpoint => $ep, status_code => $status,
-                      username => $user // 'anonymous' });
-}
-
 sub dur_key {
     my ($suffix, $ep, $le) = @_;
     my %l = (endpoint => $ep, username => 'anonymous');
@@ -227,7 +221,7 @@ sub le_values {
     is($r->{status}, 200, 'slow upstream (300 ms): 200');
     is($r->{body}, 'upstream /api/stats?delay=300', 'slow upstream answered');
 
-    is($d->{ req_key('/api/stats', 200) }, 1, 'slow request counted once');
+    is($d->{ requests_key('/api/stats', 200) }, 1, 'slow request counted once');
     is($d->{ dur_key('count', '/api/stats') }, 1, 'one observation');
     ok(!$d->{ dur_key('bucket', '/api/stats', '0.25') },
        '300 ms: not in le="0.25"');
@@ -308,7 +302,7 @@ sub le_values {
     my $t0 = time;
     $c->close;
 
-    my $k499 = req_key('/api/stats', 499);
+    my $k499 = requests_key('/api/stats', 499);
     my $after;
     my $seen = wait_until(sub {
         $after = $t->quiet_series(client => $cl);
@@ -335,7 +329,7 @@ sub le_values {
                         error_type => 'not_found',
                         username => 'anonymous' }) }, 1,
        'managed_errors_total{error_type="not_found"} +1');
-    is($d->{ req_key('/api/titles/:title_key', 404) }, 1,
+    is($d->{ requests_key('/api/titles/:title_key', 404) }, 1,
        'the request is counted too, status 404');
 
     ($r, $d) = record('GET', '/api/titles/tt1?status=200&etype=validation');
@@ -352,7 +346,7 @@ sub le_values {
     ($r, $d) = record('GET', '/api/titles/tt1?status=500&etype=');
     ok(!grep({ /^\Q$ERRS\E/ } keys %$d),
        'an empty error type: no managed error');
-    is($d->{ req_key('/api/titles/:title_key', 500) }, 1,
+    is($d->{ requests_key('/api/titles/:title_key', 500) }, 1,
        'status_code="500" counted');
 
     ($r, $d) = record('POST', '/api/tmdb/verify');
@@ -361,7 +355,7 @@ sub le_values {
                         error_type => 'upstream_unavailable',
                         username => 'anonymous' }) }, 1,
        'error type from a map of $status: upstream_unavailable +1');
-    is($d->{ req_key('/api/tmdb/verify', 502) }, 1, 'status_code="502"');
+    is($d->{ requests_key('/api/tmdb/verify', 502) }, 1, 'status_code="502"');
 
     $t->scrape('managed errors');
 }
@@ -372,7 +366,7 @@ sub le_values {
     my ($r, $d) = record('GET', '/api/settings/theme');
     is($r->{status}, 401, 'return 401');
     is_deeply($d, {
-        req_key('/api/settings/:key', 401) => 1,
+        requests_key('/api/settings/:key', 401) => 1,
         dur_key('count', '/api/settings/:key') => 1,
         (map { dur_key('bucket', '/api/settings/:key', $_) => 1 }
              @DEFAULT_LE),
@@ -383,12 +377,12 @@ sub le_values {
 
     ($r, $d) = record('GET', '/api/livetv/m3u');
     is($r->{status}, 404, 'a missing file: 404');
-    is($d->{ req_key('/api/livetv/m3u', 404) }, 1, 'status_code="404"');
+    is($d->{ requests_key('/api/livetv/m3u', 404) }, 1, 'status_code="404"');
     ok(!grep({ /^\Q$AUTH\E/ } keys %$d), 'a 404 is no authentication failure');
 
     ($r, $d) = record('HEAD', '/api/jobs');
     is($r->{status}, 200, 'HEAD: 200');
-    is($d->{ req_key('/api/jobs', 200) }, 1, 'HEAD is recorded');
+    is($d->{ requests_key('/api/jobs', 200) }, 1, 'HEAD is recorded');
 }
 
 # --- what is not recorded ----------------------------------------------------
@@ -405,7 +399,7 @@ sub le_values {
     ($r, $d) = record('GET', '/api/livetv/epg', host => 'offsrv');
     is($r->{body}, 'on again', 'on in a location of that server: answered');
     is_deeply([sort grep { /^\Q$REQS\E/ } keys %$d],
-              [req_key('/api/livetv/epg', 200)],
+              [requests_key('/api/livetv/epg', 200)],
               'on in a location of an off server: recorded');
 
     ($r, $d) = record('GET', '/metrics');
@@ -447,9 +441,9 @@ sub le_values {
     like($raw, qr{^HTTP/1\.1 200 }, 'HTTP/1.0: 200');
 
     my $d = delta($before, $t->quiet_series(client => $cl), $HTTP_FAMILIES);
-    is($d->{ req_key('/api/titles/:title_key', 400) }, 1,
+    is($d->{ requests_key('/api/titles/:title_key', 400) }, 1,
        'a 400 after the request line: counted with its endpoint');
-    is($d->{ req_key('/api/jobs', 200) }, 1, 'HTTP/1.0 counted');
+    is($d->{ requests_key('/api/jobs', 200) }, 1, 'HTTP/1.0 counted');
 }
 
 $t->scrape('final');

@@ -20,7 +20,7 @@ use lib "$FindBin::Bin/lib";
 
 use IO::Socket::INET;
 use Test::More;
-use PlayarrTest qw(delta);
+use PlayarrTest qw(delta requests_key);
 
 PlayarrTest::need_module();
 
@@ -106,12 +106,6 @@ my $own = PlayarrTest::Client->new($t, $t->port(3));
 
 sub K { PlayarrTest::series_key(@_) }
 
-sub req_key {
-    my ($ep, $status, $user) = @_;
-    return K($REQS, { endpoint => $ep, status_code => $status,
-                      username => $user // 'anonymous' });
-}
-
 sub dur_count_key {
     my ($ep, $user) = @_;
     return K("${DUR}_count", { endpoint => $ep,
@@ -170,8 +164,8 @@ my $DETAILS = '/api/titles/:title_key/details';
                       [ $header, '/api/titles/tt1?s=404', 'alice' ]) } 1 .. 6;
     my $d = count_of(@reqs);
 
-    is($d->{ req_key($TITLE, 200, 'alice') }, 6, 'one path, 200: 6');
-    is($d->{ req_key($TITLE, 404, 'alice') }, 6, 'the same path, 404: 6');
+    is($d->{ requests_key($TITLE, 200, 'alice') }, 6, 'one path, 200: 6');
+    is($d->{ requests_key($TITLE, 404, 'alice') }, 6, 'the same path, 404: 6');
     is($d->{ dur_count_key($TITLE, 'alice') }, 12,
        'one duration series for both statuses: 12');
     is(scalar(grep { /^\Q$REQS\E\{/ } keys %$d), 2, 'no other series moved');
@@ -184,9 +178,9 @@ my $DETAILS = '/api/titles/:title_key/details';
                       [ $own, '/api/titles/tt5', 'mia' ]) } 1 .. 4;
     my $d = count_of(@reqs);
 
-    is($d->{ req_key($TITLE, 200, 'mia') }, 4,
+    is($d->{ requests_key($TITLE, 200, 'mia') }, 4,
        'one path on two servers: the first one\'s route, 4');
-    is($d->{ req_key('/api/:section/:id', 200, 'mia') }, 4,
+    is($d->{ requests_key('/api/:section/:id', 200, 'mia') }, 4,
        'the other server\'s route, 4');
 }
 
@@ -208,9 +202,9 @@ my $DETAILS = '/api/titles/:title_key/details';
     my @bad;
 
     for my $u (@users) {
-        push @bad, "$u title" if ($d->{ req_key($TITLE, 200, $u) } // 0) != 4;
+        push @bad, "$u title" if ($d->{ requests_key($TITLE, 200, $u) } // 0) != 4;
         push @bad, "$u details"
-            if ($d->{ req_key($DETAILS, 200, $u) } // 0) != 2;
+            if ($d->{ requests_key($DETAILS, 200, $u) } // 0) != 2;
     }
 
     ok(!@bad, '2,600 users x 3 paths, twice: every user counted exactly')
@@ -227,9 +221,9 @@ my $DETAILS = '/api/titles/:title_key/details';
                       [ $header, $q, 'username=alice&password=p' ]) } 1 .. 4;
     my $d = count_of(@reqs);
 
-    is($d->{ req_key('/player_api.php', 200, 'alice') }, 4,
+    is($d->{ requests_key('/player_api.php', 200, 'alice') }, 4,
        'the route user from the query: alice, 4');
-    is($d->{ req_key('/player_api.php', 200, 'username=alice&password=p') },
+    is($d->{ requests_key('/player_api.php', 200, 'username=alice&password=p') },
        4, 'the same bytes as a header user: their own series, 4');
 
     # the other way round, on fresh keys
@@ -238,9 +232,9 @@ my $DETAILS = '/api/titles/:title_key/details';
                    [ $route, $q, undef ]) } 1 .. 3;
     $d = count_of(@reqs);
 
-    is($d->{ req_key('/player_api.php', 200, 'bob') }, 3,
+    is($d->{ requests_key('/player_api.php', 200, 'bob') }, 3,
        'header first: the route user is still bob, 3');
-    is($d->{ req_key('/player_api.php', 200, 'username=bob&password=p') }, 3,
+    is($d->{ requests_key('/player_api.php', 200, 'username=bob&password=p') }, 3,
        'header first: the header user, 3');
 }
 
@@ -255,11 +249,11 @@ my $DETAILS = '/api/titles/:title_key/details';
     my $d = count_of(@reqs);
 
     my $MOVIE = '/movie/:username/:password/:streamId';
-    is($d->{ req_key($MOVIE, 200, 'bob') }, 3, 'the path names bob: 3');
-    is($d->{ req_key($MOVIE, 200, 'carol') }, 1, 'the path names carol: 1');
-    is($d->{ req_key('/player_api.php', 200, 'dave') }, 2, 'dave: 2');
-    is($d->{ req_key('/player_api.php', 200, 'erin') }, 1, 'erin: 1');
-    is($d->{ req_key('/player_api.php', 200) }, 1, 'no query: anonymous, 1');
+    is($d->{ requests_key($MOVIE, 200, 'bob') }, 3, 'the path names bob: 3');
+    is($d->{ requests_key($MOVIE, 200, 'carol') }, 1, 'the path names carol: 1');
+    is($d->{ requests_key('/player_api.php', 200, 'dave') }, 2, 'dave: 2');
+    is($d->{ requests_key('/player_api.php', 200, 'erin') }, 1, 'erin: 1');
+    is($d->{ requests_key('/player_api.php', 200) }, 1, 'no query: anonymous, 1');
 }
 
 # --- a path too long to be kept, and one just short enough -------------------
@@ -271,8 +265,8 @@ my $DETAILS = '/api/titles/:title_key/details';
                       [ $header, $long, 'lee' ]) } 1 .. 5;
     my $d = count_of(@reqs);
 
-    is($d->{ req_key($TITLE, 200, 'kim') }, 10, 'long and short paths: kim 10');
-    is($d->{ req_key($TITLE, 200, 'lee') }, 5, 'a long path: lee 5');
+    is($d->{ requests_key($TITLE, 200, 'kim') }, 10, 'long and short paths: kim 10');
+    is($d->{ requests_key($TITLE, 200, 'lee') }, 5, 'a long path: lee 5');
 }
 
 # --- requests in flight end in the log phase ---------------------------------
@@ -288,11 +282,11 @@ my $DETAILS = '/api/titles/:title_key/details';
     my $d = count_of(map { ([ $route, '/gone/x', undef ],
                             [ $route, '/old/titles/tt9', undef ]) } 1 .. 3);
 
-    is($d->{ req_key($TITLE, 200) }, undef,
+    is($d->{ requests_key($TITLE, 200) }, undef,
        'the redirect and the rewrite: not the target route');
-    is($d->{ req_key('unknown_endpoint', 200) }, 3,
+    is($d->{ requests_key('unknown_endpoint', 200) }, 3,
        'the rewrite: the route of the path before it, 3');
-    is($d->{ req_key('unknown_endpoint', 404) }, 3,
+    is($d->{ requests_key('unknown_endpoint', 404) }, 3,
        'the internal redirect: its first path, the status of its end, 3');
 
     my $body = $t->scrape('in flight');
@@ -381,9 +375,9 @@ EOF
 
     my $d = delta($before, $h->quiet_series, qr/^\Q$REQS\E/);
 
-    is($d->{ req_key('unknown_endpoint', '000') }, 5,
+    is($d->{ requests_key('unknown_endpoint', '000') }, 5,
        'HTTP/2 streams cut in their headers: 5, status 000, anonymous');
-    is(scalar(grep { $d->{ req_key('/api/titles/:id', 200, "user$_") } }
+    is(scalar(grep { $d->{ requests_key('/api/titles/:id', 200, "user$_") } }
                    1 .. 5), 5, 'the requests between them: their own series');
 
     for my $path ('/ssi/x', '/auth/x') {

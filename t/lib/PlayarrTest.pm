@@ -88,8 +88,8 @@ my %FUNCTIONS = (
     'PlayarrTest::HTTP' => [qw(header parse_challenge json_body bearer
                                parse_response session_jwt header_pairs)],
     'PlayarrTest::Metrics' => [qw(parse_metrics metric_types metric_help
-                                  series_key sample samples delta
-                                  duplicate_series family_sum)],
+                                  series_key requests_key sample samples
+                                  delta duplicate_series family_sum)],
 );
 
 for my $pkg (keys %FUNCTIONS) {

@@ -30,6 +30,8 @@ functions are also reachable as C<PlayarrTest::name>.
     PlayarrTest::metric_types($body)    { family => type }
     PlayarrTest::metric_help($body)     { family => help }
     PlayarrTest::series_key($name, {labels})  'name{a="1",b="2"}' (sorted)
+    PlayarrTest::requests_key($endpoint, $status, $user)  the key of a
+                                    playarr_http_requests_total series
     PlayarrTest::sample($body_or_parsed, $name, {labels})  value or undef
     PlayarrTest::samples($body_or_parsed, $name) list of [{labels}, value]
     PlayarrTest::duplicate_series($body) list of keys seen twice
@@ -338,6 +340,17 @@ sub series_key {
             sort keys %{ $labels || {} };
 
     return @l ? $name . '{' . join(',', @l) . '}' : $name;
+}
+
+
+# the key of a playarr_http_requests_total series, as parse_metrics()
+# has it: endpoint, status code, user (undef: anonymous)
+sub requests_key {
+    my ($ep, $status, $user) = @_;
+
+    return series_key('playarr_http_requests_total',
+                      { endpoint => $ep, status_code => $status,
+                        username => $user // 'anonymous' });
 }
 
 
