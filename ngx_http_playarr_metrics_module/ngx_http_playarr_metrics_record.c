@@ -160,7 +160,8 @@ static ngx_http_playarr_metrics_inline ngx_int_t
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
     ngx_http_playarr_metrics_jwt_claims_t *tmp);
-static ngx_inline ngx_int_t ngx_http_playarr_metrics_user(
+static ngx_http_playarr_metrics_inline ngx_int_t
+    ngx_http_playarr_metrics_user(
     ngx_http_request_t *r, ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
     ngx_http_playarr_metrics_record_t *rec,
@@ -1068,7 +1069,6 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
     ngx_http_playarr_metrics_jwt_claims_t *tmp)
 {
     ngx_uint_t                          route_user;
-    ngx_http_playarr_metrics_value_t   *value;
     ngx_http_playarr_metrics_path_t    *seen;
     ngx_http_playarr_metrics_recent_t  *hit;
 
@@ -1076,26 +1076,6 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
     rec->set = NULL;
     rec->duration = NULL;
     rec->requests = NULL;
-
-    route_user = 0;
-
-    if (plcf->username && plcf->username->nelts == 1) {
-
-        /* the usual one: a request header, without a call */
-
-        value = plcf->username->elts;
-
-        if (value->header == NGX_HTTP_PLAYARR_METRICS_FROM_REQUEST) {
-            rec->user.data = (u_char *) "";
-            ngx_http_playarr_metrics_header_value(&r->headers_in.headers.part,
-                                                  value, &rec->user);
-            rec->claimed = rec->user;
-            rec->given = rec->user;
-            ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 0);
-
-            goto seen;
-        }
-    }
 
     route_user = (plcf->username == NULL && pmcf->jwt_secret.len == 0);
 
@@ -1131,8 +1111,6 @@ ngx_http_playarr_metrics_find(ngx_http_request_t *r,
         rec->given = rec->user;
         ngx_http_playarr_metrics_paths_set(r, plcf, pmcf, rec, 0);
     }
-
-seen:
 
     if (rec->paths) {
         seen = ngx_http_playarr_metrics_paths_find(rec);
@@ -1185,7 +1163,7 @@ seen:
  * which knows a user only once its check passed.
  */
 
-static ngx_inline ngx_int_t
+static ngx_http_playarr_metrics_inline ngx_int_t
 ngx_http_playarr_metrics_user(ngx_http_request_t *r,
     ngx_http_playarr_metrics_loc_conf_t *plcf,
     ngx_http_playarr_metrics_main_conf_t *pmcf,
